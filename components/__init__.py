@@ -1,0 +1,1 @@
+"""sd-gke components: one ComponentResource per module, plus config, labels and the runtime layout."""

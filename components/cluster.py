@@ -1,0 +1,318 @@
+"""The GKE cluster: VPC-native private network, node identity, a system pool and a GPU pool.
+
+The GPU pool scales from zero; its nodes stream images (Image Streaming) and start with a startup
+taint so no SD pod lands before the runtime disk is mounted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
+
+from components.config import StackConfig
+from components.runtime_layout import GPU_NODE_LABEL, GPU_TAINT, STARTUP_TAINT
+
+AUTOSCALING_PROFILE = "OPTIMIZE_UTILIZATION"
+IMAGE_TYPE = "COS_CONTAINERD"
+NODE_ROLES = (
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter",
+    "roles/monitoring.viewer",
+    "roles/stackdriver.resourceMetadata.writer",
+    "roles/artifactregistry.reader",
+    "roles/serviceusage.serviceUsageConsumer",
+)
+"""What a node needs: ship logs and metrics, pull from Artifact Registry, and use the Container
+File System API for Image Streaming (a custom node service account needs serviceUsageConsumer)."""
+REQUIRED_APIS = (
+    "compute.googleapis.com",
+    "container.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "containerfilesystem.googleapis.com",
+    "iam.googleapis.com",
+)
+NODE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+
+
+@dataclass
+class ClusterArgs:
+    config: StackConfig
+
+
+class Cluster(pulumi.ComponentResource):
+    """Network, node service account, GKE cluster, node pools and a Kubernetes provider for them."""
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sdgke:cluster:Cluster", name, None, opts)
+        cfg = args.config
+        child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.production)
+
+        apis = [
+            gcp.projects.Service(
+                f"{name}-api-{api.split('.')[0]}",
+                project=cfg.project,
+                service=api,
+                disable_on_destroy=False,
+                opts=child,
+            )
+            for api in REQUIRED_APIS
+        ]
+        after_apis = pulumi.ResourceOptions(parent=self, depends_on=apis)
+
+        self.network = gcp.compute.Network(
+            f"{name}-network",
+            auto_create_subnetworks=False,
+            routing_mode="REGIONAL",
+            opts=after_apis,
+        )
+        net = cfg.network
+        self.subnet = gcp.compute.Subnetwork(
+            f"{name}-subnet",
+            network=self.network.id,
+            region=cfg.region,
+            ip_cidr_range=net.subnet_cidr,
+            private_ip_google_access=True,
+            secondary_ip_ranges=[
+                gcp.compute.SubnetworkSecondaryIpRangeArgs(range_name="pods", ip_cidr_range=net.pods_cidr),
+                gcp.compute.SubnetworkSecondaryIpRangeArgs(range_name="services", ip_cidr_range=net.services_cidr),
+            ],
+            opts=child,
+        )
+        router = gcp.compute.Router(f"{name}-router", network=self.network.id, region=cfg.region, opts=child)
+        gcp.compute.RouterNat(
+            f"{name}-nat",
+            router=router.name,
+            region=cfg.region,
+            nat_ip_allocate_option="AUTO_ONLY",
+            source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+            log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
+            opts=child,
+        )
+
+        self.node_service_account = gcp.serviceaccount.Account(
+            f"{name}-nodes",
+            account_id=f"{name}-nodes"[:30],
+            display_name="sd-gke GKE nodes",
+            opts=after_apis,
+        )
+        node_member = self.node_service_account.email.apply(lambda e: f"serviceAccount:{e}")
+        node_roles = [
+            gcp.projects.IAMMember(
+                f"{name}-nodes-{role.split('/')[1].replace('.', '-')}",
+                project=cfg.project,
+                role=role,
+                member=node_member,
+                opts=child,
+            )
+            for role in NODE_ROLES
+        ]
+
+        node_basics = dict(
+            image_type=IMAGE_TYPE,
+            service_account=self.node_service_account.email,
+            oauth_scopes=NODE_SCOPES,
+            shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_integrity_monitoring=True
+            ),
+            workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
+                mode="GKE_METADATA"
+            ),
+            gcfs_config=gcp.container.NodePoolNodeConfigGcfsConfigArgs(enabled=True),
+            gvnic=gcp.container.NodePoolNodeConfigGvnicArgs(enabled=True),
+            metadata={"disable-legacy-endpoints": "true"},
+        )
+
+        self.cluster = gcp.container.Cluster(
+            f"{name}-gke",
+            location=cfg.region,
+            node_locations=list(cfg.zones),
+            network=self.network.id,
+            subnetwork=self.subnet.id,
+            networking_mode="VPC_NATIVE",
+            ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
+                cluster_secondary_range_name="pods", services_secondary_range_name="services"
+            ),
+            private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
+                enable_private_nodes=True,
+                enable_private_endpoint=False,
+                master_ipv4_cidr_block=net.master_cidr,
+            ),
+            master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
+                cidr_blocks=[
+                    gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(cidr_block=c)
+                    for c in net.master_authorized_cidrs
+                ]
+            )
+            if net.master_authorized_cidrs
+            else None,
+            release_channel=gcp.container.ClusterReleaseChannelArgs(channel=cfg.cluster.release_channel),
+            min_master_version=cfg.cluster.min_master_version,
+            remove_default_node_pool=True,
+            initial_node_count=1,
+            node_config=gcp.container.ClusterNodeConfigArgs(
+                service_account=self.node_service_account.email,
+                oauth_scopes=NODE_SCOPES,
+                shielded_instance_config=gcp.container.ClusterNodeConfigShieldedInstanceConfigArgs(
+                    enable_secure_boot=True, enable_integrity_monitoring=True
+                ),
+                workload_metadata_config=gcp.container.ClusterNodeConfigWorkloadMetadataConfigArgs(
+                    mode="GKE_METADATA"
+                ),
+            ),
+            workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
+                workload_pool=f"{cfg.project}.svc.id.goog"
+            ),
+            enable_shielded_nodes=True,
+            node_pool_defaults=gcp.container.ClusterNodePoolDefaultsArgs(
+                node_config_defaults=gcp.container.ClusterNodePoolDefaultsNodeConfigDefaultsArgs(
+                    gcfs_config=gcp.container.ClusterNodePoolDefaultsNodeConfigDefaultsGcfsConfigArgs(enabled=True)
+                )
+            ),
+            cluster_autoscaling=gcp.container.ClusterClusterAutoscalingArgs(
+                enabled=False,
+                autoscaling_profile=AUTOSCALING_PROFILE,
+            ),
+            addons_config=gcp.container.ClusterAddonsConfigArgs(
+                gce_persistent_disk_csi_driver_config=gcp.container.ClusterAddonsConfigGcePersistentDiskCsiDriverConfigArgs(
+                    enabled=True
+                ),
+                http_load_balancing=gcp.container.ClusterAddonsConfigHttpLoadBalancingArgs(disabled=False),
+            ),
+            deletion_protection=cfg.production,
+            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=node_roles)),
+        )
+
+        sys_cfg = cfg.system_pool
+        self.system_pool = gcp.container.NodePool(
+            f"{name}-system",
+            cluster=self.cluster.id,
+            location=cfg.region,
+            node_locations=list(cfg.zones),
+            initial_node_count=sys_cfg.min_nodes,
+            autoscaling=gcp.container.NodePoolAutoscalingArgs(
+                total_min_node_count=sys_cfg.min_nodes,
+                total_max_node_count=sys_cfg.max_nodes,
+                location_policy="BALANCED",
+            ),
+            management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+            node_config=gcp.container.NodePoolNodeConfigArgs(
+                machine_type=sys_cfg.machine_type,
+                disk_type="pd-balanced",
+                disk_size_gb=sys_cfg.disk_size_gb,
+                labels={"sd-gke/pool": "system"},
+                **node_basics,
+            ),
+            opts=child,
+        )
+
+        gpu = cfg.gpu_pool
+        self.gpu_taints = [STARTUP_TAINT]
+        """Taints the pool declares; GKE adds GPU_TAINT itself. Pods that run here tolerate both."""
+        self.gpu_pool = gcp.container.NodePool(
+            f"{name}-gpu",
+            cluster=self.cluster.id,
+            location=cfg.region,
+            node_locations=list(cfg.zones),
+            initial_node_count=gpu.min_nodes,
+            autoscaling=gcp.container.NodePoolAutoscalingArgs(
+                total_min_node_count=gpu.min_nodes,
+                total_max_node_count=gpu.max_nodes,
+                location_policy=gpu.location_policy,
+            ),
+            management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(
+                strategy="SURGE", max_surge=1, max_unavailable=0
+            ),
+            node_config=gcp.container.NodePoolNodeConfigArgs(
+                machine_type=gpu.machine_type,
+                spot=gpu.spot,
+                disk_type=gpu.disk_type,
+                disk_size_gb=gpu.disk_size_gb,
+                guest_accelerators=[
+                    gcp.container.NodePoolNodeConfigGuestAcceleratorArgs(
+                        type=gpu.accelerator_type,
+                        count=gpu.accelerator_count,
+                        gpu_driver_installation_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
+                            gpu_driver_version=gpu.gpu_driver_version
+                        ),
+                    )
+                ],
+                labels={"sd-gke/pool": "gpu"},
+                taints=[
+                    gcp.container.NodePoolNodeConfigTaintArgs(
+                        key=t["key"], value=t["value"], effect=_taint_effect(t["effect"])
+                    )
+                    for t in self.gpu_taints
+                ],
+                **node_basics,
+            ),
+            opts=child,
+        )
+        self.gpu_node_selector = {GPU_NODE_LABEL: gpu.accelerator_type}
+        self.gpu_tolerations = [GPU_TAINT, *self.gpu_taints]
+
+        kubeconfig = pulumi.Output.all(
+            self.cluster.name, self.cluster.endpoint, self.cluster.master_auth
+        ).apply(lambda a: _kubeconfig(a[0], a[1], _ca_certificate(a[2])))
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kubeconfig,
+            cluster_identifier=self.cluster.id,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_pool, self.gpu_pool]),
+        )
+
+        self.register_outputs(
+            {
+                "clusterName": self.cluster.name,
+                "endpoint": self.cluster.endpoint,
+                "nodeServiceAccount": self.node_service_account.email,
+                "gpuPool": self.gpu_pool.name,
+            }
+        )
+
+
+def _taint_effect(effect: str) -> str:
+    """Kubernetes spells NoSchedule; the GKE API spells NO_SCHEDULE."""
+    return {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}[effect]
+
+
+def _ca_certificate(master_auth) -> str:
+    """master_auth arrives as an output type or, from some engines, as a plain dict."""
+    if isinstance(master_auth, dict):
+        return master_auth.get("cluster_ca_certificate") or master_auth.get("clusterCaCertificate") or ""
+    return getattr(master_auth, "cluster_ca_certificate", None) or ""
+
+
+def _kubeconfig(cluster_name: str, endpoint: str, ca: str) -> str:
+    """A kubeconfig that authenticates with gke-gcloud-auth-plugin: no static token to leak or expire."""
+    context = f"gke_{cluster_name}"
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": context, "cluster": {"server": f"https://{endpoint}", "certificate-authority-data": ca}}
+            ],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+            "current-context": context,
+            "users": [
+                {
+                    "name": context,
+                    "user": {
+                        "exec": {
+                            "apiVersion": "client.authentication.k8s.io/v1beta1",
+                            "command": "gke-gcloud-auth-plugin",
+                            "provideClusterInfo": True,
+                            "installHint": "Install gke-gcloud-auth-plugin: "
+                            "https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl",
+                        }
+                    },
+                }
+            ],
+        }
+    )

@@ -1,0 +1,397 @@
+"""Stack configuration: read once, validated, typed.
+
+Every problem is collected and reported together, so a bad stack file is fixed in one round
+instead of one `pulumi preview` per typo. Nothing else in sd-gke reads `pulumi.Config`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+PROJECT = "sd-gke"
+
+ENVIRONMENTS = ("dev", "prod")
+RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
+LOCATION_POLICIES = ("BALANCED", "ANY")
+GPU_DRIVER_VERSIONS = ("DEFAULT", "LATEST")
+DISK_TYPES = ("pd-balanced", "pd-ssd", "pd-standard")
+RUNTIME_DISK_TYPES = ("pd-balanced", "pd-ssd")
+
+# GPU model -> machine family that carries it (GKE accepts no other pairing).
+GPU_MACHINE_FAMILIES = {
+    "nvidia-l4": "g2",
+    "nvidia-tesla-t4": "n1",
+    "nvidia-tesla-a100": "a2",
+    "nvidia-h100-80gb": "a3",
+}
+# Machine families whose GPU count is fixed by the machine type (GKE rejects any other count).
+_FIXED_GPU_COUNTS = {
+    "g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
+    "g2-standard-32": 1, "g2-standard-24": 2, "g2-standard-48": 4, "g2-standard-96": 8,
+    "a2-highgpu-1g": 1, "a2-highgpu-2g": 2, "a2-highgpu-4g": 4, "a2-highgpu-8g": 8,
+    "a3-highgpu-1g": 1, "a3-highgpu-2g": 2, "a3-highgpu-4g": 4, "a3-highgpu-8g": 8,
+}
+# Kubernetes minors the manifest schemas cover (kubernetes-validate) and GKE still serves.
+KUBERNETES_MINORS = tuple(f"1.{m}" for m in range(30, 38))
+
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
+_MASTER_VERSION = re.compile(r"^1\.(\d+)(\.\d+(-gke\.\d+)?)?$")
+_MODEL_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+class ConfigError(Exception):
+    """All problems found in one stack's configuration."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            f"{len(problems)} problem(s) in the stack configuration:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    subnet_cidr: str = "10.10.0.0/20"
+    pods_cidr: str = "10.16.0.0/14"
+    services_cidr: str = "10.20.0.0/20"
+    master_cidr: str = "172.16.0.0/28"
+    master_authorized_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    release_channel: str = "REGULAR"
+    min_master_version: str = "1.33"
+
+    @property
+    def kubernetes_minor(self) -> str:
+        """The minor version manifests are validated against (`1.33.5-gke.100` -> `1.33`)."""
+        return ".".join(self.min_master_version.split(".")[:2])
+
+
+@dataclass(frozen=True)
+class SystemPoolConfig:
+    machine_type: str = "e2-standard-4"
+    min_nodes: int = 1
+    max_nodes: int = 3
+    disk_size_gb: int = 50
+
+
+@dataclass(frozen=True)
+class GpuPoolConfig:
+    machine_type: str = "g2-standard-8"
+    accelerator_type: str = "nvidia-l4"
+    accelerator_count: int = 1
+    min_nodes: int = 0
+    max_nodes: int = 2
+    spot: bool = True
+    disk_type: str = "pd-balanced"
+    disk_size_gb: int = 100
+    location_policy: str = "ANY"
+    gpu_driver_version: str = "LATEST"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    recipe: str = "images/runtime/recipe.yaml"
+    disk_type: str = "pd-balanced"
+    disk_size_gb: int = 50
+    bake_timeout_minutes: int = 90
+    bake_machine_type: str = "e2-standard-8"
+
+
+@dataclass(frozen=True)
+class WebuiConfig:
+    replicas: int = 1
+    model_path: str = "models/Stable-diffusion"
+    api_auth: bool = True
+    public: bool = False
+    generation_timeout_seconds: int = 120
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    region: str
+    zones: tuple[str, ...]
+    environment: str
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    system_pool: SystemPoolConfig = field(default_factory=SystemPoolConfig)
+    gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    webui: WebuiConfig = field(default_factory=WebuiConfig)
+
+    @property
+    def production(self) -> bool:
+        """Production turns on deletion protection and Pulumi `protect` on stateful resources."""
+        return self.environment == "prod"
+
+
+# --- reading -------------------------------------------------------------------------------
+
+# camelCase config key -> (dataclass field, checker); checkers append problems and return the value.
+_Checker = Callable[["_Reader", str, Any], Any]
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{key}: {json.dumps(value)} is not allowed; expected {allowed}")
+
+    def string(self, key: str, value: Any, pattern: re.Pattern | None = None, allowed: str = "") -> Any:
+        if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+            self.fail(key, value, allowed or "a string")
+        return value
+
+    def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> Any:
+        if value not in choices:
+            self.fail(key, value, "one of " + ", ".join(choices))
+        return value
+
+    def integer(self, key: str, value: Any, low: int, high: int) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(key, value, f"an integer from {low} to {high}")
+        return value
+
+    def boolean(self, key: str, value: Any) -> Any:
+        if not isinstance(value, bool):
+            self.fail(key, value, "true or false")
+        return value
+
+    def cidr(self, key: str, value: Any, prefix_range: tuple[int, int] = (8, 29)) -> Any:
+        low, high = prefix_range
+        allowed = f"an IPv4 CIDR block with a prefix length from /{low} to /{high}"
+        try:
+            net = ipaddress.IPv4Network(value, strict=True)
+        except (ValueError, TypeError):
+            self.fail(key, value, allowed + " (host bits zero)")
+            return value
+        if not low <= net.prefixlen <= high:
+            self.fail(key, value, allowed)
+        return value
+
+    def section(self, key: str, raw: Any, cls: type, fields: dict[str, tuple[str, _Checker]]) -> Any:
+        """Build dataclass `cls` from a config object, checking every field and rejecting unknown ones."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            self.fail(key, raw, "an object with keys " + ", ".join(sorted(fields)))
+            return cls()
+        values = {}
+        for name, value in raw.items():
+            if name not in fields:
+                self.problems.append(
+                    f"{key}.{name}: unknown key; allowed keys are " + ", ".join(sorted(fields))
+                )
+                continue
+            attr, check = fields[name]
+            values[attr] = check(self, f"{key}.{name}", value)
+        try:
+            return cls(**values)
+        except TypeError:
+            return cls()
+
+
+def _machine_type(r: _Reader, key: str, v: Any) -> Any:
+    return r.string(key, v, _MACHINE_TYPE, "a machine type such as e2-standard-4")
+
+
+def _cidr_list(r: _Reader, key: str, v: Any) -> Any:
+    if not isinstance(v, list):
+        r.fail(key, v, "a list of IPv4 CIDR blocks")
+        return ()
+    return tuple(r.cidr(f"{key}[{i}]", c, (0, 32)) for i, c in enumerate(v))
+
+
+_NETWORK = {
+    "subnetCidr": ("subnet_cidr", lambda r, k, v: r.cidr(k, v, (8, 29))),
+    "podsCidr": ("pods_cidr", lambda r, k, v: r.cidr(k, v, (9, 21))),
+    "servicesCidr": ("services_cidr", lambda r, k, v: r.cidr(k, v, (16, 27))),
+    "masterCidr": ("master_cidr", lambda r, k, v: r.cidr(k, v, (28, 28))),
+    "masterAuthorizedCidrs": ("master_authorized_cidrs", _cidr_list),
+}
+_CLUSTER = {
+    "releaseChannel": ("release_channel", lambda r, k, v: r.choice(k, v, RELEASE_CHANNELS)),
+    "minMasterVersion": ("min_master_version", lambda r, k, v: _master_version(r, k, v)),
+}
+_SYSTEM_POOL = {
+    "machineType": ("machine_type", _machine_type),
+    "minNodes": ("min_nodes", lambda r, k, v: r.integer(k, v, 1, 10)),
+    "maxNodes": ("max_nodes", lambda r, k, v: r.integer(k, v, 1, 20)),
+    "diskSizeGb": ("disk_size_gb", lambda r, k, v: r.integer(k, v, 20, 500)),
+}
+_GPU_POOL = {
+    "machineType": ("machine_type", _machine_type),
+    "acceleratorType": (
+        "accelerator_type",
+        lambda r, k, v: r.choice(k, v, tuple(GPU_MACHINE_FAMILIES)),
+    ),
+    "acceleratorCount": ("accelerator_count", lambda r, k, v: r.integer(k, v, 1, 8)),
+    "minNodes": ("min_nodes", lambda r, k, v: r.integer(k, v, 0, 100)),
+    "maxNodes": ("max_nodes", lambda r, k, v: r.integer(k, v, 1, 100)),
+    "spot": ("spot", lambda r, k, v: r.boolean(k, v)),
+    "diskType": ("disk_type", lambda r, k, v: r.choice(k, v, DISK_TYPES)),
+    "diskSizeGb": ("disk_size_gb", lambda r, k, v: r.integer(k, v, 50, 2000)),
+    "locationPolicy": ("location_policy", lambda r, k, v: r.choice(k, v, LOCATION_POLICIES)),
+    "gpuDriverVersion": (
+        "gpu_driver_version",
+        lambda r, k, v: r.choice(k, v, GPU_DRIVER_VERSIONS),
+    ),
+}
+_RUNTIME = {
+    "recipe": ("recipe", lambda r, k, v: r.string(k, v, re.compile(r"^[\w./-]+\.ya?ml$"), "a path to a .yaml recipe")),
+    "diskType": ("disk_type", lambda r, k, v: r.choice(k, v, RUNTIME_DISK_TYPES)),
+    "diskSizeGb": ("disk_size_gb", lambda r, k, v: r.integer(k, v, 20, 1000)),
+    "bakeTimeoutMinutes": ("bake_timeout_minutes", lambda r, k, v: r.integer(k, v, 10, 240)),
+    "bakeMachineType": ("bake_machine_type", _machine_type),
+}
+_WEBUI = {
+    "replicas": ("replicas", lambda r, k, v: r.integer(k, v, 0, 100)),
+    "modelPath": (
+        "model_path",
+        lambda r, k, v: r.string(k, v, _MODEL_PATH, "a relative path inside /runtime without '..'"),
+    ),
+    "apiAuth": ("api_auth", lambda r, k, v: r.boolean(k, v)),
+    "public": ("public", lambda r, k, v: r.boolean(k, v)),
+    "generationTimeoutSeconds": (
+        "generation_timeout_seconds",
+        lambda r, k, v: r.integer(k, v, 10, 1800),
+    ),
+}
+
+
+def _master_version(r: _Reader, key: str, value: Any) -> Any:
+    allowed = "a GKE version such as 1.33 or 1.33.5-gke.1000 with minor " + " to ".join(
+        (KUBERNETES_MINORS[0], KUBERNETES_MINORS[-1])
+    )
+    m = _MASTER_VERSION.match(value) if isinstance(value, str) else None
+    if not m or f"1.{m.group(1)}" not in KUBERNETES_MINORS:
+        r.fail(key, value, allowed)
+    return value
+
+
+TOP_LEVEL_KEYS = (
+    "project", "region", "zones", "environment",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui",
+)
+
+
+def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
+    """Validate a stack's config (keys without the project prefix, values already decoded).
+
+    `root` is the project directory, used to check that the recipe file exists.
+    Raises ConfigError listing every problem.
+    """
+    r = _Reader()
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            r.problems.append(
+                f"{PROJECT}:{key}: unknown key; allowed keys are " + ", ".join(TOP_LEVEL_KEYS)
+            )
+    for key in ("project", "region", "zones", "environment"):
+        if key not in raw:
+            r.problems.append(f"{PROJECT}:{key}: missing; it is required")
+
+    project = r.string("project", raw.get("project", ""), _PROJECT_ID,
+                       "a GCP project id: 6-30 lowercase letters, digits or hyphens, starting with a letter") if "project" in raw else ""
+    region = r.string("region", raw["region"], _REGION, "a GCP region such as us-central1") if "region" in raw else ""
+    zones: tuple[str, ...] = ()
+    if "zones" in raw:
+        zv = raw["zones"]
+        if not isinstance(zv, list) or not zv:
+            r.fail("zones", zv, "a non-empty list of zones in the region")
+        else:
+            zones = tuple(zv)
+            for i, z in enumerate(zv):
+                if not isinstance(z, str) or not re.fullmatch(re.escape(str(region)) + r"-[a-z]", z):
+                    r.fail(f"zones[{i}]", z, f"a zone of region {region}, such as {region}-a")
+            if len(set(zones)) != len(zones):
+                r.fail("zones", zv, "distinct zones")
+    environment = r.choice("environment", raw["environment"], ENVIRONMENTS) if "environment" in raw else "dev"
+
+    network = r.section("network", raw.get("network"), NetworkConfig, _NETWORK)
+    cluster = r.section("cluster", raw.get("cluster"), ClusterConfig, _CLUSTER)
+    system_pool = r.section("systemPool", raw.get("systemPool"), SystemPoolConfig, _SYSTEM_POOL)
+    gpu_pool = r.section("gpuPool", raw.get("gpuPool"), GpuPoolConfig, _GPU_POOL)
+    runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
+    webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
+
+    if not r.problems:
+        _check_relations(r, network, system_pool, gpu_pool, runtime, root)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return StackConfig(
+        project=project, region=region, zones=zones, environment=environment,
+        network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
+        runtime=runtime, webui=webui,
+    )
+
+
+def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPoolConfig,
+                     gpu_pool: GpuPoolConfig, runtime: RuntimeConfig, root: Path | None) -> None:
+    """Rules that span several keys; only run once every single value is valid."""
+    family = GPU_MACHINE_FAMILIES[gpu_pool.accelerator_type]
+    if gpu_pool.machine_type.split("-")[0] != family:
+        r.fail("gpuPool.machineType", gpu_pool.machine_type,
+               f"a {family}-* machine type, the only family that carries {gpu_pool.accelerator_type}")
+    fixed = _FIXED_GPU_COUNTS.get(gpu_pool.machine_type)
+    if fixed is not None and gpu_pool.accelerator_count != fixed:
+        r.fail("gpuPool.acceleratorCount", gpu_pool.accelerator_count,
+               f"{fixed}, the GPU count built into {gpu_pool.machine_type}")
+    for key, pool in (("gpuPool", gpu_pool), ("systemPool", system_pool)):
+        if pool.min_nodes > pool.max_nodes:
+            r.fail(f"{key}.minNodes", pool.min_nodes, f"at most {key}.maxNodes ({pool.max_nodes})")
+    if runtime.disk_size_gb < 20:
+        r.fail("runtime.diskSizeGb", runtime.disk_size_gb, "at least 20")
+
+    ranges = {
+        "network.subnetCidr": network.subnet_cidr,
+        "network.podsCidr": network.pods_cidr,
+        "network.servicesCidr": network.services_cidr,
+        "network.masterCidr": network.master_cidr,
+    }
+    names = list(ranges)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if ipaddress.IPv4Network(ranges[a]).overlaps(ipaddress.IPv4Network(ranges[b])):
+                r.fail(b, ranges[b], f"a range that does not overlap {a} ({ranges[a]})")
+    if root is not None and not (root / runtime.recipe).is_file():
+        r.fail("runtime.recipe", runtime.recipe, f"a recipe file that exists under {root}")
+
+
+def decode(raw: dict[str, str]) -> dict[str, Any]:
+    """Turn Pulumi's config bag ({"sd-gke:key": "string or JSON"}) into plain values.
+
+    Keys of other namespaces (gcp:, kubernetes:) belong to their providers and are ignored.
+    """
+    out: dict[str, Any] = {}
+    prefix = PROJECT + ":"
+    for key, value in raw.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        out[name] = value
+    return out
+
+
+def load(root: Path) -> StackConfig:
+    """Read the running stack's config through the Pulumi SDK (the only place that does)."""
+    from pulumi.runtime.config import CONFIG
+
+    return parse(decode(dict(CONFIG.get())), root)

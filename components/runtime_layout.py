@@ -1,0 +1,28 @@
+"""Where the baked runtime lives, shared by the bake, the node agent, the WebUI pod and the node pool.
+
+These names are a contract between parts that never import each other at run time (the bake runs
+on a builder VM, the agent in its own image), so tests check every part against this module.
+"""
+
+RUNTIME_ROOT = "/runtime"
+"""Where the bake writes the runtime and where SD pods mount it: the venv remembers this path."""
+HOST_MOUNT_PATH = "/mnt/disks/sd-runtime"
+"""Where the disk attacher mounts the runtime disk on each GPU node."""
+HOST_MOUNT_PARENT = "/mnt/disks"
+DEVICE_NAME = "sd-runtime"
+"""deviceName of the runtime disk on the instance: /dev/disk/by-id/google-sd-runtime."""
+MANIFEST = f"{RUNTIME_ROOT}/MANIFEST.json"
+READY_MARKER = ".sd-runtime-ready"
+VENV_PYTHON = f"{RUNTIME_ROOT}/venv/bin/python"
+WEBUI_DIR = f"{RUNTIME_ROOT}/webui"
+
+IMAGE_FAMILY = "sd-runtime"
+HASH_LABEL = "sdgke-runtime-hash"
+
+STARTUP_TAINT_KEY = "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime"
+STARTUP_TAINT = {"key": STARTUP_TAINT_KEY, "value": "pending", "effect": "NoSchedule"}
+"""GPU nodes start with this taint; the disk attacher removes it once the runtime is mounted.
+The cluster autoscaler ignores the prefix when it simulates a scale-up (1.29+)."""
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+"""GKE adds this taint to every GPU node by itself."""
+GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"

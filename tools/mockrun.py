@@ -1,0 +1,213 @@
+"""Run the real Pulumi program in-process under Pulumi's mock mode and record what it registers.
+
+Used by the offline plan and by the tests. The SDK does not read stack files under mocks, so this
+reads `Pulumi.<stack>.yaml` itself. Mocked providers return the inputs plus the few computed outputs
+the program reads back (endpoints, emails, digests), each derived from the inputs so runs are
+reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "sd-gke"
+
+
+@dataclass
+class Recorded:
+    """One registered resource, with its inputs as sent on the wire (camelCase)."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    provider: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    protect: bool = False
+    dependencies: list[str] = field(default_factory=list)
+    ignore_changes: list[str] = field(default_factory=list)
+    replace_on_changes: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
+    retain_on_delete: bool = False
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    additional_secret_outputs: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "inputs": self.inputs,
+            "provider": self.provider,
+            "protect": self.protect,
+        }
+
+
+@dataclass
+class Run:
+    stack: str
+    resources: list[Recorded]
+    outputs: dict[str, Any]
+    config: dict[str, str]
+
+    def of_type(self, type_: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Recorded:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        if len(found) != 1:
+            have = sorted(f"{r.type} {r.name}" for r in self.resources if r.type == type_)
+            raise LookupError(f"expected one {type_} {name or ''}, found {len(found)}: {have}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> Recorded:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise LookupError(urn)
+
+    def children(self, parent: Recorded) -> list[Recorded]:
+        return [r for r in self.resources if r.parent == parent.urn]
+
+    def kubernetes_objects(self) -> list[Recorded]:
+        return [r for r in self.resources if r.type.startswith("kubernetes:") and r.custom
+                and r.type != "pulumi:providers:kubernetes"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stack": self.stack, "resources": [r.to_json() for r in self.resources]}
+
+
+def read_stack_config(stack: str, root: Path = ROOT) -> dict[str, str]:
+    """The stack file's config as Pulumi passes it to a program: every value a string (JSON for non-strings)."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        stacks = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        raise FileNotFoundError(f"no stack file {path.name}; stacks here: {', '.join(stacks)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    raw = data.get("config") or {}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _computed(typ: str, name: str, inputs: dict[str, Any], project: str) -> dict[str, Any]:
+    """The outputs a real provider computes that the program reads back."""
+    res_name = inputs.get("name") or name
+    if typ == "gcp:container/cluster:Cluster":
+        return {
+            "name": res_name,
+            "endpoint": "203.0.113.10",
+            "masterAuth": {"clusterCaCertificate": "LS0tLS1CRUdJTi1NT0NLLUNBLS0tLS0="},
+            "selfLink": f"https://container.googleapis.com/v1/projects/{project}/locations/{inputs.get('location')}/clusters/{res_name}",
+        }
+    if typ == "gcp:serviceaccount/account:Account":
+        email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
+        return {"email": email, "member": f"serviceAccount:{email}", "name": f"projects/{project}/serviceAccounts/{email}"}
+    if typ == "gcp:artifactregistry/repository:Repository":
+        return {"name": inputs.get("repositoryId", res_name), "registryUri": f"{inputs.get('location')}-docker.pkg.dev/{project}/{inputs.get('repositoryId')}"}
+    if typ == "docker-build:index:Image":
+        digest = "sha256:" + _digest(inputs.get("context"), inputs.get("dockerfile"), inputs.get("buildArgs"))
+        tags = inputs.get("tags") or [res_name]
+        return {"digest": digest, "ref": f"{tags[0].split(':')[0]}@{digest}"}
+    if typ == "random:index/randomPassword:RandomPassword":
+        return {"result": "mock-" + _digest(name)[:24]}
+    if typ in ("gcp:projects/iAMCustomRole:IAMCustomRole",):
+        return {"name": f"projects/{project}/roles/{inputs.get('roleId')}"}
+    if typ.startswith("gcp:compute/"):
+        return {"name": res_name, "selfLink": f"https://www.googleapis.com/compute/v1/projects/{project}/{name}"}
+    if typ.startswith("gcp:container/nodePool"):
+        return {"name": res_name}
+    return {"name": res_name} if typ.startswith("gcp:") else {}
+
+
+def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
+        config: dict[str, str] | None = None) -> Run:
+    """Run `root/__main__.py` for `stack` under mocks and return everything it registered.
+
+    `overrides` replaces config keys (without the project prefix; values as in YAML);
+    a None value removes the key. Raises what the program raises (e.g. pulumi.RunError).
+    """
+    import pulumi
+    from pulumi.runtime import mocks as pmocks
+    from pulumi.runtime import settings
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    cfg = dict(config if config is not None else read_stack_config(stack, root))
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if value is None:
+            cfg.pop(full, None)
+        else:
+            cfg[full] = value if isinstance(value, str) else json.dumps(value)
+    project_id = json.loads(json.dumps(cfg.get(f"{PROJECT}:project", "mock-project")))
+    recorded: list[Recorded] = []
+
+    class Mocks(pmocks.Mocks):
+        def new_resource(self, args: pmocks.MockResourceArgs):
+            state = {**args.inputs, **_computed(args.typ, args.name, args.inputs, project_id)}
+            return f"{args.name}-id", state
+
+        def call(self, args: pmocks.MockCallArgs):
+            if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+                return {"project": project_id, "accessToken": "mock-token"}
+            raise NotImplementedError(f"no mock for invoke {args.token}")
+
+    class Monitor(pmocks.MockMonitor):
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                reg = self.resources.get(response.urn)
+                inputs = pmocks._sync_await(_deserialize(request.object))
+                timeouts = request.customTimeouts
+                recorded.append(Recorded(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent or None,
+                    provider=request.provider or None,
+                    custom=bool(request.custom),
+                    inputs=inputs,
+                    protect=bool(request.protect),
+                    dependencies=list(request.dependencies),
+                    ignore_changes=list(request.ignoreChanges),
+                    replace_on_changes=list(request.replaceOnChanges),
+                    delete_before_replace=bool(request.deleteBeforeReplace),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    custom_timeouts={k: v for k, v in (("create", timeouts.create), ("update", timeouts.update), ("delete", timeouts.delete)) if v},
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
+                    state=dict(reg.state) if reg else {},
+                ))
+            return response
+
+    async def _deserialize(obj):
+        from pulumi.runtime import rpc
+        return rpc.deserialize_properties(obj)
+
+    settings.ROOT.set(None)
+    mocks = Mocks()
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
+    pulumi.runtime.set_all_config(cfg)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(root / "__main__.py"), run_name="__main__")))
+
+    outputs: dict[str, Any] = {}
+    stack_resource = settings.get_root_resource()
+    for key, value in (getattr(stack_resource, "outputs", None) or {}).items():
+        outputs[key] = _sync_await(pulumi.Output.from_input(value).future())
+    return Run(stack=stack, resources=recorded, outputs=outputs, config=cfg)
