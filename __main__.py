@@ -9,24 +9,79 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components import config
+from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
+from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.labels import gcp_labels
+from components.registry import Registry, RegistryArgs
+from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
+from components.webui import Webui, WebuiArgs
+
+ROOT = Path(__file__).parent
 
 try:
-    cfg = config.load(Path(__file__).parent)
+    cfg = config.load(ROOT)
 except config.ConfigError as err:
     raise pulumi.RunError(str(err)) from None
 
-google = gcp.Provider(
-    "google",
-    project=cfg.project,
-    region=cfg.region,
-    default_labels=gcp_labels(cfg.environment),
-)
-providers = pulumi.ResourceOptions(providers=[google])
+google = gcp.Provider("google", project=cfg.project, region=cfg.region, default_labels=gcp_labels(cfg.environment))
+on_google = pulumi.ResourceOptions(providers=[google])
 
-cluster = Cluster("sd", ClusterArgs(config=cfg), providers)
+cluster = Cluster("sd", ClusterArgs(config=cfg), on_google)
+registry = Registry("sd", RegistryArgs(project=cfg.project, region=cfg.region, production=cfg.production), on_google)
+base_image = BaseImage("base", BaseImageArgs(registry=registry), on_google)
+runtime_image = RuntimeDiskImage(
+    "runtime",
+    RuntimeDiskImageArgs(
+        project=cfg.project,
+        zone=cfg.zones[0],
+        recipe_path=ROOT / cfg.runtime.recipe,
+        base_image=base_image.ref,
+        subnetwork=cluster.subnet.self_link,
+        machine_type=cfg.runtime.bake_machine_type,
+        disk_size_gb=cfg.runtime.disk_size_gb,
+        timeout_minutes=cfg.runtime.bake_timeout_minutes,
+    ),
+    on_google,
+)
+
+on_cluster = pulumi.ResourceOptions(providers=[google, cluster.provider])
+disk_attacher = DiskAttacher(
+    "runtime-disk",
+    DiskAttacherArgs(
+        project=cfg.project,
+        region=cfg.region,
+        zones=cfg.zones,
+        environment=cfg.environment,
+        registry=registry,
+        runtime_image=pulumi.Output.concat("projects/", cfg.project, "/global/images/", runtime_image.image_name),
+        runtime_hash12=runtime_image.hash12,
+        disk_type=cfg.runtime.disk_type,
+        disk_size_gb=cfg.runtime.disk_size_gb,
+        tolerations=cluster.gpu_tolerations,
+    ),
+    on_cluster,
+)
+webui = Webui(
+    "webui",
+    WebuiArgs(
+        config=cfg.webui,
+        environment=cfg.environment,
+        image=base_image.ref,
+        runtime=disk_attacher.runtime_volume,
+        node_selector=cluster.gpu_node_selector,
+    ),
+    on_cluster,
+)
 
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
 pulumi.export("gpu_pool", cluster.gpu_pool.name)
+pulumi.export("base_image", base_image.ref)
+pulumi.export("runtime_image", runtime_image.self_link)
+pulumi.export("runtime_hash", runtime_image.identity_hash)
+pulumi.export("webui_namespace", webui.namespace)
+pulumi.export("webui_service", webui.service.metadata.name)
+if webui.api_password is not None:
+    pulumi.export("webui_api_user", "sd")
+    pulumi.export("webui_api_password", webui.api_password.result)

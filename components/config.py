@@ -43,7 +43,8 @@ _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
 _MASTER_VERSION = re.compile(r"^1\.(\d+)(\.\d+(-gke\.\d+)?)?$")
-_MODEL_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+_RECIPE_PATH = re.compile(r"^(?!/)(?!(.*/)?\.\.(/|$))[\w./-]+\.ya?ml$")
+_RELATIVE_PATH = re.compile(r"^(?!/)(?!(.*/)?\.\.(/|$))[A-Za-z0-9._/-]+$")
 
 
 class ConfigError(Exception):
@@ -250,7 +251,10 @@ _GPU_POOL = {
     ),
 }
 _RUNTIME = {
-    "recipe": ("recipe", lambda r, k, v: r.string(k, v, re.compile(r"^[\w./-]+\.ya?ml$"), "a path to a .yaml recipe")),
+    "recipe": (
+        "recipe",
+        lambda r, k, v: r.string(k, v, _RECIPE_PATH, "a relative path to a .yaml recipe inside the project"),
+    ),
     "diskType": ("disk_type", lambda r, k, v: r.choice(k, v, RUNTIME_DISK_TYPES)),
     "diskSizeGb": ("disk_size_gb", lambda r, k, v: r.integer(k, v, 20, 1000)),
     "bakeTimeoutMinutes": ("bake_timeout_minutes", lambda r, k, v: r.integer(k, v, 10, 240)),
@@ -260,7 +264,7 @@ _WEBUI = {
     "replicas": ("replicas", lambda r, k, v: r.integer(k, v, 0, 100)),
     "modelPath": (
         "model_path",
-        lambda r, k, v: r.string(k, v, _MODEL_PATH, "a relative path inside /runtime without '..'"),
+        lambda r, k, v: r.string(k, v, _RELATIVE_PATH, "a relative path inside /runtime without '..'"),
     ),
     "apiAuth": ("api_auth", lambda r, k, v: r.boolean(k, v)),
     "public": ("public", lambda r, k, v: r.boolean(k, v)),
@@ -328,7 +332,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
 
     if not r.problems:
-        _check_relations(r, network, system_pool, gpu_pool, runtime, root)
+        _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
@@ -339,8 +343,11 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
 
 
 def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPoolConfig,
-                     gpu_pool: GpuPoolConfig, runtime: RuntimeConfig, root: Path | None) -> None:
+                     gpu_pool: GpuPoolConfig, runtime: RuntimeConfig, webui: WebuiConfig,
+                     root: Path | None) -> None:
     """Rules that span several keys; only run once every single value is valid."""
+    if webui.public and not webui.api_auth:
+        r.fail("webui.public", True, "false unless webui.apiAuth is true: a public WebUI requires auth")
     family = GPU_MACHINE_FAMILIES[gpu_pool.accelerator_type]
     if gpu_pool.machine_type.split("-")[0] != family:
         r.fail("gpuPool.machineType", gpu_pool.machine_type,
@@ -352,8 +359,6 @@ def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPool
     for key, pool in (("gpuPool", gpu_pool), ("systemPool", system_pool)):
         if pool.min_nodes > pool.max_nodes:
             r.fail(f"{key}.minNodes", pool.min_nodes, f"at most {key}.maxNodes ({pool.max_nodes})")
-    if runtime.disk_size_gb < 20:
-        r.fail("runtime.diskSizeGb", runtime.disk_size_gb, "at least 20")
 
     ranges = {
         "network.subnetCidr": network.subnet_cidr,

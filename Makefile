@@ -1,0 +1,25 @@
+# Two entry points, each installs what it needs on a fresh clone:
+#   make plan STACK=dev   the offline plan (Pulumi mocks, no cloud credentials)
+#   make test             the test suite (what .ci/run runs)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+
+.PHONY: plan test bench setup
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+plan: setup
+	$(PY) -m tools.plan --stack $(STACK)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) -m tools.bench

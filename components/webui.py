@@ -1,0 +1,265 @@
+"""The Stable Diffusion WebUI Deployment on GPU nodes.
+
+The container is the slim base image; Python, PyTorch, WebUI and the models come read-only from
+the runtime a delivery (the disk attacher by default) puts on the node. Everything WebUI writes
+goes to emptyDir, so the runtime stays shared and immutable.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.config import WebuiConfig
+from components.labels import k8s_labels, selector_labels
+from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
+
+PORT = 7860
+DATA_DIR = "/data"
+PROBE_DIR = "/etc/sd-probe"
+PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "webui" / "probe.py"
+API_USER = "sd"
+UID = 1000
+WARM_TIMEOUT_SECONDS = 50
+STARTUP_WINDOW_SECONDS = 900
+"""How long a cold pod may take from container start to a warm model: checkpoint load from a lazily
+restored disk plus the first CUDA kernel compilation."""
+
+
+@dataclass
+class RuntimeVolume:
+    """How the runtime reaches the pod: the seam between delivery mechanisms and the WebUI.
+
+    `source` is a Kubernetes volume source (hostPath for the disk attacher); `propagation` is
+    the mount propagation the delivery needs for a mount that may appear after the pod starts.
+    """
+
+    source: dict
+    propagation: str | None = None
+
+
+@dataclass
+class WebuiArgs:
+    config: WebuiConfig
+    environment: str
+    image: pulumi.Input[str]
+    runtime: RuntimeVolume
+    node_selector: dict[str, str]
+    tolerations: list[dict] = field(default_factory=lambda: [GPU_TAINT])
+
+
+def launch_args(cfg: WebuiConfig) -> list[str]:
+    """WebUI flags: API only through auth, nothing installed or downloaded at start, no extension installs."""
+    args = [
+        WEBUI_DIR + "/launch.py",
+        "--listen", "--port", str(PORT),
+        "--api",
+        "--skip-prepare-environment", "--skip-install", "--skip-version-check",
+        "--no-download-sd-model", "--no-hashing",
+        "--xformers",
+        "--data-dir", DATA_DIR,
+        "--ckpt-dir", f"{RUNTIME_ROOT}/{cfg.model_path}",
+    ]
+    if cfg.api_auth:
+        args += ["--api-auth", "$(SD_API_AUTH)"]
+    return args
+
+
+class Webui(pulumi.ComponentResource):
+    """Namespace, API credentials, probe script, Deployment, PodDisruptionBudget and Service."""
+
+    def __init__(self, name: str, args: WebuiArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sdgke:webui:Webui", name, None, opts)
+        cfg = args.config
+        labels = k8s_labels("webui", args.environment)
+        selector = selector_labels("webui")
+        child = pulumi.ResourceOptions(parent=self)
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="sd-webui", labels={
+                **labels, "pod-security.kubernetes.io/enforce": "baseline",
+            }),
+            opts=child,
+        )
+        ns = namespace.metadata.name
+
+        env = [
+            k8s.core.v1.EnvVarArgs(name=k, value=v)
+            for k, v in {
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "HF_HOME": f"{RUNTIME_ROOT}/cache/huggingface",
+                "SD_WEBUI_CACHE_FILE": f"{DATA_DIR}/cache.json",
+                "SD_WEBUI_CACHE_DIR": f"{DATA_DIR}/cache",
+                "HOME": f"{DATA_DIR}/home",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "SD_WARM_TIMEOUT": str(WARM_TIMEOUT_SECONDS),
+                "SD_DRAIN_SECONDS": str(cfg.generation_timeout_seconds),
+            }.items()
+        ]
+        self.api_password = None
+        self.api_secret = None
+        if cfg.api_auth:
+            self.api_password = random.RandomPassword(f"{name}-api-password", length=32, special=False, opts=child)
+            self.api_secret = k8s.core.v1.Secret(
+                f"{name}-api-auth",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name="webui-api-auth", namespace=ns, labels=labels),
+                type="Opaque",
+                string_data={"SD_API_AUTH": pulumi.Output.concat(API_USER, ":", self.api_password.result)},
+                opts=child,
+            )
+            env.append(k8s.core.v1.EnvVarArgs(
+                name="SD_API_AUTH",
+                value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
+                    name=self.api_secret.metadata.name, key="SD_API_AUTH",
+                )),
+            ))
+
+        probe = k8s.core.v1.ConfigMap(
+            f"{name}-probe",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui-probe", namespace=ns, labels=labels),
+            data={"probe.py": PROBE_SCRIPT.read_text()},
+            opts=child,
+        )
+
+        def probe_cmd(mode: str) -> k8s.core.v1.ExecActionArgs:
+            return k8s.core.v1.ExecActionArgs(command=["python3", f"{PROBE_DIR}/probe.py", mode])
+
+        restricted = k8s.core.v1.SecurityContextArgs(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            run_as_non_root=True,
+            run_as_user=UID,
+            run_as_group=UID,
+            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+        )
+        runtime_mount = k8s.core.v1.VolumeMountArgs(
+            name="runtime", mount_path=RUNTIME_ROOT, read_only=True, mount_propagation=args.runtime.propagation,
+        )
+        data_mount = k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR)
+        # The gate: refuse to start on a node whose runtime is not mounted and verified, and point
+        # WebUI's data dir at the baked extensions and models.
+        prepare = " && ".join([
+            f"test -f {RUNTIME_ROOT}/{READY_MARKER}",
+            f"mkdir -p {DATA_DIR}/home {DATA_DIR}/cache {DATA_DIR}/outputs",
+            f"ln -sfn {WEBUI_DIR}/extensions {DATA_DIR}/extensions",
+            f"ln -sfn {RUNTIME_ROOT}/models {DATA_DIR}/models",
+        ])
+        grace = cfg.generation_timeout_seconds + 30
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=cfg.replicas,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_surge=1, max_unavailable=0),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        termination_grace_period_seconds=grace,
+                        node_selector=args.node_selector,
+                        tolerations=[
+                            k8s.core.v1.TolerationArgs(key=t["key"], operator="Equal", value=t["value"], effect=t["effect"])
+                            for t in args.tolerations
+                        ],
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            run_as_non_root=True, run_as_user=UID, run_as_group=UID, fs_group=UID,
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                        ),
+                        init_containers=[k8s.core.v1.ContainerArgs(
+                            name="prepare",
+                            image=args.image,
+                            image_pull_policy="IfNotPresent",
+                            command=["sh", "-ec", prepare],
+                            security_context=restricted,
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={"cpu": "50m", "memory": "32Mi"}, limits={"memory": "64Mi"},
+                            ),
+                            volume_mounts=[runtime_mount, data_mount],
+                        )],
+                        containers=[k8s.core.v1.ContainerArgs(
+                            name="webui",
+                            image=args.image,
+                            image_pull_policy="IfNotPresent",
+                            command=[VENV_PYTHON],
+                            args=launch_args(cfg),
+                            working_dir=DATA_DIR,
+                            env=env,
+                            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=PORT)],
+                            resources=k8s.core.v1.ResourceRequirementsArgs(
+                                requests={"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "2Gi"},
+                                limits={"memory": "12Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "10Gi"},
+                            ),
+                            startup_probe=k8s.core.v1.ProbeArgs(
+                                exec_=probe_cmd("warm"),
+                                period_seconds=10,
+                                timeout_seconds=WARM_TIMEOUT_SECONDS + 5,
+                                failure_threshold=STARTUP_WINDOW_SECONDS // 10,
+                            ),
+                            readiness_probe=k8s.core.v1.ProbeArgs(
+                                exec_=probe_cmd("ready"), period_seconds=10, timeout_seconds=8, failure_threshold=3,
+                            ),
+                            liveness_probe=k8s.core.v1.ProbeArgs(
+                                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port=PORT),
+                                period_seconds=20, timeout_seconds=5, failure_threshold=6,
+                            ),
+                            lifecycle=k8s.core.v1.LifecycleArgs(pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                                exec_=probe_cmd("drain"),
+                            )),
+                            security_context=restricted,
+                            volume_mounts=[
+                                runtime_mount,
+                                data_mount,
+                                k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                                k8s.core.v1.VolumeMountArgs(name="shm", mount_path="/dev/shm"),
+                                k8s.core.v1.VolumeMountArgs(name="probe", mount_path=PROBE_DIR, read_only=True),
+                            ],
+                        )],
+                        volumes=[
+                            k8s.core.v1.VolumeArgs(name="runtime", **args.runtime.source),
+                            k8s.core.v1.VolumeArgs(name="data", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="8Gi")),
+                            k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="2Gi")),
+                            k8s.core.v1.VolumeArgs(name="shm", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory", size_limit="2Gi")),
+                            k8s.core.v1.VolumeArgs(name="probe", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                                name=probe.metadata.name, default_mode=0o444,
+                            )),
+                        ],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+            ),
+            opts=child,
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="LoadBalancer" if cfg.public else "ClusterIP",
+                selector=selector,
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http")],
+            ),
+            opts=child,
+        )
+        self.namespace = ns
+        self.launch_command = shlex.join([VENV_PYTHON, *launch_args(cfg)])
+        self.register_outputs({"namespace": ns, "service": self.service.metadata.name})

@@ -1,0 +1,228 @@
+"""The cluster component as registered by the real program, for dev and prod."""
+
+from __future__ import annotations
+
+import json
+
+from components import cluster as cluster_module
+from components.config import parse
+from components.runtime_layout import STARTUP_TAINT
+from tests.conftest import ROOT
+from tools import mockrun
+
+CLUSTER = "gcp:container/cluster:Cluster"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+
+
+def stack_config(run):
+    from components.config import decode
+
+    return parse(decode(run.config), ROOT)
+
+
+def gpu_pool(run):
+    return run.one(NODE_POOL, "sd-gpu").inputs
+
+
+def system_pool(run):
+    return run.one(NODE_POOL, "sd-system").inputs
+
+
+def test_default_node_pool_is_removed(run):
+    assert run.one(CLUSTER).inputs["removeDefaultNodePool"] is True
+
+
+def test_release_channel_and_version_follow_the_stack(run):
+    cfg = stack_config(run)
+    inputs = run.one(CLUSTER).inputs
+    assert inputs["releaseChannel"] == {"channel": cfg.cluster.release_channel}
+    assert inputs["minMasterVersion"] == cfg.cluster.min_master_version
+
+
+def test_cluster_is_regional_over_the_configured_zones(run):
+    cfg = stack_config(run)
+    inputs = run.one(CLUSTER).inputs
+    assert inputs["location"] == cfg.region
+    assert inputs["nodeLocations"] == list(cfg.zones)
+    assert gpu_pool(run)["nodeLocations"] == list(cfg.zones)
+
+
+def test_workload_identity_is_on(run):
+    project = stack_config(run).project
+    assert run.one(CLUSTER).inputs["workloadIdentityConfig"] == {"workloadPool": f"{project}.svc.id.goog"}
+
+
+def test_nodes_use_the_gke_metadata_server(run):
+    for pool in (gpu_pool(run), system_pool(run)):
+        assert pool["nodeConfig"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
+
+
+def test_nodes_are_shielded(run):
+    assert run.one(CLUSTER).inputs["enableShieldedNodes"] is True
+    for pool in (gpu_pool(run), system_pool(run)):
+        assert pool["nodeConfig"]["shieldedInstanceConfig"] == {
+            "enableSecureBoot": True, "enableIntegrityMonitoring": True,
+        }
+
+
+def test_nodes_are_private_behind_cloud_nat(run):
+    private = run.one(CLUSTER).inputs["privateClusterConfig"]
+    assert private["enablePrivateNodes"] is True
+    assert private["masterIpv4CidrBlock"] == stack_config(run).network.master_cidr
+    nat = run.one("gcp:compute/routerNat:RouterNat").inputs
+    assert nat["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
+
+
+def test_subnet_is_vpc_native_with_private_google_access(run):
+    net = stack_config(run).network
+    subnet = run.one("gcp:compute/subnetwork:Subnetwork").inputs
+    assert subnet["privateIpGoogleAccess"] is True, "Image Streaming from private nodes needs it"
+    assert subnet["ipCidrRange"] == net.subnet_cidr
+    assert {r["rangeName"]: r["ipCidrRange"] for r in subnet["secondaryIpRanges"]} == {
+        "pods": net.pods_cidr, "services": net.services_cidr,
+    }
+    assert run.one(CLUSTER).inputs["ipAllocationPolicy"] == {
+        "clusterSecondaryRangeName": "pods", "servicesSecondaryRangeName": "services",
+    }
+
+
+def test_master_authorized_networks_follow_the_stack(runs):
+    assert "masterAuthorizedNetworksConfig" not in runs["dev"].one(CLUSTER).inputs
+    prod = runs["prod"].one(CLUSTER).inputs["masterAuthorizedNetworksConfig"]
+    assert prod == {"cidrBlocks": [{"cidrBlock": "203.0.113.0/24"}]}
+
+
+def test_image_streaming_is_the_cluster_default(run):
+    defaults = run.one(CLUSTER).inputs["nodePoolDefaults"]["nodeConfigDefaults"]
+    assert defaults["gcfsConfig"] == {"enabled": True}
+
+
+def test_image_streaming_is_on_in_every_pool(run):
+    for pool in (gpu_pool(run), system_pool(run)):
+        assert pool["nodeConfig"]["gcfsConfig"] == {"enabled": True}
+        assert pool["nodeConfig"]["imageType"] == "COS_CONTAINERD"
+
+
+def test_autoscaling_profile_optimizes_utilization(run):
+    autoscaling = run.one(CLUSTER).inputs["clusterAutoscaling"]
+    assert autoscaling == {"enabled": False, "autoscalingProfile": "OPTIMIZE_UTILIZATION"}
+
+
+def test_gpu_pool_scales_from_zero_within_total_limits(run):
+    cfg = stack_config(run).gpu_pool
+    autoscaling = gpu_pool(run)["autoscaling"]
+    assert autoscaling["totalMinNodeCount"] == cfg.min_nodes == 0
+    assert autoscaling["totalMaxNodeCount"] == cfg.max_nodes
+    assert autoscaling["locationPolicy"] == cfg.location_policy
+    assert gpu_pool(run)["initialNodeCount"] == 0
+
+
+def test_gpu_pool_spot_follows_the_stack(runs):
+    assert runs["dev"].one(NODE_POOL, "sd-gpu").inputs["nodeConfig"]["spot"] is True
+    assert runs["prod"].one(NODE_POOL, "sd-gpu").inputs["nodeConfig"]["spot"] is False
+
+
+def test_gpu_pool_has_the_configured_accelerator_with_gke_installed_driver(run):
+    cfg = stack_config(run).gpu_pool
+    node = gpu_pool(run)["nodeConfig"]
+    assert node["machineType"] == cfg.machine_type
+    assert node["guestAccelerators"] == [{
+        "type": cfg.accelerator_type,
+        "count": cfg.accelerator_count,
+        "gpuDriverInstallationConfig": {"gpuDriverVersion": cfg.gpu_driver_version},
+    }]
+
+
+def test_gpu_nodes_start_with_the_runtime_startup_taint(run):
+    assert gpu_pool(run)["nodeConfig"]["taints"] == [
+        {"key": STARTUP_TAINT["key"], "value": STARTUP_TAINT["value"], "effect": "NO_SCHEDULE"}
+    ]
+    assert STARTUP_TAINT["key"].startswith("startup-taint.cluster-autoscaler.kubernetes.io/")
+
+
+def test_system_pool_is_not_tainted_and_not_gpu(run):
+    node = system_pool(run)["nodeConfig"]
+    assert "taints" not in node and "guestAccelerators" not in node
+
+
+def test_pools_run_as_the_dedicated_node_service_account(run):
+    email = run.one("gcp:serviceaccount/account:Account", "sd-nodes").state["email"]
+    assert run.one(CLUSTER).inputs["nodeConfig"]["serviceAccount"] == email
+    for pool in (gpu_pool(run), system_pool(run)):
+        assert pool["nodeConfig"]["serviceAccount"] == email
+        assert not email.endswith("-compute@developer.gserviceaccount.com")
+
+
+def test_node_service_account_has_only_the_roles_nodes_need(run):
+    roles = sorted(m.inputs["role"] for m in run.of_type("gcp:projects/iAMMember:IAMMember")
+                   if m.name.startswith("sd-nodes-"))
+    assert roles == sorted(cluster_module.NODE_ROLES)
+    assert "roles/serviceusage.serviceUsageConsumer" in roles, "Image Streaming with a custom node SA"
+
+
+def test_cluster_waits_for_node_roles(run):
+    role_urns = {m.urn for m in run.of_type("gcp:projects/iAMMember:IAMMember") if m.name.startswith("sd-nodes-")}
+    assert role_urns <= set(run.one(CLUSTER).dependencies)
+
+
+def test_required_apis_are_enabled_and_kept_on_destroy(run):
+    services = {s.inputs["service"]: s.inputs for s in run.of_type("gcp:projects/service:Service")}
+    assert set(cluster_module.REQUIRED_APIS) <= set(services)
+    assert "containerfilesystem.googleapis.com" in services, "Image Streaming"
+    assert all(s["disableOnDestroy"] is False for s in services.values())
+
+
+def test_deletion_protection_and_protect_only_in_prod(runs):
+    for stack, expected in (("dev", False), ("prod", True)):
+        cluster = runs[stack].one(CLUSTER)
+        assert cluster.inputs["deletionProtection"] is expected
+        assert cluster.protect is expected
+
+
+def test_kubernetes_provider_is_identified_by_the_cluster_and_waits_for_pools(run):
+    provider = run.one("pulumi:providers:kubernetes")
+    assert provider.inputs["clusterIdentifier"] == f"{run.one(CLUSTER).name}-id"  # the mock's id
+    pool_urns = {p.urn for p in run.of_type(NODE_POOL)}
+    assert pool_urns <= set(provider.dependencies)
+
+
+def test_kubeconfig_authenticates_with_the_gke_auth_plugin(run):
+    kubeconfig = json.loads(run.one("pulumi:providers:kubernetes").inputs["kubeconfig"])
+    user = kubeconfig["users"][0]["user"]
+    assert user["exec"]["command"] == "gke-gcloud-auth-plugin"
+    assert "token" not in user
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
+    assert kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+
+
+def test_every_gcp_resource_uses_the_explicit_google_provider(run):
+    gcp_resources = [r for r in run.resources if r.type.startswith("gcp:") and r.custom]
+    assert gcp_resources
+    assert all(r.provider and "pulumi:providers:gcp::google" in r.provider for r in gcp_resources)
+
+
+def test_google_provider_labels_every_resource(run):
+    provider = run.one("pulumi:providers:gcp", "google").inputs
+    labels = json.loads(provider["defaultLabels"]) if isinstance(provider["defaultLabels"], str) else provider["defaultLabels"]
+    assert labels == {"app": "sd-gke", "environment": stack_config(run).environment, "managed-by": "pulumi"}
+
+
+def test_components_follow_the_naming_rules(run):
+    components = [r for r in run.resources if not r.custom]
+    assert components
+    for component in components:
+        module, name = component.type.split(":")[1:]
+        assert component.type.startswith("sdgke:") and module.islower() and name[0].isupper()
+        for child in run.children(component):
+            assert child.name.startswith(f"{component.name}-"), child.urn
+
+
+def test_every_resource_but_the_provider_sits_under_a_component(run):
+    top_level = [r for r in run.resources if r.parent and r.parent.endswith("::sd-gke-" + run.stack)]
+    assert all(r.type.startswith(("sdgke:", "pulumi:providers:")) for r in top_level), [r.urn for r in top_level]
+
+
+def test_run_resets_state_between_runs():
+    first = mockrun.run("dev")
+    second = mockrun.run("dev")
+    assert [r.urn for r in first.resources] == [r.urn for r in second.resources]

@@ -1,0 +1,144 @@
+"""The offline plan: run the program for a stack under mocks, with no cloud credentials.
+
+    python -m tools.plan --stack dev
+
+Prints the resource tree with each resource's key settings, writes `build/plan/<stack>.json`
+(every registered resource with its inputs as registered, camelCase) and the Kubernetes manifests
+to `build/plan/<stack>/manifests/`. A config error exits 2 with the messages and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools import mockrun
+
+DEFAULT_OUT = mockrun.ROOT / "build" / "plan"
+
+
+def _get(d: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(d, list):
+            d = d[int(part)] if part.isdigit() and int(part) < len(d) else None
+        elif isinstance(d, dict):
+            d = d.get(part)
+        else:
+            return None
+    return d
+
+
+# type -> settings worth a glance in the tree
+KEY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "gcp:container/cluster:Cluster": (
+        "location", "releaseChannel.channel", "minMasterVersion",
+        "clusterAutoscaling.autoscalingProfile", "nodePoolDefaults.nodeConfigDefaults.gcfsConfig.enabled",
+        "privateClusterConfig.enablePrivateNodes", "deletionProtection",
+    ),
+    "gcp:container/nodePool:NodePool": (
+        "nodeConfig.machineType", "nodeConfig.guestAccelerators.0.type", "autoscaling.totalMinNodeCount",
+        "autoscaling.totalMaxNodeCount", "nodeConfig.spot", "nodeConfig.gcfsConfig.enabled",
+    ),
+    "gcp:compute/subnetwork:Subnetwork": ("ipCidrRange", "privateIpGoogleAccess"),
+    "gcp:projects/iAMMember:IAMMember": ("role",),
+    "gcp:projects/iAMCustomRole:IAMCustomRole": ("roleId",),
+    "gcp:artifactregistry/repository:Repository": ("location", "format"),
+    "docker-build:index:Image": ("tags.0", "push"),
+    "sdgke:runtime:RuntimeDiskImage": (),
+    "pulumi-python:dynamic:Resource": ("imageName", "family", "identityHash"),
+    "kubernetes:apps/v1:Deployment": ("metadata.namespace", "spec.replicas"),
+    "kubernetes:apps/v1:DaemonSet": ("metadata.namespace",),
+}
+
+
+def _line(r: mockrun.Recorded) -> str:
+    settings = []
+    for path in KEY_SETTINGS.get(r.type, ()):
+        value = _get(r.inputs, path)
+        if value is not None:
+            settings.append(f"{path.split('.')[-1] if not path.split('.')[-1].isdigit() else path.split('.')[-2]}={value}")
+    if r.protect:
+        settings.append("protect")
+    return f"{r.type} {r.name}" + (f"  [{', '.join(settings)}]" if settings else "")
+
+
+def render_tree(run: mockrun.Run) -> str:
+    children: dict[str | None, list[mockrun.Recorded]] = {}
+    urns = {r.urn for r in run.resources}
+    for r in run.resources:
+        children.setdefault(r.parent if r.parent in urns else None, []).append(r)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for r in sorted(children.get(parent, []), key=lambda x: (x.type, x.name)):
+            lines.append("  " * depth + _line(r))
+            walk(r.urn, depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)
+
+
+def manifests(run: mockrun.Run) -> dict[str, dict[str, Any]]:
+    """Kubernetes objects as manifests, keyed by a file name derived from kind, namespace and name."""
+    out = {}
+    for r in run.kubernetes_objects():
+        obj = {k: v for k, v in r.inputs.items() if k not in ("__meta", "__inputs")}
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace", "cluster")
+        out[f"{obj.get('kind', r.type.split(':')[-1])}-{ns}-{meta.get('name', r.name)}.yaml".lower()] = obj
+    return out
+
+
+def write(run: mockrun.Run, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{run.stack}.json"
+    path.write_text(json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n")
+    mdir = out / run.stack / "manifests"
+    shutil.rmtree(mdir, ignore_errors=True)
+    mdir.mkdir(parents=True)
+    for name, obj in manifests(run).items():
+        (mdir / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml is read")
+    parser.add_argument("--stack-file", type=Path, help="read the config from this file instead")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/plan)")
+    args = parser.parse_args(argv)
+
+    import pulumi
+
+    started = time.monotonic()
+    try:
+        if args.stack_file:
+            data = yaml.safe_load(args.stack_file.read_text()) or {}
+            raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (data.get("config") or {}).items()}
+            run = mockrun.run(args.stack, config=raw)
+        else:
+            run = mockrun.run(args.stack)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except pulumi.RunError as err:
+        print(f"error: stack {args.stack}: {err}", file=sys.stderr)
+        return 2
+    path = write(run, args.out)
+    print(render_tree(run))
+    print(
+        f"\n{len(run.resources)} resources for stack {args.stack} in {time.monotonic() - started:.1f} s; "
+        f"wrote {path} and {len(manifests(run))} manifests to {args.out / run.stack / 'manifests'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
