@@ -19,10 +19,10 @@ CONTEXT = Path(__file__).resolve().parent.parent / "images" / "base"
 
 
 def python_version(dockerfile: str) -> str:
-    """The Python minor the image installs, read from its `ARG PYTHON_VERSION=3.X` line."""
-    match = re.search(r"^ARG PYTHON_VERSION=(3\.\d+)\s*$", dockerfile, re.MULTILINE)
+    """The Python minor the image installs, read from its `io.sd-gke.python` label."""
+    match = re.search(r'io\.sd-gke\.python="(3\.\d+)"', dockerfile)
     if not match:
-        raise ValueError("images/base/Dockerfile: no `ARG PYTHON_VERSION=3.X` line; the bake needs it")
+        raise ValueError('images/base/Dockerfile: no io.sd-gke.python="3.X" label; the bake needs it')
     return match.group(1)
 
 

@@ -4,7 +4,9 @@
 
 Prints the resource tree with each resource's key settings, writes `build/plan/<stack>.json`
 (every registered resource with its inputs as registered, camelCase) and the Kubernetes manifests
-to `build/plan/<stack>/manifests/`. A config error exits 2 with the messages and no traceback.
+to `build/plan/<stack>/manifests/`, then runs the policy pack over the plan with
+`policy/config/<stack>.json`. Exit codes: 0 clean, 1 a mandatory policy violation, 2 a config error
+(the messages, no traceback).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tools import mockrun
+from tools import mockrun, policy_check
 
 DEFAULT_OUT = mockrun.ROOT / "build" / "plan"
 
@@ -137,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{len(run.resources)} resources for stack {args.stack} in {time.monotonic() - started:.1f} s; "
         f"wrote {path} and {len(manifests(run))} manifests to {args.out / run.stack / 'manifests'}"
     )
+    violations = policy_check.evaluate(run, policy_check.stack_config(args.stack))
+    print(f"\npolicy pack: {len(policy_check.policies())} policies, {len(violations)} violation(s)")
+    for violation in violations:
+        print(f"  {violation}")
+    if policy_check.mandatory(violations):
+        print("mandatory policy violations: the plan fails", file=sys.stderr)
+        return 1
     return 0
 
 

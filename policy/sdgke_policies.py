@@ -1,0 +1,355 @@
+"""sd-gke's policies: what every preview of every stack must satisfy.
+
+Kept apart from the pack's __main__.py because constructing a PolicyPack starts a server; tests
+import this module and call each policy's `validate` over the resources the real program registers.
+Properties are Pulumi wire names (camelCase). During a preview some values are still unknown
+(they arrive as None): a policy only judges what it can see.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+CLUSTER = "gcp:container/cluster:Cluster"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+SERVICE = "kubernetes:core/v1:Service"
+WORKLOADS = {
+    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "kubernetes:core/v1:Pod": ("spec",),
+}
+RUNTIME_HOST_PATH = "/mnt/disks/sd-runtime"
+ATTACHER = ("sd-system", "disk-attacher")
+WEBUI_NAME = "webui"
+AR_DIGEST = re.compile(r"^[a-z0-9-]+-docker\.pkg\.dev/[^/]+/[^/]+/[^@:]+@sha256:[0-9a-f]{64}$")
+FORBIDDEN_ROLES = ("roles/owner", "roles/editor", "roles/compute.admin", "roles/container.admin",
+                   "roles/iam.serviceAccountAdmin", "roles/resourcemanager.projectIamAdmin")
+DEFAULT_COMPUTE_SA = re.compile(r"^(default|\d+-compute@developer\.gserviceaccount\.com)$")
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _is_gpu_pool(props: dict) -> bool:
+    return bool(_get(props, "nodeConfig", "guestAccelerators"))
+
+
+def _pod_spec(resource_type: str, props: dict) -> dict | None:
+    path = WORKLOADS.get(resource_type)
+    return _get(props, *path) if path else None
+
+
+def _containers(pod: dict) -> Iterable[dict]:
+    yield from pod.get("initContainers") or []
+    yield from pod.get("containers") or []
+
+
+def _identity(props: dict) -> tuple[str | None, str | None]:
+    meta = props.get("metadata") or {}
+    return meta.get("namespace"), meta.get("name")
+
+
+def _validation(name: str, description: str, resource_types: tuple[str, ...] | None,
+                check: Callable[[ResourceValidationArgs, ReportViolation], None],
+                level: EnforcementLevel = EnforcementLevel.MANDATORY,
+                config: dict[str, dict] | None = None) -> ResourceValidationPolicy:
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        if resource_types is None or args.resource_type in resource_types:
+            check(args, report)
+
+    return ResourceValidationPolicy(
+        name=name, description=description, validate=validate, enforcement_level=level,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
+    )
+
+
+def _config(args, key: str, schema: dict[str, dict]) -> Any:
+    cfg = args.get_config() or {}
+    return cfg.get(key, schema[key].get("default"))
+
+
+# --- GKE ------------------------------------------------------------------------------------
+
+def _image_streaming(args, report):
+    if _is_gpu_pool(args.props) and _get(args.props, "nodeConfig", "gcfsConfig", "enabled") is not True:
+        report("GPU node pool without Image Streaming: set nodeConfig.gcfsConfig.enabled = true.")
+
+
+def _autoscaling_profile(args, report):
+    profile = _get(args.props, "clusterAutoscaling", "autoscalingProfile")
+    if profile != "OPTIMIZE_UTILIZATION":
+        report(f"clusterAutoscaling.autoscalingProfile is {profile!r}; sd-gke needs OPTIMIZE_UTILIZATION "
+               "so idle GPU nodes go away quickly.")
+
+
+GPU_POOL_CONFIG = {
+    "maxGpuNodes": {"type": "integer", "minimum": 1, "default": 10},
+    "production": {"type": "boolean", "default": False},
+}
+
+
+def _gpu_autoscaling(args, report):
+    if not _is_gpu_pool(args.props):
+        return
+    autoscaling = args.props.get("autoscaling")
+    if not autoscaling:
+        report("GPU node pool without autoscaling.")
+        return
+    maximum = autoscaling.get("totalMaxNodeCount", autoscaling.get("maxNodeCount"))
+    minimum = autoscaling.get("totalMinNodeCount", autoscaling.get("minNodeCount", 0))
+    limit = _config(args, "maxGpuNodes", GPU_POOL_CONFIG)
+    if maximum is None:
+        report("GPU node pool autoscaling has no maximum: set totalMaxNodeCount.")
+    elif maximum > limit:
+        report(f"GPU node pool may grow to {maximum} nodes; this stack allows at most {limit} (maxGpuNodes).")
+    if not _config(args, "production", GPU_POOL_CONFIG) and minimum not in (0, None):
+        report(f"GPU node pool keeps {minimum} node(s) running; outside prod it must scale from 0.")
+
+
+GPU_TYPES_CONFIG = {"allowedGpuTypes": {"type": "array", "items": {"type": "string"},
+                                        "default": ["nvidia-l4", "nvidia-tesla-t4"]}}
+
+
+def _gpu_types(args, report):
+    allowed = _config(args, "allowedGpuTypes", GPU_TYPES_CONFIG)
+    for accelerator in _get(args.props, "nodeConfig", "guestAccelerators") or []:
+        if accelerator.get("type") not in allowed:
+            report(f"GPU type {accelerator.get('type')!r} is not allowed here; allowed: {', '.join(allowed)}.")
+
+
+SPOT_CONFIG = {"requireSpot": {"type": "boolean", "default": False}}
+
+
+def _gpu_spot(args, report):
+    if _is_gpu_pool(args.props) and _config(args, "requireSpot", SPOT_CONFIG) and \
+            _get(args.props, "nodeConfig", "spot") is not True:
+        report("This stack requires Spot GPU nodes: set nodeConfig.spot = true.")
+
+
+def _workload_identity(args, report):
+    if args.resource_type == CLUSTER:
+        if not _get(args.props, "workloadIdentityConfig", "workloadPool"):
+            report("Workload Identity is off: set workloadIdentityConfig.workloadPool = PROJECT.svc.id.goog.")
+    elif _get(args.props, "nodeConfig", "workloadMetadataConfig", "mode") != "GKE_METADATA":
+        report("Node pool does not run the GKE metadata server (workloadMetadataConfig.mode = GKE_METADATA).")
+
+
+def _node_service_account(args, report):
+    sa = _get(args.props, "nodeConfig", "serviceAccount")
+    if args.resource_type == CLUSTER and args.props.get("removeDefaultNodePool") and sa is None:
+        sa = "default"
+    if sa is not None and (not sa or DEFAULT_COMPUTE_SA.match(sa)):
+        report(f"Nodes run as the default compute service account ({sa or 'unset'}); use a dedicated one.")
+    if sa is None and args.resource_type == NODE_POOL:
+        report("Node pool sets no service account, so GKE uses the default compute service account.")
+
+
+def _shielded_private(args, report):
+    if args.resource_type == CLUSTER:
+        if args.props.get("enableShieldedNodes") is False:
+            report("Shielded GKE nodes are off.")
+        if _get(args.props, "privateClusterConfig", "enablePrivateNodes") is not True:
+            report("Nodes have public IPs: set privateClusterConfig.enablePrivateNodes = true.")
+    elif _get(args.props, "nodeConfig", "shieldedInstanceConfig", "enableSecureBoot") is not True:
+        report("Node pool without Secure Boot (nodeConfig.shieldedInstanceConfig.enableSecureBoot).")
+
+
+PROD_CONFIG = {"production": {"type": "boolean", "default": False}}
+
+
+def _deletion_protection(args, report):
+    if not _config(args, "production", PROD_CONFIG):
+        return
+    if args.props.get("deletionProtection") is not True:
+        report("Production cluster without deletionProtection.")
+    if not args.opts.protect:
+        report("Production cluster is not `protect`ed in Pulumi.")
+
+
+# --- Kubernetes -----------------------------------------------------------------------------
+
+def _images_by_digest(args, report):
+    pod = _pod_spec(args.resource_type, args.props)
+    for container in _containers(pod or {}):
+        image = container.get("image")
+        if isinstance(image, str) and not AR_DIGEST.match(image):
+            report(f"Container {container.get('name')!r} runs {image!r}: images must come from Artifact "
+                   "Registry (REGION-docker.pkg.dev) pinned by @sha256 digest.")
+
+
+def _privileged_only_in_attacher(args, report):
+    pod = _pod_spec(args.resource_type, args.props)
+    if pod is None or (args.resource_type == "kubernetes:apps/v1:DaemonSet" and _identity(args.props) == ATTACHER):
+        return
+    for container in _containers(pod):
+        sc = container.get("securityContext") or {}
+        if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is True:
+            report(f"Container {container.get('name')!r} is privileged; only the disk attacher may be.")
+
+
+def _host_paths(args, report):
+    pod = _pod_spec(args.resource_type, args.props)
+    if pod is None or (args.resource_type == "kubernetes:apps/v1:DaemonSet" and _identity(args.props) == ATTACHER):
+        return
+    host_volumes = {v["name"]: v["hostPath"].get("path") for v in pod.get("volumes") or [] if v.get("hostPath")}
+    if not host_volumes:
+        return
+    if _identity(args.props)[1] != WEBUI_NAME:
+        report(f"hostPath volumes {sorted(host_volumes)} outside the disk attacher and the WebUI.")
+        return
+    for name, path in host_volumes.items():
+        if path != RUNTIME_HOST_PATH:
+            report(f"WebUI hostPath {path!r}: only the runtime ({RUNTIME_HOST_PATH}) may come from the host.")
+        for container in _containers(pod):
+            for mount in container.get("volumeMounts") or []:
+                if mount.get("name") == name and mount.get("readOnly") is not True:
+                    report(f"Container {container.get('name')!r} mounts the runtime read-write; mount it readOnly.")
+
+
+# --- IAM ------------------------------------------------------------------------------------
+
+def _no_broad_roles(args, report):
+    role = args.props.get("role")
+    if role in FORBIDDEN_ROLES:
+        report(f"Grant of {role}: sd-gke grants only the roles and custom roles its parts need.")
+
+
+def _custom_role_scope(args, report):
+    for permission in args.props.get("permissions") or []:
+        if "*" in permission or permission.endswith(".setIamPolicy"):
+            report(f"Custom role holds {permission!r}: list exact permissions, never wildcards or IAM admin.")
+
+
+# --- stack ----------------------------------------------------------------------------------
+
+def _exactly_one_cluster(args: StackValidationArgs, report):
+    clusters = [r for r in args.resources if r.resource_type == CLUSTER]
+    if len(clusters) != 1:
+        report(f"A stack holds exactly one GKE cluster; this one declares {len(clusters)}.")
+
+
+def _runtime_paths_agree(args: StackValidationArgs, report):
+    """The WebUI's runtime hostPath is the very path the disk attacher mounts the disk at."""
+    attacher_paths, webui_paths = set(), set()
+    for r in args.resources:
+        pod = _pod_spec(r.resource_type, r.props)
+        if pod is None:
+            continue
+        identity = _identity(r.props)
+        if identity == ATTACHER:
+            for container in _containers(pod):
+                for env in container.get("env") or []:
+                    if env.get("name") == "SDGKE_MOUNT_PATH":
+                        attacher_paths.add(env.get("value"))
+        elif identity[1] == WEBUI_NAME:
+            webui_paths |= {v["hostPath"].get("path") for v in pod.get("volumes") or [] if v.get("hostPath")}
+    if webui_paths and webui_paths != attacher_paths:
+        report(f"The WebUI mounts the runtime from {sorted(webui_paths)} but the disk attacher mounts it at "
+               f"{sorted(attacher_paths) or 'nothing'}.")
+
+
+def _public_service_needs_auth(args: StackValidationArgs, report):
+    workloads = [r for r in args.resources if _pod_spec(r.resource_type, r.props) is not None]
+    for svc in (r for r in args.resources if r.resource_type == SERVICE):
+        if _get(svc.props, "spec", "type") not in ("LoadBalancer", "NodePort"):
+            continue
+        selector = _get(svc.props, "spec", "selector") or {}
+        for w in workloads:
+            labels = _get(w.props, *WORKLOADS[w.resource_type][:-1], "metadata", "labels") or {}
+            if selector and all(labels.get(k) == v for k, v in selector.items()):
+                pod = _pod_spec(w.resource_type, w.props)
+                if not any("--api-auth" in (c.get("args") or []) for c in _containers(pod)):
+                    report(f"Service {_identity(svc.props)[1]!r} is public but {_identity(w.props)[1]!r} "
+                           "runs without --api-auth.", svc.urn)
+
+
+# --- advisory -------------------------------------------------------------------------------
+
+def _probes(args, report):
+    pod = _pod_spec(args.resource_type, args.props)
+    if args.resource_type != "kubernetes:apps/v1:Deployment" or pod is None:
+        return
+    for container in pod.get("containers") or []:
+        missing = [p for p in ("startupProbe", "readinessProbe") if not container.get(p)]
+        if missing:
+            report(f"Container {container.get('name')!r} has no {' or '.join(missing)}.")
+
+
+def _memory_limits(args, report):
+    for container in _containers(_pod_spec(args.resource_type, args.props) or {}):
+        if not _get(container, "resources", "limits", "memory"):
+            report(f"Container {container.get('name')!r} has no memory limit.")
+
+
+def _spot_location_policy(args, report):
+    if _is_gpu_pool(args.props) and _get(args.props, "nodeConfig", "spot") is True and \
+            _get(args.props, "autoscaling", "locationPolicy") != "ANY":
+        report("Spot GPU pool with locationPolicy other than ANY: scale-ups wait on zones without capacity.")
+
+
+POD_TYPES = tuple(WORKLOADS)
+POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
+    _validation("gke-image-streaming-on-gpu-pools", "Every GPU node pool streams images (gcfsConfig).",
+                (NODE_POOL,), _image_streaming),
+    _validation("gke-autoscaling-profile", "The cluster autoscaler optimizes utilization.",
+                (CLUSTER,), _autoscaling_profile),
+    _validation("gke-gpu-pool-autoscaling", "GPU pools autoscale with a bounded maximum, and from 0 outside prod.",
+                (NODE_POOL,), _gpu_autoscaling, config=GPU_POOL_CONFIG),
+    _validation("gke-gpu-types-allowed", "GPU pools use only the allowed GPU types.",
+                (NODE_POOL,), _gpu_types, config=GPU_TYPES_CONFIG),
+    _validation("gke-gpu-spot", "Where the stack requires it, GPU pools run on Spot VMs.",
+                (NODE_POOL,), _gpu_spot, config=SPOT_CONFIG),
+    _validation("gke-workload-identity", "Workload Identity on the cluster and the GKE metadata server on nodes.",
+                (CLUSTER, NODE_POOL), _workload_identity),
+    _validation("gke-no-default-compute-sa", "Nodes never run as the default compute service account.",
+                (CLUSTER, NODE_POOL), _node_service_account),
+    _validation("gke-shielded-private-nodes", "Nodes are shielded (Secure Boot) and private.",
+                (CLUSTER, NODE_POOL), _shielded_private),
+    _validation("gke-deletion-protection-in-prod", "Production clusters are deletion-protected and protected.",
+                (CLUSTER,), _deletion_protection, config=PROD_CONFIG),
+    _validation("k8s-images-from-artifact-registry-by-digest", "Containers run Artifact Registry images by digest.",
+                POD_TYPES, _images_by_digest),
+    _validation("k8s-privileged-only-disk-attacher", "Only the disk attacher runs privileged.",
+                POD_TYPES, _privileged_only_in_attacher),
+    _validation("k8s-hostpath-runtime-only", "hostPath only in the disk attacher, and the WebUI's runtime read-only.",
+                POD_TYPES, _host_paths),
+    _validation("iam-no-broad-roles", "No owner, editor, compute.admin or other admin grants.",
+                PROJECT_IAM + ("gcp:serviceaccount/iAMMember:IAMMember",), _no_broad_roles),
+    _validation("iam-custom-roles-exact", "Custom roles list exact permissions, no wildcards or IAM admin.",
+                (CUSTOM_ROLE,), _custom_role_scope),
+    StackValidationPolicy(name="stack-exactly-one-cluster", description="A stack declares exactly one GKE cluster.",
+                          validate=_exactly_one_cluster, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="stack-runtime-paths-agree",
+                          description="The WebUI mounts the runtime from where the disk attacher mounts it.",
+                          validate=_runtime_paths_agree, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="stack-public-service-requires-auth",
+                          description="A public Service only fronts pods that require API auth.",
+                          validate=_public_service_needs_auth, enforcement_level=EnforcementLevel.MANDATORY),
+    _validation("k8s-deployment-probes", "Deployments have startup and readiness probes.",
+                POD_TYPES, _probes, level=EnforcementLevel.ADVISORY),
+    _validation("k8s-memory-limits", "Every container has a memory limit.",
+                POD_TYPES, _memory_limits, level=EnforcementLevel.ADVISORY),
+    _validation("gke-spot-location-policy-any", "Spot GPU pools use locationPolicy ANY.",
+                (NODE_POOL,), _spot_location_policy, level=EnforcementLevel.ADVISORY),
+]

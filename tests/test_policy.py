@@ -1,0 +1,268 @@
+"""The policy pack, run in-process over the resources the real program registers.
+
+Each policy passes on the recorded dev and prod stacks and fails on a copy of them mutated the way
+a careless change would.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Callable
+
+import pytest
+
+from tools import policy_check
+from tools.mockrun import Recorded, Run
+
+CLUSTER = "gcp:container/cluster:Cluster"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+DAEMONSET = "kubernetes:apps/v1:DaemonSet"
+
+
+def mutate(run: Run, type_: str, name: str | None, change: Callable[[dict], None], **options) -> list[Recorded]:
+    """The run's resources with one resource's inputs (and options) changed on a deep copy."""
+    target = run.one(type_, name)
+    out = []
+    for r in run.resources:
+        if r is target:
+            r = dataclasses.replace(r, inputs=copy.deepcopy(r.inputs), **options)
+            change(r.inputs)
+        out.append(r)
+    return out
+
+
+def violations_of(run: Run, policy: str, resources=None, config=None) -> list[str]:
+    found = policy_check.evaluate(run, config, resources)
+    return [v.message for v in found if v.policy == policy]
+
+
+def pod(inputs: dict) -> dict:
+    return inputs["spec"]["template"]["spec"]
+
+
+def webui_container(inputs: dict) -> dict:
+    return pod(inputs)["containers"][0]
+
+
+def test_stacks_have_no_mandatory_violation(run):
+    assert [str(v) for v in policy_check.mandatory(policy_check.evaluate(run))] == []
+
+
+def test_stacks_have_no_advisory_violation_either(run):
+    assert [str(v) for v in policy_check.evaluate(run)] == []
+
+
+def _set(path: str, value):
+    def change(d: dict) -> None:
+        keys = path.split(".")
+        for k in keys[:-1]:
+            d = d[int(k)] if isinstance(d, list) else d.setdefault(k, {})
+        if isinstance(d, list):
+            d[int(keys[-1])] = value
+        else:
+            d[keys[-1]] = value
+    return change
+
+
+def _drop(path: str):
+    def change(d: dict) -> None:
+        keys = path.split(".")
+        for k in keys[:-1]:
+            d = d[k]
+        d.pop(keys[-1])
+    return change
+
+
+def _webui_hostpath_rw(d):
+    for m in webui_container(d)["volumeMounts"]:
+        if m["name"] == "runtime":
+            m["readOnly"] = False
+
+
+def _webui_extra_hostpath(d):
+    pod(d)["volumes"].append({"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}})
+
+
+def _webui_privileged(d):
+    webui_container(d)["securityContext"]["privileged"] = True
+
+
+def _webui_image_by_tag(d):
+    webui_container(d)["image"] = "us-central1-docker.pkg.dev/p/r/sd-base:latest"
+
+
+def _webui_docker_hub(d):
+    webui_container(d)["image"] = "docker.io/library/python@sha256:" + "a" * 64
+
+
+def _attacher_mount_path(d):
+    for e in pod(d)["containers"][0]["env"]:
+        if e["name"] == "SDGKE_MOUNT_PATH":
+            e["value"] = "/mnt/disks/elsewhere"
+
+
+def _webui_no_probes(d):
+    webui_container(d).pop("startupProbe")
+
+
+def _no_memory_limit(d):
+    webui_container(d)["resources"]["limits"].pop("memory")
+
+
+NON_COMPLIANT = [
+    ("gke-image-streaming-on-gpu-pools", NODE_POOL, "sd-gpu", _set("nodeConfig.gcfsConfig.enabled", False),
+     "GPU node pool without Image Streaming"),
+    ("gke-autoscaling-profile", CLUSTER, None, _set("clusterAutoscaling.autoscalingProfile", "BALANCED"),
+     "sd-gke needs OPTIMIZE_UTILIZATION"),
+    ("gke-gpu-pool-autoscaling", NODE_POOL, "sd-gpu", _drop("autoscaling"), "GPU node pool without autoscaling"),
+    ("gke-gpu-pool-autoscaling", NODE_POOL, "sd-gpu", _drop("autoscaling.totalMaxNodeCount"), "has no maximum"),
+    ("gke-gpu-pool-autoscaling", NODE_POOL, "sd-gpu", _set("autoscaling.totalMaxNodeCount", 50), "may grow to 50"),
+    ("gke-gpu-types-allowed", NODE_POOL, "sd-gpu", _set("nodeConfig.guestAccelerators.0.type", "nvidia-h100-80gb"),
+     "GPU type 'nvidia-h100-80gb' is not allowed"),
+    ("gke-workload-identity", CLUSTER, None, _drop("workloadIdentityConfig"), "Workload Identity is off"),
+    ("gke-workload-identity", NODE_POOL, "sd-gpu", _set("nodeConfig.workloadMetadataConfig.mode", "GCE_METADATA"),
+     "GKE metadata server"),
+    ("gke-no-default-compute-sa", NODE_POOL, "sd-gpu", _drop("nodeConfig.serviceAccount"),
+     "default compute service account"),
+    ("gke-no-default-compute-sa", NODE_POOL, "sd-system",
+     _set("nodeConfig.serviceAccount", "123456789-compute@developer.gserviceaccount.com"), "default compute"),
+    ("gke-shielded-private-nodes", CLUSTER, None, _set("privateClusterConfig.enablePrivateNodes", False),
+     "Nodes have public IPs"),
+    ("gke-shielded-private-nodes", CLUSTER, None, _set("enableShieldedNodes", False), "Shielded GKE nodes are off"),
+    ("gke-shielded-private-nodes", NODE_POOL, "sd-gpu",
+     _set("nodeConfig.shieldedInstanceConfig.enableSecureBoot", False), "without Secure Boot"),
+    ("k8s-images-from-artifact-registry-by-digest", DEPLOYMENT, "webui-deployment", _webui_image_by_tag,
+     "pinned by @sha256 digest"),
+    ("k8s-images-from-artifact-registry-by-digest", DEPLOYMENT, "webui-deployment", _webui_docker_hub,
+     "must come from Artifact Registry"),
+    ("k8s-privileged-only-disk-attacher", DEPLOYMENT, "webui-deployment", _webui_privileged,
+     "only the disk attacher may be"),
+    ("k8s-hostpath-runtime-only", DEPLOYMENT, "webui-deployment", _webui_hostpath_rw, "mounts the runtime read-write"),
+    ("k8s-hostpath-runtime-only", DEPLOYMENT, "webui-deployment", _webui_extra_hostpath,
+     "only the runtime (/mnt/disks/sd-runtime) may come from the host"),
+    ("iam-no-broad-roles", "gcp:projects/iAMMember:IAMMember", "sd-nodes-logging-logWriter",
+     _set("role", "roles/compute.admin"), "Grant of roles/compute.admin"),
+    ("iam-no-broad-roles", "gcp:projects/iAMMember:IAMMember", "runtime-disk-agent-role-binding",
+     _set("role", "roles/editor"), "Grant of roles/editor"),
+    ("iam-custom-roles-exact", "gcp:projects/iAMCustomRole:IAMCustomRole", "runtime-disk-agent-role",
+     _set("permissions", ["compute.disks.*"]), "never wildcards"),
+    ("stack-runtime-paths-agree", DAEMONSET, "runtime-disk-daemonset", _attacher_mount_path,
+     "but the disk attacher mounts it at ['/mnt/disks/elsewhere']"),
+    ("k8s-deployment-probes", DEPLOYMENT, "webui-deployment", _webui_no_probes, "has no startupProbe"),
+    ("k8s-memory-limits", DEPLOYMENT, "webui-deployment", _no_memory_limit, "has no memory limit"),
+]
+
+
+@pytest.mark.parametrize("policy, type_, name, change, message", NON_COMPLIANT,
+                         ids=[f"{p}-{i}" for i, (p, *_rest) in enumerate(NON_COMPLIANT)])
+def test_policy_reports_a_non_compliant_change(runs, policy, type_, name, change, message):
+    run = runs["dev"]
+    assert violations_of(run, policy) == [], "compliant as recorded"
+    found = violations_of(run, policy, mutate(run, type_, name, change))
+    assert len(found) == 1 and message in found[0], found
+
+
+def test_prod_cluster_without_deletion_protection_is_refused(runs):
+    run = runs["prod"]
+    assert violations_of(run, "gke-deletion-protection-in-prod") == []
+    found = violations_of(run, "gke-deletion-protection-in-prod", mutate(run, CLUSTER, None, _set("deletionProtection", False)))
+    assert found == ["Production cluster without deletionProtection."]
+
+
+def test_prod_cluster_without_protect_is_refused(runs):
+    run = runs["prod"]
+    found = violations_of(run, "gke-deletion-protection-in-prod", mutate(run, CLUSTER, None, lambda d: None, protect=False))
+    assert found == ["Production cluster is not `protect`ed in Pulumi."]
+
+
+def test_gpu_pool_outside_prod_must_scale_from_zero(runs):
+    run = runs["dev"]
+    found = violations_of(run, "gke-gpu-pool-autoscaling", mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.totalMinNodeCount", 1)))
+    assert found == ["GPU node pool keeps 1 node(s) running; outside prod it must scale from 0."]
+
+
+def test_prod_may_keep_warm_gpu_nodes(runs):
+    run = runs["prod"]
+    assert violations_of(run, "gke-gpu-pool-autoscaling", mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.totalMinNodeCount", 1))) == []
+
+
+def test_spot_is_required_where_the_stack_config_says_so(runs):
+    run = runs["prod"]
+    assert violations_of(run, "gke-gpu-spot") == []
+    found = violations_of(run, "gke-gpu-spot", config={**policy_check.stack_config("prod"), "gke-gpu-spot": {"requireSpot": True}})
+    assert found == ["This stack requires Spot GPU nodes: set nodeConfig.spot = true."]
+
+
+def test_max_gpu_nodes_comes_from_policy_config(runs):
+    run = runs["prod"]
+    config = {**policy_check.stack_config("prod"), "gke-gpu-pool-autoscaling": {"maxGpuNodes": 4, "production": True}}
+    assert violations_of(run, "gke-gpu-pool-autoscaling", config=config) == [
+        "GPU node pool may grow to 10 nodes; this stack allows at most 4 (maxGpuNodes)."
+    ]
+
+
+def test_allowed_gpu_types_come_from_policy_config(runs):
+    config = {"gke-gpu-types-allowed": {"allowedGpuTypes": ["nvidia-tesla-t4"]}}
+    assert violations_of(runs["dev"], "gke-gpu-types-allowed", config=config) == [
+        "GPU type 'nvidia-l4' is not allowed here; allowed: nvidia-tesla-t4."
+    ]
+
+
+def test_a_policy_can_be_disabled_by_config(runs):
+    run = runs["dev"]
+    resources = mutate(run, CLUSTER, None, _set("clusterAutoscaling.autoscalingProfile", "BALANCED"))
+    assert violations_of(run, "gke-autoscaling-profile", resources, config={"gke-autoscaling-profile": "disabled"}) == []
+
+
+def test_unknown_policy_config_key_is_an_error(runs):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['maxGpus'\]"):
+        policy_check.evaluate(runs["dev"], {"gke-gpu-pool-autoscaling": {"maxGpus": 3}})
+
+
+def test_a_second_cluster_is_refused(runs):
+    run = runs["dev"]
+    second = dataclasses.replace(run.one(CLUSTER), urn=run.one(CLUSTER).urn + "-2", name="sd-gke-2")
+    assert violations_of(run, "stack-exactly-one-cluster", run.resources + [second]) == [
+        "A stack holds exactly one GKE cluster; this one declares 2."
+    ]
+
+
+def test_public_service_without_auth_is_refused(run_stack):
+    run = run_stack("dev", webui={"public": True, "apiAuth": True})
+    assert violations_of(run, "stack-public-service-requires-auth") == []
+
+    def no_auth(d):
+        args = webui_container(d)["args"]
+        i = args.index("--api-auth")
+        del args[i:i + 2]
+
+    found = violations_of(run, "stack-public-service-requires-auth", mutate(run, DEPLOYMENT, "webui-deployment", no_auth))
+    assert found == ["Service 'webui' is public but 'webui' runs without --api-auth."]
+
+
+def test_every_policy_has_a_non_compliant_case():
+    covered = {case[0] for case in NON_COMPLIANT} | {
+        "gke-deletion-protection-in-prod", "gke-gpu-spot", "stack-exactly-one-cluster", "stack-public-service-requires-auth",
+        "gke-spot-location-policy-any",
+    }
+    assert {p.name for p in policy_check.policies()} == covered
+
+
+def test_spot_pool_should_use_any_location_policy(runs):
+    run = runs["dev"]
+    found = violations_of(run, "gke-spot-location-policy-any", mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.locationPolicy", "BALANCED")))
+    assert found == ["Spot GPU pool with locationPolicy other than ANY: scale-ups wait on zones without capacity."]
+
+
+def test_advisory_policies_are_advisory():
+    levels = {p.name: p.enforcement_level.value for p in policy_check.policies()}
+    assert {n for n, lvl in levels.items() if lvl == "advisory"} == {
+        "k8s-deployment-probes", "k8s-memory-limits", "gke-spot-location-policy-any",
+    }
+
+
+def test_pack_entry_point_only_builds_the_pack():
+    source = (policy_check.POLICY_DIR / "__main__.py").read_text()
+    assert "PolicyPack(" in source and "def " not in source
