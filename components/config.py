@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 PROJECT = "sd-gke"
 
@@ -146,9 +147,15 @@ _Checker = Callable[["_Reader", str, Any], Any]
 class _Reader:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.bad_keys: set[str] = set()
 
     def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.bad_keys.add(key.split("[")[0])
         self.problems.append(f"{key}: {json.dumps(value)} is not allowed; expected {allowed}")
+
+    def valid(self, *keys: str) -> bool:
+        """Whether every key (or section) a cross-key rule reads passed its own check."""
+        return not any(bad == k or bad.startswith(k + ".") or k.startswith(bad + ".") for bad in self.bad_keys for k in keys)
 
     def string(self, key: str, value: Any, pattern: re.Pattern | None = None, allowed: str = "") -> Any:
         if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
@@ -317,8 +324,9 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
             r.fail("zones", zv, "a non-empty list of zones in the region")
         else:
             zones = tuple(zv)
+            region_ok = isinstance(region, str) and _REGION.match(region)
             for i, z in enumerate(zv):
-                if not isinstance(z, str) or not re.fullmatch(re.escape(str(region)) + r"-[a-z]", z):
+                if not isinstance(z, str) or (region_ok and not re.fullmatch(re.escape(region) + r"-[a-z]", z)):
                     r.fail(f"zones[{i}]", z, f"a zone of region {region}, such as {region}-a")
             if len(set(zones)) != len(zones):
                 r.fail("zones", zv, "distinct zones")
@@ -331,8 +339,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
 
-    if not r.problems:
-        _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
+    _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
@@ -345,19 +352,21 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
 def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPoolConfig,
                      gpu_pool: GpuPoolConfig, runtime: RuntimeConfig, webui: WebuiConfig,
                      root: Path | None) -> None:
-    """Rules that span several keys; only run once every single value is valid."""
-    if webui.public and not webui.api_auth:
+    """Rules that span several keys; each runs once the values it reads passed their own checks."""
+    if r.valid("webui") and webui.public and not webui.api_auth:
         r.fail("webui.public", True, "false unless webui.apiAuth is true: a public WebUI requires auth")
-    family = GPU_MACHINE_FAMILIES[gpu_pool.accelerator_type]
-    if gpu_pool.machine_type.split("-")[0] != family:
-        r.fail("gpuPool.machineType", gpu_pool.machine_type,
-               f"a {family}-* machine type, the only family that carries {gpu_pool.accelerator_type}")
-    fixed = _FIXED_GPU_COUNTS.get(gpu_pool.machine_type)
-    if fixed is not None and gpu_pool.accelerator_count != fixed:
-        r.fail("gpuPool.acceleratorCount", gpu_pool.accelerator_count,
-               f"{fixed}, the GPU count built into {gpu_pool.machine_type}")
+    if r.valid("gpuPool.acceleratorType", "gpuPool.machineType"):
+        family = GPU_MACHINE_FAMILIES[gpu_pool.accelerator_type]
+        if gpu_pool.machine_type.split("-")[0] != family:
+            r.fail("gpuPool.machineType", gpu_pool.machine_type,
+                   f"a {family}-* machine type, the only family that carries {gpu_pool.accelerator_type}")
+        elif r.valid("gpuPool.acceleratorCount"):
+            fixed = _FIXED_GPU_COUNTS.get(gpu_pool.machine_type)
+            if fixed is not None and gpu_pool.accelerator_count != fixed:
+                r.fail("gpuPool.acceleratorCount", gpu_pool.accelerator_count,
+                       f"{fixed}, the GPU count built into {gpu_pool.machine_type}")
     for key, pool in (("gpuPool", gpu_pool), ("systemPool", system_pool)):
-        if pool.min_nodes > pool.max_nodes:
+        if r.valid(f"{key}.minNodes", f"{key}.maxNodes") and pool.min_nodes > pool.max_nodes:
             r.fail(f"{key}.minNodes", pool.min_nodes, f"at most {key}.maxNodes ({pool.max_nodes})")
 
     ranges = {
@@ -366,12 +375,12 @@ def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPool
         "network.servicesCidr": network.services_cidr,
         "network.masterCidr": network.master_cidr,
     }
-    names = list(ranges)
+    names = [k for k in ranges if r.valid(k)]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             if ipaddress.IPv4Network(ranges[a]).overlaps(ipaddress.IPv4Network(ranges[b])):
                 r.fail(b, ranges[b], f"a range that does not overlap {a} ({ranges[a]})")
-    if root is not None and not (root / runtime.recipe).is_file():
+    if root is not None and r.valid("runtime.recipe") and not (root / runtime.recipe).is_file():
         r.fail("runtime.recipe", runtime.recipe, f"a recipe file that exists under {root}")
 
 

@@ -9,7 +9,8 @@ Properties are Pulumi wire names (camelCase). During a preview some values are s
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pulumi_policy import (
     EnforcementLevel,

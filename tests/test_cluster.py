@@ -225,4 +225,5 @@ def test_every_resource_but_the_provider_sits_under_a_component(run):
 def test_run_resets_state_between_runs():
     first = mockrun.run("dev")
     second = mockrun.run("dev")
-    assert [r.urn for r in first.resources] == [r.urn for r in second.resources]
+    assert sorted(r.urn for r in first.resources) == sorted(r.urn for r in second.resources)
+    assert len(first.resources) == len(second.resources)

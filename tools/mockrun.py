@@ -42,6 +42,8 @@ class Recorded:
     custom_timeouts: dict[str, str] = field(default_factory=dict)
     additional_secret_outputs: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    redacted: dict[str, Any] = field(default_factory=dict)
+    """The inputs with every secret replaced by "[secret]": what the plan writes to disk."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,7 +51,7 @@ class Recorded:
             "type": self.type,
             "name": self.name,
             "parent": self.parent,
-            "inputs": self.inputs,
+            "inputs": self.redacted,
             "provider": self.provider,
             "protect": self.protect,
         }
@@ -98,6 +100,34 @@ def read_stack_config(stack: str, root: Path = ROOT) -> dict[str, str]:
     data = yaml.safe_load(path.read_text()) or {}
     raw = data.get("config") or {}
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
+REDACTED = "[secret]"
+
+
+def _mask(value: Any) -> Any:
+    """Redact a secret's leaves and keep its shape, so a redacted manifest still validates."""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return REDACTED
+
+
+def _plain(value: Any, redact: bool) -> Any:
+    """Inputs as the program meant them: secrets unwrapped (or redacted), whole numbers as ints
+    (the wire carries every number as a double)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG[0]) == SECRET_SIG[1]:
+            inner = _plain(value.get("value"), redact=False)
+            return _mask(inner) if redact else inner
+        return {k: _plain(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, redact) for v in value]
+    return value
 
 
 def _digest(*parts: Any) -> str:
@@ -172,7 +202,7 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
                 reg = self.resources.get(response.urn)
-                inputs = pmocks._sync_await(_deserialize(request.object))
+                wire = pmocks._sync_await(_deserialize(request.object))
                 timeouts = request.customTimeouts
                 recorded.append(Recorded(
                     urn=response.urn,
@@ -181,7 +211,8 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
                     parent=request.parent or None,
                     provider=request.provider or None,
                     custom=bool(request.custom),
-                    inputs=inputs,
+                    inputs=_plain(wire, redact=False),
+                    redacted=_plain(wire, redact=True),
                     protect=bool(request.protect),
                     dependencies=list(request.dependencies),
                     ignore_changes=list(request.ignoreChanges),
@@ -196,7 +227,7 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
 
     async def _deserialize(obj):
         from pulumi.runtime import rpc
-        return rpc.deserialize_properties(obj)
+        return rpc.deserialize_properties(obj, keep_unknowns=True, keep_internal=False)
 
     settings.ROOT.set(None)
     mocks = Mocks()

@@ -91,7 +91,7 @@ def manifests(run: mockrun.Run) -> dict[str, dict[str, Any]]:
     """Kubernetes objects as manifests, keyed by a file name derived from kind, namespace and name."""
     out = {}
     for r in run.kubernetes_objects():
-        obj = {k: v for k, v in r.inputs.items() if k not in ("__meta", "__inputs")}
+        obj = {k: v for k, v in r.redacted.items() if k not in ("__meta", "__inputs")}
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace", "cluster")
         out[f"{obj.get('kind', r.type.split(':')[-1])}-{ns}-{meta.get('name', r.name)}.yaml".lower()] = obj
