@@ -305,6 +305,18 @@ def test_image_family_resolves_to_newest_ready_non_deprecated(fake: FakeCompute,
     assert (found.name, found.id) == ("new", int(newest["id"]))
 
 
+def test_deprecating_an_image_takes_it_out_of_its_family_and_active_restores_it(fake: FakeCompute, api: Clients) -> None:
+    fake.add_image("old", family="sd-runtime")
+    fake.add_image("new", family="sd-runtime")
+    api.images.deprecate(project=P, image="new",
+                         deprecation_status_resource=compute_v1.DeprecationStatus(state="DEPRECATED")).result(timeout=10)
+    assert api.images.get(project=P, image="new").deprecated.state == "DEPRECATED"
+    assert api.images.get_from_family(project=P, family="sd-runtime").name == "old"
+    api.images.deprecate(project=P, image="new",
+                         deprecation_status_resource=compute_v1.DeprecationStatus(state="ACTIVE")).result(timeout=10)
+    assert api.images.get_from_family(project=P, family="sd-runtime").name == "new"
+
+
 def test_image_from_disk_is_pending_until_its_global_operation_is_done(fake: FakeCompute, api: Clients) -> None:
     make_disk(api, "bake", size_gb=50)
     image = compute_v1.Image(name="sd-runtime-abc", source_disk=f"zones/{Z}/disks/bake", family="sd-runtime",

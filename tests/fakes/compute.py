@@ -476,6 +476,7 @@ class FakeCompute:
             "compute.images.get": self._images_get, "compute.images.getFromFamily": self._images_get_from_family,
             "compute.images.list": self._images_list, "compute.images.insert": self._images_insert,
             "compute.images.delete": self._images_delete, "compute.images.setLabels": self._images_set_labels,
+            "compute.images.deprecate": self._images_deprecate,
             "compute.instances.get": self._instances_get, "compute.instances.list": self._instances_list,
             "compute.instances.insert": self._instances_insert, "compute.instances.delete": self._instances_delete,
             "compute.instances.attachDisk": self._instances_attach_disk,
@@ -1024,6 +1025,18 @@ class FakeCompute:
     def _images_delete(self, p: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> _Mutation:
         image = self._image(p)
         del self._images[(p["project"], p["image"])]
+        return image["selfLink"], image["id"], None
+
+    def _images_deprecate(self, p: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> _Mutation:
+        """ACTIVE clears the status; any other state is recorded (getFromFamily skips them)."""
+        image = self._image(p)
+        _only_modelled(body, {"state", "replacement", "deprecated", "obsolete", "deleted"}, "DeprecationStatus")
+        state = body.get("state", "ACTIVE")
+        if state == "ACTIVE":
+            image.pop("deprecated", None)
+        else:
+            image["deprecated"] = {k: v for k, v in body.items() if k in ("state", "replacement", "deprecated",
+                                                                          "obsolete", "deleted")}
         return image["selfLink"], image["id"], None
 
     def _images_set_labels(self, p: dict[str, str], q: dict[str, str], body: dict[str, Any]) -> _Mutation:
