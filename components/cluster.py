@@ -134,6 +134,7 @@ class Cluster(pulumi.ComponentResource):
             network=self.network.id,
             subnetwork=self.subnet.id,
             networking_mode="VPC_NATIVE",
+            datapath_provider="ADVANCED_DATAPATH",
             ip_allocation_policy=gcp.container.ClusterIpAllocationPolicyArgs(
                 cluster_secondary_range_name="pods", services_secondary_range_name="services"
             ),

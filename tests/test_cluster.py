@@ -86,6 +86,10 @@ def test_subnet_is_vpc_native_with_private_google_access(run):
     }
 
 
+def test_dataplane_v2_enforces_network_policies(run):
+    assert run.one(CLUSTER).inputs["datapathProvider"] == "ADVANCED_DATAPATH"
+
+
 def test_master_authorized_networks_follow_the_stack(runs):
     assert "masterAuthorizedNetworksConfig" not in runs["dev"].one(CLUSTER).inputs
     prod = runs["prod"].one(CLUSTER).inputs["masterAuthorizedNetworksConfig"]

@@ -43,3 +43,40 @@ def test_offline_plan_writes_every_manifest(run, tmp_path):
     written = sorted(p.name for p in (tmp_path / run.stack / "manifests").glob("*.yaml"))
     assert written == sorted(plan.manifests(run))
     assert len(written) == len(run.kubernetes_objects())
+
+
+@pytest.fixture(scope="module")
+def checkov_reports(runs, tmp_path_factory):
+    from tools import checks
+
+    reports = {}
+    for stack, run in runs.items():
+        out = tmp_path_factory.mktemp(stack)
+        plan.write(run, out)
+        reports[stack] = checks.run_checkov(out / stack / "manifests", frameworks=("kubernetes",))
+    return reports
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_checkov_finds_nothing_in_the_manifests(checkov_reports, stack):
+    assert [str(f) for f in checkov_reports[stack].failed] == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_checkov_skip_in_the_manifests_has_a_reason(checkov_reports, stack):
+    report = checkov_reports[stack]
+    assert report.skipped, "the attacher's privileged container is skipped, with reasons"
+    assert list(report.unexplained_skips) == []
+
+
+def test_only_the_disk_attacher_and_the_webui_carry_checkov_skips(run):
+    skipping = {o.inputs["metadata"]["name"] for o in run.kubernetes_objects()
+                if any(k.startswith("checkov.io/skip") for k in (o.inputs["metadata"].get("annotations") or {}))}
+    assert skipping == {"disk-attacher", "webui"}
+
+
+def test_checkov_skip_reasons_cannot_hide_an_equals_sign():
+    from components.webui import checkov_skips
+
+    with pytest.raises(ValueError):
+        checkov_skips({"CKV_K8S_1": "a=b"})
