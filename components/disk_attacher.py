@@ -193,7 +193,7 @@ class DiskAttacher(pulumi.ComponentResource):
                                 period_seconds=5, failure_threshold=2,
                             ),
                             liveness_probe=k8s.core.v1.ProbeArgs(
-                                http_get=k8s.core.v1.HTTPGetActionArgs(path="/livez", port="health"),
+                                tcp_socket=k8s.core.v1.TCPSocketActionArgs(port="health"),
                                 period_seconds=30, failure_threshold=4,
                             ),
                             resources=k8s.core.v1.ResourceRequirementsArgs(

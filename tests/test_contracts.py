@@ -1,0 +1,135 @@
+"""Contracts between parts that never import each other at run time.
+
+The bake runs on a builder VM, the agent in its own image, the WebUI in the base image; these tests
+check that what each expects of the others is what the others do, on the registered resources.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from components import runtime_layout as layout
+from components.webui import launch_args
+from tests.conftest import ROOT
+
+DAEMONSET = "kubernetes:apps/v1:DaemonSet"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bake = load(ROOT / "images" / "runtime" / "bake.py", "sdgke_bake")
+agent_names = load(ROOT / "images" / "attacher" / "attacher" / "names.py", "sdgke_agent_names")
+
+
+def agent(run) -> dict:
+    return run.one(DAEMONSET, "runtime-disk-daemonset").inputs["spec"]["template"]["spec"]
+
+
+def agent_env(run) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in agent(run)["containers"][0]["env"]}
+
+
+def webui_pod(run) -> dict:
+    return run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["template"]["spec"]
+
+
+def taint(t: dict) -> tuple[str, str, str]:
+    return t["key"], t["value"], t["effect"]
+
+
+def test_webui_host_path_is_where_the_attacher_mounts(run):
+    runtime = next(v for v in webui_pod(run)["volumes"] if v["name"] == "runtime")
+    assert runtime["hostPath"]["path"] == agent_env(run)["SDGKE_MOUNT_PATH"] == layout.HOST_MOUNT_PATH
+    assert agent_names.DEFAULT_MOUNT_PATH == layout.HOST_MOUNT_PATH
+
+
+def test_attacher_mount_propagates_to_the_host_under_the_webui_path(run):
+    mount = next(m for m in agent(run)["containers"][0]["volumeMounts"] if m.get("mountPropagation") == "Bidirectional")
+    assert layout.HOST_MOUNT_PATH.startswith(mount["mountPath"] + "/")
+    disks = next(v for v in agent(run)["volumes"] if v["name"] == mount["name"])
+    assert disks["hostPath"]["path"] == mount["mountPath"]
+
+
+def test_pod_runs_the_venv_and_webui_the_bake_writes():
+    baked = bake.Bake({}, Path(layout.RUNTIME_ROOT), "0" * 64)
+    assert str(baked.venv / "bin" / "python") == layout.VENV_PYTHON
+    assert str(baked.webui) == layout.WEBUI_DIR
+    assert launch_args_of_webui()[0] == f"{baked.webui}/launch.py"
+
+
+def launch_args_of_webui() -> list[str]:
+    from components.config import WebuiConfig
+
+    return launch_args(WebuiConfig())
+
+
+def test_pod_launches_webui_with_the_flags_the_bake_prepared_for():
+    assert set(bake.WEBUI_ARGS) <= set(launch_args_of_webui())
+
+
+def test_bake_agent_and_pod_agree_on_the_ready_marker_and_manifest():
+    assert bake.READY_MARKER == agent_names.READY_MARKER == layout.READY_MARKER
+    assert f"{layout.RUNTIME_ROOT}/{bake.MANIFEST}" == layout.MANIFEST
+    assert agent_names.MANIFEST_FILE == bake.MANIFEST
+
+
+def test_agent_device_name_and_hash_label_are_the_shared_ones():
+    assert agent_names.DEVICE_NAME == layout.DEVICE_NAME
+    assert agent_names.LABEL_HASH == layout.HASH_LABEL
+
+
+def test_bake_runs_in_the_image_the_pods_run(run):
+    baked_in = run.one(DYNAMIC, "runtime-image").inputs["base_image"]
+    assert baked_in == webui_pod(run)["containers"][0]["image"]
+    assert baked_in == webui_pod(run)["initContainers"][0]["image"]
+
+
+def test_attacher_uses_the_image_and_hash_the_bake_produced(run):
+    image = run.one(DYNAMIC, "runtime-image").inputs
+    env = agent_env(run)
+    assert env["SDGKE_RUNTIME_IMAGE"] == f"projects/{image['project']}/global/images/{image['image_name']}"
+    assert env["SDGKE_RUNTIME_HASH"] == image["identity_hash"][:12]
+    assert image["image_name"].endswith(env["SDGKE_RUNTIME_HASH"])
+
+
+def test_attacher_tolerates_exactly_the_taints_gpu_nodes_carry(run):
+    pool = run.one("gcp:container/nodePool:NodePool", "sd-gpu").inputs["nodeConfig"]
+    declared = {(t["key"], t["value"], {"NO_SCHEDULE": "NoSchedule"}[t["effect"]]) for t in pool["taints"]}
+    carried = declared | {taint(layout.GPU_TAINT)}
+    assert {taint(t) for t in agent(run)["tolerations"]} == carried
+
+
+def test_webui_tolerates_the_gpu_taint_and_waits_out_the_startup_taint(run):
+    tolerated = {taint(t) for t in webui_pod(run)["tolerations"]}
+    assert tolerated == {taint(layout.GPU_TAINT)}
+    assert taint(layout.STARTUP_TAINT) not in tolerated
+
+
+def test_startup_taint_is_the_one_the_agent_removes(run):
+    pool = run.one("gcp:container/nodePool:NodePool", "sd-gpu").inputs["nodeConfig"]
+    assert [t["key"] for t in pool["taints"]] == [agent_env(run)["SDGKE_STARTUP_TAINT"]]
+    assert agent_names.DEFAULT_STARTUP_TAINT_KEY == layout.STARTUP_TAINT_KEY
+
+
+def test_attacher_and_webui_select_the_same_gpu_nodes(run):
+    term = agent(run)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"] == [{"key": layout.GPU_NODE_LABEL, "operator": "Exists"}]
+    assert list(webui_pod(run)["nodeSelector"]) == [layout.GPU_NODE_LABEL]
+
+
+def test_runtime_disk_settings_reach_the_agent(run):
+    from tests.test_cluster import stack_config
+
+    runtime = stack_config(run).runtime
+    env = agent_env(run)
+    assert (env["SDGKE_DISK_TYPE"], env["SDGKE_DISK_SIZE_GB"]) == (runtime.disk_type, str(runtime.disk_size_gb))
