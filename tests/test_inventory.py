@@ -1,0 +1,101 @@
+"""The whole inventory: every resource the program registers, and the rules every one of them follows.
+
+A resource added or dropped must show up here, so nothing lands on GCP that no test describes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+EXPECTED = {
+    ("docker-build:index:Image", "base-image"),
+    ("docker-build:index:Image", "runtime-disk-image"),
+    ("gcp:artifactregistry/repository:Repository", "sd-repository"),
+    ("gcp:compute/network:Network", "sd-network"),
+    ("gcp:compute/router:Router", "sd-router"),
+    ("gcp:compute/routerNat:RouterNat", "sd-nat"),
+    ("gcp:compute/subnetwork:Subnetwork", "sd-subnet"),
+    ("gcp:container/cluster:Cluster", "sd-gke"),
+    ("gcp:container/nodePool:NodePool", "sd-gpu"),
+    ("gcp:container/nodePool:NodePool", "sd-system"),
+    ("gcp:projects/iAMCustomRole:IAMCustomRole", "runtime-disk-agent-role"),
+    ("gcp:projects/iAMCustomRole:IAMCustomRole", "runtime-disk-gc-role"),
+    ("gcp:projects/iAMMember:IAMMember", "runtime-builder-artifactregistry-reader"),
+    ("gcp:projects/iAMMember:IAMMember", "runtime-builder-logging-logWriter"),
+    ("gcp:projects/iAMMember:IAMMember", "runtime-disk-agent-role-binding"),
+    ("gcp:projects/iAMMember:IAMMember", "runtime-disk-gc-role-binding"),
+    ("gcp:projects/iAMMember:IAMMember", "sd-nodes-artifactregistry-reader"),
+    ("gcp:projects/iAMMember:IAMMember", "sd-nodes-logging-logWriter"),
+    ("gcp:projects/iAMMember:IAMMember", "sd-nodes-monitoring-metricWriter"),
+    ("gcp:projects/iAMMember:IAMMember", "sd-nodes-monitoring-viewer"),
+    ("gcp:projects/iAMMember:IAMMember", "sd-nodes-serviceusage-serviceUsageConsumer"),
+    ("gcp:projects/iAMMember:IAMMember", "sd-nodes-stackdriver-resourceMetadata-writer"),
+    ("gcp:projects/service:Service", "sd-api-artifactregistry"),
+    ("gcp:projects/service:Service", "sd-api-compute"),
+    ("gcp:projects/service:Service", "sd-api-container"),
+    ("gcp:projects/service:Service", "sd-api-containerfilesystem"),
+    ("gcp:projects/service:Service", "sd-api-iam"),
+    ("gcp:serviceaccount/account:Account", "runtime-builder"),
+    ("gcp:serviceaccount/account:Account", "runtime-disk-agent"),
+    ("gcp:serviceaccount/account:Account", "runtime-disk-gc"),
+    ("gcp:serviceaccount/account:Account", "sd-nodes"),
+    ("gcp:serviceaccount/iAMMember:IAMMember", "runtime-disk-agent-workload-identity"),
+    ("gcp:serviceaccount/iAMMember:IAMMember", "runtime-disk-gc-workload-identity"),
+    ("kubernetes:apps/v1:DaemonSet", "runtime-disk-daemonset"),
+    ("kubernetes:apps/v1:Deployment", "webui-deployment"),
+    ("kubernetes:batch/v1:CronJob", "runtime-disk-gc"),
+    ("kubernetes:core/v1:ConfigMap", "webui-probe"),
+    ("kubernetes:core/v1:Namespace", "runtime-disk-namespace"),
+    ("kubernetes:core/v1:Namespace", "webui-namespace"),
+    ("kubernetes:core/v1:Secret", "webui-api-auth"),
+    ("kubernetes:core/v1:Service", "webui-service"),
+    ("kubernetes:core/v1:ServiceAccount", "runtime-disk-agent-ksa"),
+    ("kubernetes:core/v1:ServiceAccount", "runtime-disk-gc-ksa"),
+    ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "runtime-disk-network-policy"),
+    ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy"),
+    ("kubernetes:policy/v1:PodDisruptionBudget", "webui-pdb"),
+    ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "runtime-disk-node-patcher"),
+    ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "runtime-disk-node-patcher-binding"),
+    ("kubernetes:scheduling.k8s.io/v1:PriorityClass", "runtime-disk-priority"),
+    ("pulumi-python:dynamic:Resource", "runtime-image"),
+    ("pulumi:providers:gcp", "google"),
+    ("pulumi:providers:kubernetes", "sd-k8s"),
+    ("random:index/randomPassword:RandomPassword", "webui-api-password"),
+    ("sdgke:base_image:BaseImage", "base"),
+    ("sdgke:cluster:Cluster", "sd"),
+    ("sdgke:disk_attacher:DiskAttacher", "runtime-disk"),
+    ("sdgke:registry:Registry", "sd"),
+    ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
+    ("sdgke:webui:Webui", "webui"),
+}
+
+
+def test_program_registers_exactly_the_expected_resources(run):
+    assert sorted((r.type, r.name) for r in run.resources) == sorted(EXPECTED)
+
+
+def test_resource_names_are_unique(run):
+    urns = [r.urn for r in run.resources]
+    assert len(urns) == len(set(urns))
+
+
+def test_every_kubernetes_object_goes_through_the_cluster_provider(run):
+    objects = run.kubernetes_objects()
+    assert objects
+    assert all(o.provider and "pulumi:providers:kubernetes::sd-k8s" in o.provider for o in objects)
+
+
+def test_every_kubernetes_object_carries_the_common_labels(run):
+    from components.labels import k8s_labels
+    from tests.test_cluster import stack_config
+
+    environment = stack_config(run).environment
+    for o in run.kubernetes_objects():
+        labels = dict(o.inputs["metadata"].get("labels", {}))
+        labels.pop("pod-security.kubernetes.io/enforce", None)
+        assert labels == k8s_labels(labels.get("app.kubernetes.io/name", "?"), environment), o.name
+
+
+@pytest.mark.parametrize("stack, protected", [("dev", set()), ("prod", {"sd-gke", "sd-repository"})])
+def test_stateful_resources_are_protected_in_prod_only(runs, stack, protected):
+    assert {r.name for r in runs[stack].resources if r.protect} == protected
