@@ -1,0 +1,232 @@
+"""One pass of the agent: from "a GPU node booted" to "runtime mounted, verified, node untainted".
+
+Every step is idempotent, so a pass that crashed anywhere converges when run again:
+  identify     project, zone, instance from the metadata server
+  inspect      instances.get (is `sd-runtime` attached?) and images.get, in parallel
+  create_disk  disks.insert of the deterministic name (409 = created earlier/by a twin: reuse it)
+  attach_disk  instances.attachDisk READ_ONLY, autoDelete=true in the same call
+  wait_device  the device of `sd-runtime` appears
+  mount        read-only, at the mount path
+  verify       MANIFEST.json recipe_hash and the ready marker
+  untaint      remove the startup taint from the node
+Nothing here detaches or deletes: a failure or SIGTERM leaves either nothing or a disk that the next
+pass reuses (or, if the node is gone, that autoDelete or the GC removes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from google.api_core import exceptions as gexc
+from google.cloud import compute_v1
+
+from attacher import log, names
+from attacher.compute import Compute, OperationError
+from attacher.config import AgentConfig
+from attacher.devices import Devices, wait_for_device
+from attacher.kube import KubeClient, remove_taint
+from attacher.manifest import verify_runtime
+from attacher.metadata import MetadataClient
+
+STEPS = ("identify", "inspect", "create_disk", "attach_disk", "wait_device", "mount", "verify", "untaint")
+DISK_READY_POLL_SECONDS = 1.0
+
+
+class AgentError(Exception):
+    """A refusal or an unrecoverable condition, worded for the operator reading the log."""
+
+
+@dataclass(frozen=True)
+class Deps:
+    metadata: MetadataClient
+    compute_for_project: Callable[[str], Compute]
+    kube: KubeClient
+    devices: Devices
+
+
+@dataclass(frozen=True)
+class PassResult:
+    disk: str
+    device: str
+    recipe_hash: str
+    taint: str  # "removed" | "absent"
+
+
+def _attached_runtime(instance: compute_v1.Instance) -> compute_v1.AttachedDisk | None:
+    return next((disk for disk in instance.disks if disk.device_name == names.DEVICE_NAME), None)
+
+
+def _check_image(cfg: AgentConfig, image: compute_v1.Image) -> None:
+    if image.status != "READY":
+        raise AgentError(f"runtime image {cfg.image.path} is {image.status or 'of unknown status'}, not READY")
+    label = image.labels.get(names.LABEL_HASH)
+    if label != cfg.runtime_hash:
+        raise AgentError(
+            f"runtime image {cfg.image.path} carries label {names.LABEL_HASH}={label}, but "
+            f"SDGKE_RUNTIME_HASH={cfg.runtime_hash}: the DaemonSet and the image disagree; refusing to create a disk"
+        )
+    if cfg.disk_size_gb is not None and cfg.disk_size_gb < image.disk_size_gb:
+        raise AgentError(
+            f"SDGKE_DISK_SIZE_GB={cfg.disk_size_gb} is smaller than runtime image {cfg.image.path} "
+            f"({image.disk_size_gb} GB); allowed: {image.disk_size_gb} or more, or unset"
+        )
+
+
+def _check_reused_disk(cfg: AgentConfig, disk: compute_v1.Disk, instance: str) -> None:
+    expected = names.disk_labels(instance, cfg.runtime_hash)
+    actual = {key: disk.labels.get(key) for key in expected}
+    if actual != expected:
+        raise AgentError(
+            f"disk {disk.name} exists but is not this node's runtime disk: labels {actual}, expected {expected}; "
+            "refusing to reuse it"
+        )
+
+
+def _wait_disk_ready(compute: Compute, zone: str, disk: compute_v1.Disk, timeout: float) -> compute_v1.Disk:
+    """A disk a twin agent is still creating: poll until READY (bounded)."""
+    deadline = time.monotonic() + timeout
+    polls = 0
+    while disk.status != "READY":
+        if disk.status == "FAILED":
+            raise AgentError(f"disk {disk.name} is FAILED; it cannot be used (the GC removes it once the node is gone)")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"disk {disk.name} still {disk.status} after {timeout:.0f}s")
+        time.sleep(min(DISK_READY_POLL_SECONDS * 2**polls, 5.0))
+        polls += 1
+        disk = compute.get_disk(zone, disk.name)
+    return disk
+
+
+def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = lambda step: None) -> PassResult:
+    with log.step("identify") as step:
+        identity = deps.metadata.identity()
+        step.note(project=identity.project, zone=identity.zone, instance=identity.instance)
+        if identity.instance != cfg.node_name:  # GKE names a node after its VM
+            raise AgentError(
+                f"SDGKE_NODE_NAME={cfg.node_name} but the metadata server says this VM is {identity.instance}: "
+                "refusing to attach to one and untaint the other"
+            )
+        compute = deps.compute_for_project(identity.project)
+    after_step("identify")
+    zone, instance = identity.zone, identity.instance
+    disk_name = names.disk_name(instance, cfg.runtime_hash)
+
+    with log.step("inspect", disk=disk_name) as step:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            instance_future = pool.submit(compute.get_instance, zone, instance)
+            image_future = pool.submit(compute.get_image, cfg.image.project, cfg.image.name)
+        try:
+            attached = _attached_runtime(instance_future.result())
+        except gexc.NotFound:
+            raise AgentError(f"instance {instance} in zone {zone} (from the metadata server) does not exist") from None
+        if attached is not None:
+            # The disk is there already: the image may have been deleted since, and does not matter.
+            step.note(attached_disk=attached.source.rsplit("/", 1)[-1])
+        else:
+            try:
+                _check_image(cfg, image_future.result())
+            except gexc.NotFound:
+                raise AgentError(
+                    f"runtime image {cfg.image.path} (SDGKE_RUNTIME_IMAGE) does not exist; no disk was created"
+                ) from None
+    after_step("inspect")
+
+    source = attached.source if attached is not None else None
+    with log.step("create_disk", disk=disk_name) as step:
+        if source is not None:
+            step.skip("runtime disk already attached")
+        else:
+            source = _get_or_create_disk(cfg, compute, zone, instance, disk_name, step)
+    after_step("create_disk")
+
+    with log.step("attach_disk", disk=disk_name) as step:
+        if attached is not None:
+            step.skip("runtime disk already attached")
+        else:
+            _attach(cfg, compute, zone, instance, disk_name, source, step)
+    after_step("attach_disk")
+
+    with log.step("wait_device") as step:
+        device = wait_for_device(deps.devices, names.DEVICE_NAME, cfg.device_timeout_seconds)
+        step.note(device=device)
+    after_step("wait_device")
+
+    with log.step("mount", device=device, mount_path=cfg.mount_path) as step:
+        step.note(mounted_now=deps.devices.mount(device, cfg.mount_path))
+    after_step("mount")
+
+    with log.step("verify", mount_path=cfg.mount_path) as step:
+        runtime = verify_runtime(cfg.mount_path, cfg.runtime_hash)
+        step.note(recipe_hash=runtime.recipe_hash)
+    after_step("verify")
+
+    with log.step("untaint", node=cfg.node_name, taint=cfg.startup_taint_key) as step:
+        outcome = remove_taint(deps.kube, cfg.node_name, cfg.startup_taint_key)
+        step.note(outcome=outcome)
+    after_step("untaint")
+    return PassResult(disk=disk_name, device=device, recipe_hash=runtime.recipe_hash, taint=outcome)
+
+
+def _get_or_create_disk(
+    cfg: AgentConfig, compute: Compute, zone: str, instance: str, disk_name: str, step: log.Step
+) -> str:
+    disk = compute_v1.Disk(
+        name=disk_name,
+        description=f"sd-gke runtime {cfg.runtime_hash} for {instance}; deleted with it (autoDelete)",
+        source_image=cfg.image.path,
+        type_=f"zones/{zone}/diskTypes/{cfg.disk_type}",
+        labels=names.disk_labels(instance, cfg.runtime_hash),
+    )
+    if cfg.disk_size_gb is not None:
+        disk.size_gb = cfg.disk_size_gb
+    try:
+        operation = compute.insert_disk(zone, disk)
+        waits = compute.wait_zone_operation(zone, operation, f"disks.insert {disk_name}", cfg.operation_timeout_seconds)
+        step.note(created=True, operation_waits=waits)
+        return operation.target_link or f"projects/{compute.project}/zones/{zone}/disks/{disk_name}"
+    except gexc.Conflict:
+        pass  # created by an earlier pass or a twin agent
+    except gexc.NotFound as exc:
+        raise AgentError(f"disks.insert {disk_name}: {exc.message} (is SDGKE_RUNTIME_IMAGE={cfg.image.path} there?)") from None
+    except OperationError as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in exc.codes:
+            raise
+    existing = compute.get_disk(zone, disk_name)
+    _check_reused_disk(cfg, existing, instance)
+    existing = _wait_disk_ready(compute, zone, existing, cfg.operation_timeout_seconds)
+    step.note(created=False, reused=True)
+    return existing.self_link
+
+
+def _attach(
+    cfg: AgentConfig, compute: Compute, zone: str, instance: str, disk_name: str, source: str, step: log.Step
+) -> None:
+    attached = compute_v1.AttachedDisk(
+        source=source,
+        device_name=names.DEVICE_NAME,
+        mode=compute_v1.AttachedDisk.Mode.READ_ONLY.name,
+        auto_delete=True,
+    )
+    try:
+        operation = compute.attach_disk(zone, instance, attached)
+        waits = compute.wait_zone_operation(zone, operation, f"attachDisk {disk_name}", cfg.operation_timeout_seconds)
+        step.note(operation_waits=waits)
+        return
+    except (gexc.BadRequest, gexc.Conflict, gexc.NotFound, OperationError) as exc:
+        # A twin agent may have attached it first (device name taken), or our own earlier attempt
+        # went through before a retried call failed: look before giving up.
+        refused = exc
+    try:
+        now_attached = _attached_runtime(compute.get_instance(zone, instance))
+    except gexc.NotFound:
+        raise AgentError(f"instance {instance} vanished while attaching {disk_name}; the GC removes the disk") from None
+    if now_attached is None:
+        raise refused
+    other = now_attached.source.rsplit("/", 1)[-1]
+    step.note(raced=True, attached_disk=other)
+    if other != disk_name:
+        log.emit("warning", step="attach_disk", message=f"device {names.DEVICE_NAME} holds disk {other}, not {disk_name}; "
+                 f"{disk_name} stays unattached until the node is gone and the GC removes it")
