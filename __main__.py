@@ -15,7 +15,7 @@ from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.labels import gcp_labels
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
-from components.webui import Webui, WebuiArgs
+from components.webui import API_USER, Webui, WebuiArgs
 
 ROOT = Path(__file__).parent
 
@@ -37,6 +37,8 @@ runtime_image = RuntimeDiskImage(
         zone=cfg.zones[0],
         recipe_path=ROOT / cfg.runtime.recipe,
         base_image=base_image.ref,
+        base_python=base_image.python_version,
+        node_zones=list(cfg.zones),
         subnetwork=cluster.subnet.self_link,
         machine_type=cfg.runtime.bake_machine_type,
         disk_size_gb=cfg.runtime.disk_size_gb,
@@ -83,5 +85,5 @@ pulumi.export("runtime_hash", runtime_image.identity_hash)
 pulumi.export("webui_namespace", webui.namespace)
 pulumi.export("webui_service", webui.service.metadata.name)
 if webui.api_password is not None:
-    pulumi.export("webui_api_user", "sd")
+    pulumi.export("webui_api_user", API_USER)
     pulumi.export("webui_api_password", webui.api_password.result)

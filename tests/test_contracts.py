@@ -133,3 +133,16 @@ def test_runtime_disk_settings_reach_the_agent(run):
     runtime = stack_config(run).runtime
     env = agent_env(run)
     assert (env["SDGKE_DISK_TYPE"], env["SDGKE_DISK_SIZE_GB"]) == (runtime.disk_type, str(runtime.disk_size_gb))
+
+
+def test_bake_computes_the_identity_the_program_names_the_image_by(run, tmp_path):
+    """The bake refuses any --expected-hash but its own: both sides must hash the same things."""
+    import json
+
+    image = run.one(DYNAMIC, "runtime-image").inputs
+    (tmp_path / "recipe.json").write_text(image["recipe_json"])
+    (tmp_path / "bake.py").write_text(image["bake_script"])
+    digest = image["base_image"].split("@", 1)[1]
+    _, identity = bake.load(tmp_path / "recipe.json", digest, image["identity_hash"])
+    assert identity == image["identity_hash"]
+    assert json.loads(image["recipe_json"])["python"] == "3.11"

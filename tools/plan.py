@@ -53,8 +53,7 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "gcp:projects/iAMCustomRole:IAMCustomRole": ("roleId",),
     "gcp:artifactregistry/repository:Repository": ("location", "format"),
     "docker-build:index:Image": ("tags.0", "push"),
-    "sdgke:runtime:RuntimeDiskImage": (),
-    "pulumi-python:dynamic:Resource": ("imageName", "family", "identityHash"),
+    "pulumi-python:dynamic:Resource": ("image_name", "family", "identity_hash"),
     "kubernetes:apps/v1:Deployment": ("metadata.namespace", "spec.replicas"),
     "kubernetes:apps/v1:DaemonSet": ("metadata.namespace",),
 }
