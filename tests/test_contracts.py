@@ -146,3 +146,22 @@ def test_bake_computes_the_identity_the_program_names_the_image_by(run, tmp_path
     _, identity = bake.load(tmp_path / "recipe.json", digest, image["identity_hash"])
     assert identity == image["identity_hash"]
     assert json.loads(image["recipe_json"])["python"] == "3.11"
+
+
+def test_webui_model_path_holds_a_model_the_recipe_bakes(run):
+    import json
+
+    from tests.test_cluster import stack_config
+
+    recipe = json.loads(run.one(DYNAMIC, "runtime-image").inputs["recipe_json"])
+    model_dir = stack_config(run).webui.model_path
+    assert any(m["destination"].startswith(model_dir + "/") for m in recipe["models"])
+
+
+def test_webui_finds_the_baked_huggingface_cache(run):
+    import json
+
+    recipe = json.loads(run.one(DYNAMIC, "runtime-image").inputs["recipe_json"])
+    env = {e["name"]: e.get("value") for e in webui_pod(run)["containers"][0]["env"]}
+    assert recipe["huggingface"], "the CLIP tokenizer is baked"
+    assert env["HF_HOME"] == f"{layout.RUNTIME_ROOT}/cache/huggingface"
