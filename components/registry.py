@@ -76,7 +76,9 @@ def pushed_image(name: str, image: str, context: Path, registry: Registry,
 
     Nothing builds during `pulumi preview`, so a preview needs no Docker engine.
     """
-    token = gcp.organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=parent)).access_token
+    token = pulumi.Output.secret(
+        gcp.organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=parent)).access_token
+    )
     repo = registry.path.apply(lambda p: f"{p}/{image}")
     return docker_build.Image(
         name,

@@ -75,3 +75,9 @@ def test_base_image_python_comes_from_its_dockerfile_label():
 def test_a_dockerfile_without_the_python_label_is_refused():
     with pytest.raises(ValueError, match="io.sd-gke.python"):
         python_version("FROM debian\n")
+
+
+@pytest.mark.parametrize("name", ["base-image", "runtime-disk-image"])
+def test_registry_token_is_a_secret(run, name):
+    [registry] = run.one(IMAGE, name).redacted["registries"]
+    assert registry["password"] == "[secret]"
