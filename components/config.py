@@ -314,8 +314,10 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
         if key not in raw:
             r.problems.append(f"{PROJECT}:{key}: missing; it is required")
 
-    project = r.string("project", raw.get("project", ""), _PROJECT_ID,
-                       "a GCP project id: 6-30 lowercase letters, digits or hyphens, starting with a letter") if "project" in raw else ""
+    project = ""
+    if "project" in raw:
+        project = r.string("project", raw["project"], _PROJECT_ID,
+                           "a GCP project id: 6-30 lowercase letters, digits or hyphens, starting with a letter")
     region = r.string("region", raw["region"], _REGION, "a GCP region such as us-central1") if "region" in raw else ""
     zones: tuple[str, ...] = ()
     if "zones" in raw:

@@ -80,6 +80,7 @@ def pushed_image(name: str, image: str, context: Path, registry: Registry,
         gcp.organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=parent)).access_token
     )
     repo = registry.path.apply(lambda p: f"{p}/{image}")
+    cache = repo.apply(lambda r: f"{r}:buildcache")
     return docker_build.Image(
         name,
         context=docker_build.BuildContextArgs(location=str(context)),
@@ -89,9 +90,9 @@ def pushed_image(name: str, image: str, context: Path, registry: Registry,
         push=True,
         build_on_preview=False,
         registries=[docker_build.RegistryArgs(address=registry.host, username="oauth2accesstoken", password=token)],
-        cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=repo.apply(lambda r: f"{r}:buildcache")))],
+        cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache))],
         cache_to=[docker_build.CacheToArgs(registry=docker_build.CacheToRegistryArgs(
-            ref=repo.apply(lambda r: f"{r}:buildcache"), mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True,
+            ref=cache, mode=docker_build.CacheMode.MAX, image_manifest=True, oci_media_types=True,
         ))],
         opts=pulumi.ResourceOptions(parent=parent),
     )

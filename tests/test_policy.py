@@ -179,19 +179,22 @@ def test_prod_cluster_without_protect_is_refused(runs):
 
 def test_gpu_pool_outside_prod_must_scale_from_zero(runs):
     run = runs["dev"]
-    found = violations_of(run, "gke-gpu-pool-autoscaling", mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.totalMinNodeCount", 1)))
+    warm = mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.totalMinNodeCount", 1))
+    found = violations_of(run, "gke-gpu-pool-autoscaling", warm)
     assert found == ["GPU node pool keeps 1 node(s) running; outside prod it must scale from 0."]
 
 
 def test_prod_may_keep_warm_gpu_nodes(runs):
     run = runs["prod"]
-    assert violations_of(run, "gke-gpu-pool-autoscaling", mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.totalMinNodeCount", 1))) == []
+    warm = mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.totalMinNodeCount", 1))
+    assert violations_of(run, "gke-gpu-pool-autoscaling", warm) == []
 
 
 def test_spot_is_required_where_the_stack_config_says_so(runs):
     run = runs["prod"]
     assert violations_of(run, "gke-gpu-spot") == []
-    found = violations_of(run, "gke-gpu-spot", config={**policy_check.stack_config("prod"), "gke-gpu-spot": {"requireSpot": True}})
+    config = {**policy_check.stack_config("prod"), "gke-gpu-spot": {"requireSpot": True}}
+    found = violations_of(run, "gke-gpu-spot", config=config)
     assert found == ["This stack requires Spot GPU nodes: set nodeConfig.spot = true."]
 
 
@@ -252,7 +255,8 @@ def test_every_policy_has_a_non_compliant_case():
 
 def test_spot_pool_should_use_any_location_policy(runs):
     run = runs["dev"]
-    found = violations_of(run, "gke-spot-location-policy-any", mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.locationPolicy", "BALANCED")))
+    balanced = mutate(run, NODE_POOL, "sd-gpu", _set("autoscaling.locationPolicy", "BALANCED"))
+    found = violations_of(run, "gke-spot-location-policy-any", balanced)
     assert found == ["Spot GPU pool with locationPolicy other than ANY: scale-ups wait on zones without capacity."]
 
 

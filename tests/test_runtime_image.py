@@ -24,7 +24,7 @@ import pulumi
 import pytest
 from google.cloud import compute_v1
 
-from components.recipe import load_recipe, parse_recipe, recipe_hash
+from components.recipe import load_recipe, parse_recipe
 from components.runtime_image import (
     BAKE_SCRIPT,
     BUILDER_LABEL,

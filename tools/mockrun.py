@@ -148,7 +148,8 @@ def _computed(typ: str, name: str, inputs: dict[str, Any], project: str) -> dict
         email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
         return {"email": email, "member": f"serviceAccount:{email}", "name": f"projects/{project}/serviceAccounts/{email}"}
     if typ == "gcp:artifactregistry/repository:Repository":
-        return {"name": inputs.get("repositoryId", res_name), "registryUri": f"{inputs.get('location')}-docker.pkg.dev/{project}/{inputs.get('repositoryId')}"}
+        repo_id = inputs.get("repositoryId", res_name)
+        return {"name": repo_id, "registryUri": f"{inputs.get('location')}-docker.pkg.dev/{project}/{repo_id}"}
     if typ == "docker-build:index:Image":
         digest = "sha256:" + _digest(inputs.get("context"), inputs.get("dockerfile"), inputs.get("buildArgs"))
         tags = inputs.get("tags") or [res_name]
@@ -219,7 +220,7 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
                     replace_on_changes=list(request.replaceOnChanges),
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     retain_on_delete=bool(request.retainOnDelete),
-                    custom_timeouts={k: v for k, v in (("create", timeouts.create), ("update", timeouts.update), ("delete", timeouts.delete)) if v},
+                    custom_timeouts={k: getattr(timeouts, k) for k in ("create", "update", "delete") if getattr(timeouts, k)},
                     additional_secret_outputs=list(request.additionalSecretOutputs),
                     state=dict(reg.state) if reg else {},
                 ))
