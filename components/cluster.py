@@ -14,6 +14,7 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from components.config import StackConfig
+from components.iam import service_account_with_roles
 from components.runtime_layout import GPU_NODE_LABEL, GPU_TAINT, STARTUP_TAINT
 
 AUTOSCALING_PROFILE = "OPTIMIZE_UTILIZATION"
@@ -94,23 +95,9 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.node_service_account = gcp.serviceaccount.Account(
-            f"{name}-nodes",
-            account_id=f"{name}-nodes"[:30],
-            display_name="sd-gke GKE nodes",
-            opts=after_apis,
+        self.node_service_account, node_roles = service_account_with_roles(
+            f"{name}-nodes", cfg.project, "sd-gke GKE nodes", NODE_ROLES, after_apis,
         )
-        node_member = self.node_service_account.email.apply(lambda e: f"serviceAccount:{e}")
-        node_roles = [
-            gcp.projects.IAMMember(
-                f"{name}-nodes-{role.split('/')[1].replace('.', '-')}",
-                project=cfg.project,
-                role=role,
-                member=node_member,
-                opts=child,
-            )
-            for role in NODE_ROLES
-        ]
 
         node_basics = dict(
             image_type=IMAGE_TYPE,

@@ -10,9 +10,10 @@ Only the standard library and PyYAML: the program and the tests import it, never
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 IMAGE_PREFIX = "sd-runtime-"
-HASH_DOMAIN = b"sd-gke runtime image v1"
+BAKE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "runtime" / "bake.py"
 """Mixed into every identity hash: changing how the hash is formed must change every hash."""
 
 _PYTHON = re.compile(r"^3\.[0-9]{1,2}$")
@@ -140,17 +141,18 @@ class Recipe:
         return canonical_json(self.to_dict())
 
 
-def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+def _bake_module():
+    """The bake script as a module: it hashes on the builder, so the program hashes with its code."""
+    spec = importlib.util.spec_from_file_location("sdgke_bake_script", BAKE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their module while it loads
+    spec.loader.exec_module(module)
+    return module
 
 
-def identity_hash(canonical: str, bake_script: bytes, base_image_digest: str) -> str:
-    """sha256 over length-prefixed parts, so no two different inputs can run together into one."""
-    h = hashlib.sha256()
-    for part in (HASH_DOMAIN, canonical.encode(), bake_script, base_image_digest.encode()):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()
+_bake = _bake_module()
+canonical_json = _bake.canonical_json
+identity_hash = _bake.identity_hash
 
 
 def recipe_hash(recipe: Recipe, bake_script_bytes: bytes, base_image_digest: str) -> str:

@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import pulumi_gcp as gcp
 import requests
 from pulumi import dynamic
 from pulumi.dynamic.dynamic import PROVIDER_KEY
 
-from components.recipe import Recipe, RecipeError, image_name, load_recipe, recipe_hash
+from components.iam import service_account_with_roles
+from components.recipe import BAKE_SCRIPT, Recipe, RecipeError, image_name, load_recipe, recipe_hash
 from components.runtime_layout import HASH_LABEL, IMAGE_FAMILY, RUNTIME_ROOT
 
-BAKE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "runtime" / "bake.py"
 BUILDER_ROLES = ("roles/artifactregistry.reader", "roles/logging.logWriter")
 BUILDER_IMAGE = "projects/cos-cloud/global/images/family/cos-stable"
 BUILDER_DEVICE = "sd-runtime-build"
@@ -120,24 +119,9 @@ class RuntimeDiskImage(pulumi.ComponentResource):
             lambda ref: runtime_identity(recipe, bake_script, ref))
         child = pulumi.ResourceOptions(parent=self)
 
-        self.service_account = gcp.serviceaccount.Account(
-            f"{name}-builder",
-            project=args.project,
-            account_id=f"{name}-builder"[:30],
-            display_name="sd-gke runtime image builder VM",
-            opts=child,
+        self.service_account, roles = service_account_with_roles(
+            f"{name}-builder", args.project, "sd-gke runtime image builder VM", BUILDER_ROLES, child,
         )
-        member = self.service_account.email.apply(lambda e: f"serviceAccount:{e}")
-        roles = [
-            gcp.projects.IAMMember(
-                f"{name}-builder-{role.split('/')[1].replace('.', '-')}",
-                project=args.project,
-                role=role,
-                member=member,
-                opts=child,
-            )
-            for role in BUILDER_ROLES
-        ]
         self.image = _BakedImage(
             f"{name}-image",
             {
