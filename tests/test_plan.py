@@ -58,3 +58,20 @@ def test_plan_of_an_unknown_stack_names_the_stacks_there(tmp_path):
     assert result.returncode == 2
     assert "no stack file Pulumi.staging.yaml; stacks here: dev, prod" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plan_of_a_broken_stack_file_says_what_is_wrong_without_a_traceback(tmp_path):
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text("config:\n  sd-gke:zones: [us-central1-a\n")
+    result = plan(tmp_path, "--stack", "dev", "--stack-file", str(stack_file))
+    assert result.returncode == 2
+    assert "Pulumi.dev.yaml: not valid YAML" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plan_of_a_stack_file_without_config_says_what_is_expected(tmp_path):
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text("- just\n- a list\n")
+    result = plan(tmp_path, "--stack", "dev", "--stack-file", str(stack_file))
+    assert result.returncode == 2
+    assert "expected a mapping with a `config:` mapping" in result.stderr

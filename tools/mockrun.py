@@ -97,8 +97,22 @@ def read_stack_config(stack: str, root: Path = ROOT) -> dict[str, str]:
     if not path.is_file():
         stacks = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
         raise FileNotFoundError(f"no stack file {path.name}; stacks here: {', '.join(stacks)}")
-    data = yaml.safe_load(path.read_text()) or {}
-    raw = data.get("config") or {}
+    return config_of(path)
+
+
+class StackFileError(ValueError):
+    """A stack file that is not the YAML mapping Pulumi expects."""
+
+
+def config_of(path: Path) -> dict[str, str]:
+    """A stack file's `config:` as Pulumi passes it to a program: every value a string (JSON for non-strings)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise StackFileError(f"{path.name}: not valid YAML: {err}") from None
+    raw = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        raise StackFileError(f"{path.name}: expected a mapping with a `config:` mapping of keys to values")
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 

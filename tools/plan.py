@@ -121,12 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         if args.stack_file:
-            data = yaml.safe_load(args.stack_file.read_text()) or {}
-            raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (data.get("config") or {}).items()}
-            run = mockrun.run(args.stack, config=raw)
+            run = mockrun.run(args.stack, config=mockrun.config_of(args.stack_file))
         else:
             run = mockrun.run(args.stack)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, mockrun.StackFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except pulumi.RunError as err:
