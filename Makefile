@@ -8,9 +8,12 @@ STACK ?= dev
 
 .PHONY: plan test bench setup
 
+# pip's output goes to a log, shown only when the install fails.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	mkdir -p build
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt > build/pip-install.log 2>&1 \
+		|| { cat build/pip-install.log; exit 1; }
 	touch $@
 
 setup: $(VENV)/.installed
