@@ -296,3 +296,47 @@ def test_a_kubeconfig_user_the_agent_cannot_use_is_a_clear_error(tmp_path: Path)
 def test_no_kubernetes_endpoint_is_a_clear_error():
     with pytest.raises(ConfigError, match="neither KUBECONFIG nor KUBERNETES_SERVICE_HOST is set"):
         load_endpoint({})
+
+
+def fake_block_device(tmp_path: Path, kernel_name: str = "nvme0n2") -> tuple[str, Path]:
+    """/dev/disk/by-id/google-sd-runtime -> /dev/<kernel_name>, and its sysfs queue, under tmp_path."""
+    dev = tmp_path / "dev"
+    (dev / "disk" / "by-id").mkdir(parents=True)
+    (dev / kernel_name).write_text("")
+    link = dev / "disk" / "by-id" / "google-sd-runtime"
+    link.symlink_to(dev / kernel_name)
+    queue = tmp_path / "sys" / "block" / kernel_name / "queue"
+    queue.mkdir(parents=True)
+    (queue / "read_ahead_kb").write_text("128\n")
+    return str(link), queue / "read_ahead_kb"
+
+
+def test_read_ahead_is_set_on_the_kernel_device_behind_the_by_id_link(tmp_path: Path):
+    device, setting = fake_block_device(tmp_path)
+    assert HostDevices(sys_root=str(tmp_path / "sys")).set_read_ahead(device, 1024) == 1024
+    assert setting.read_text() == "1024"
+
+
+def test_read_ahead_of_a_device_without_a_queue_raises(tmp_path: Path):
+    with pytest.raises(OSError):
+        HostDevices(sys_root=str(tmp_path / "sys")).set_read_ahead(str(tmp_path / "missing"), 1024)
+
+
+def test_dry_devices_have_no_read_ahead_to_set(tmp_path: Path):
+    assert DirectoryDevices(str(tmp_path)).set_read_ahead(str(tmp_path / "google-sd-runtime"), 1024) is None
+
+
+def test_read_ahead_defaults_to_1024_kib():
+    assert agent_config_from_env(GOOD_ENV).read_ahead_kb == 1024
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "99999"])
+def test_bad_read_ahead_is_a_config_error(value: str):
+    with pytest.raises(ConfigError, match=f"SDGKE_READ_AHEAD_KB='{value}': must be a whole number of KiB from 1 to 16384"):
+        agent_config_from_env({**GOOD_ENV, "SDGKE_READ_AHEAD_KB": value})
+
+
+def test_a_read_ahead_failure_is_noted_and_the_mount_goes_on(tmp_path: Path):
+    from attacher.agent import _set_read_ahead
+
+    assert _set_read_ahead(HostDevices(sys_root=str(tmp_path / "sys")), str(tmp_path / "nope"), 1024).startswith("unchanged (")

@@ -155,6 +155,7 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
     after_step("wait_device")
 
     with log.step("mount", device=device, mount_path=cfg.mount_path) as step:
+        step.note(read_ahead_kb=_set_read_ahead(deps.devices, device, cfg.read_ahead_kb))
         step.note(mounted_now=deps.devices.mount(device, cfg.mount_path))
     after_step("mount")
 
@@ -230,3 +231,11 @@ def _attach(
     if other != disk_name:
         log.emit("warning", step="attach_disk", message=f"device {names.DEVICE_NAME} holds disk {other}, not {disk_name}; "
                  f"{disk_name} stays unattached until the node is gone and the GC removes it")
+
+
+def _set_read_ahead(devices: Devices, device: str, kilobytes: int) -> int | str | None:
+    """Read-ahead only speeds up the first model load: a failure to set it is noted, never fatal."""
+    try:
+        return devices.set_read_ahead(device, kilobytes)
+    except OSError as exc:
+        return f"unchanged ({exc.strerror or exc})"

@@ -42,6 +42,10 @@ class RuntimeImage:
         return f"projects/{self.project}/global/images/{self.name}"
 
 
+DEFAULT_READ_AHEAD_KB = 1024
+MAX_READ_AHEAD_KB = 16384
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     image: RuntimeImage
@@ -58,6 +62,7 @@ class AgentConfig:
     recheck_seconds: float = 30.0
     device_timeout_seconds: float = 120.0
     operation_timeout_seconds: float = 300.0
+    read_ahead_kb: int = DEFAULT_READ_AHEAD_KB
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,12 @@ def agent_config_from_env(env: Mapping[str, str]) -> AgentConfig:
 
     recheck = _positive_number(env, "SDGKE_RECHECK_SECONDS", 30.0, problems)
     endpoint = _compute_endpoint(env, problems)
+    raw_read_ahead = env.get("SDGKE_READ_AHEAD_KB") or str(DEFAULT_READ_AHEAD_KB)
+    read_ahead_kb = DEFAULT_READ_AHEAD_KB
+    if raw_read_ahead.isdigit() and 0 < int(raw_read_ahead) <= MAX_READ_AHEAD_KB:
+        read_ahead_kb = int(raw_read_ahead)
+    else:
+        problems.append(f"SDGKE_READ_AHEAD_KB={raw_read_ahead!r}: must be a whole number of KiB from 1 to {MAX_READ_AHEAD_KB}")
 
     if problems:
         raise ConfigError(problems)
@@ -174,6 +185,7 @@ def agent_config_from_env(env: Mapping[str, str]) -> AgentConfig:
         health_host=health_host,
         health_port=health_port,
         recheck_seconds=recheck,
+        read_ahead_kb=read_ahead_kb,
     )
 
 
