@@ -37,6 +37,9 @@ REQUIRED_APIS = (
     "iam.googleapis.com",
 )
 NODE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+MAINTENANCE_WINDOW = {"start_time": "2026-01-03T02:00:00Z", "end_time": "2026-01-03T08:00:00Z",
+                      "recurrence": "FREQ=WEEKLY;BYDAY=SA,SU"}
+"""Upgrades and repairs that recreate nodes happen at weekend nights (UTC), not under load."""
 
 
 @dataclass
@@ -171,6 +174,9 @@ class Cluster(pulumi.ComponentResource):
                 ),
                 http_load_balancing=gcp.container.ClusterAddonsConfigHttpLoadBalancingArgs(disabled=False),
             ),
+            maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
+                recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW),
+            ),
             deletion_protection=cfg.production,
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=node_roles)),
         )
@@ -181,7 +187,7 @@ class Cluster(pulumi.ComponentResource):
             cluster=self.cluster.id,
             location=cfg.region,
             node_locations=list(cfg.zones),
-            initial_node_count=sys_cfg.min_nodes,
+            initial_node_count=per_zone(sys_cfg.min_nodes, len(cfg.zones)),
             autoscaling=gcp.container.NodePoolAutoscalingArgs(
                 total_min_node_count=sys_cfg.min_nodes,
                 total_max_node_count=sys_cfg.max_nodes,
@@ -206,7 +212,7 @@ class Cluster(pulumi.ComponentResource):
             cluster=self.cluster.id,
             location=cfg.region,
             node_locations=list(cfg.zones),
-            initial_node_count=gpu.min_nodes,
+            initial_node_count=per_zone(gpu.min_nodes, len(cfg.zones)),
             autoscaling=gcp.container.NodePoolAutoscalingArgs(
                 total_min_node_count=gpu.min_nodes,
                 total_max_node_count=gpu.max_nodes,
@@ -262,6 +268,11 @@ class Cluster(pulumi.ComponentResource):
                 "gpuPool": self.gpu_pool.name,
             }
         )
+
+
+def per_zone(total: int, zones: int) -> int:
+    """initial_node_count counts per zone; the config's minimums are totals across zones."""
+    return -(-total // zones)
 
 
 def _taint_effect(effect: str) -> str:

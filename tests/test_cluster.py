@@ -121,6 +121,18 @@ def test_gpu_pool_scales_from_zero_within_total_limits(run):
     assert gpu_pool(run)["initialNodeCount"] == 0
 
 
+def test_system_pool_starts_with_its_total_minimum_spread_over_zones(run_stack):
+    run = run_stack("prod", systemPool={"machineType": "e2-standard-4", "minNodes": 4, "maxNodes": 6})
+    assert system_pool(run)["initialNodeCount"] == 2, "4 nodes over 3 zones: 2 per zone, at least the minimum"
+    assert system_pool(run)["autoscaling"]["totalMinNodeCount"] == 4
+
+
+def test_node_upgrades_wait_for_the_weekend_window(run):
+    window = run.one(CLUSTER).inputs["maintenancePolicy"]["recurringWindow"]
+    assert window["recurrence"] == "FREQ=WEEKLY;BYDAY=SA,SU"
+    assert window["startTime"] < window["endTime"]
+
+
 def test_gpu_pool_spot_follows_the_stack(runs):
     assert runs["dev"].one(NODE_POOL, "sd-gpu").inputs["nodeConfig"]["spot"] is True
     assert runs["prod"].one(NODE_POOL, "sd-gpu").inputs["nodeConfig"]["spot"] is False
