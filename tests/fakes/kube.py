@@ -17,8 +17,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.server import LocalServer
 
 _NODE_PATH = re.compile(r"^/api/v1/nodes/(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$")
 _TAINT_KEY_PATH = re.compile(r"^/spec/taints/(?P<index>0|[1-9][0-9]*)/key$")
@@ -46,7 +47,9 @@ class _Fault:
     times: int
 
 
-class FakeKube:
+class FakeKube(LocalServer):
+    METHODS = ("GET", "PATCH", "PUT", "POST", "DELETE")
+    THREAD_NAME = "fake-kube"
     def __init__(self, *, token: str = "kube-fake-token"):
         self.token = token
         self.latency = 0.0
@@ -56,52 +59,11 @@ class FakeKube:
         self._faults: list[_Fault] = []
         self._before_patch: list[Callable[[dict], None]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    # lifecycle
-    def start(self) -> FakeKube:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self)
-
-            def do_PATCH(self) -> None:
-                fake._handle(self)
-
-            def do_PUT(self) -> None:
-                fake._handle(self)
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-            def do_DELETE(self) -> None:
-                fake._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-kube", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__()
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def write_kubeconfig(self, path: str) -> str:
         """A kubeconfig (JSON is YAML) pointing at this fake with its bearer token."""

@@ -15,9 +15,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.server import LocalServer
 
 ROOT = "/computeMetadata/v1/"
 
@@ -37,7 +38,9 @@ class _Fault:
     times: int
 
 
-class FakeMetadata:
+class FakeMetadata(LocalServer):
+    METHODS = ("GET", "POST")
+    THREAD_NAME = "fake-metadata"
     def __init__(
         self,
         *,
@@ -60,44 +63,12 @@ class FakeMetadata:
         self.violations: list[str] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    # lifecycle
-    def start(self) -> FakeMetadata:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self)
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-metadata", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__()
 
     @property
     def host(self) -> str:
         """host:port, the form GCE_METADATA_HOST takes."""
-        assert self._server is not None, "start() the fake first"
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     # faults and checks
     def fail_next(self, *, path_regex: str = ".*", status: int = 503, times: int = 1) -> None:
