@@ -9,7 +9,6 @@ the permissions their calls need (images/attacher/attacher/permissions.py).
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import pulumi_kubernetes as k8s
 from components.labels import k8s_labels, selector_labels
 from components.registry import Registry, digest_ref, pushed_image
 from components.runtime_layout import GPU_NODE_LABEL, HOST_MOUNT_PARENT, HOST_MOUNT_PATH, STARTUP_TAINT_KEY
-from components.webui import RuntimeVolume, checkov_skips
+from components.source import load_source
+from components.webui import RuntimeVolume, checkov_skips, tolerations
 
 CONTEXT = Path(__file__).resolve().parent.parent / "images" / "attacher"
 NAMESPACE = "sd-system"
@@ -42,15 +42,8 @@ AGENT_CHECKOV_SKIPS = {
 }
 
 
-def _load_permissions():
-    """The agent's own permission table, loaded from its source so the roles cannot drift from it."""
-    spec = importlib.util.spec_from_file_location("attacher_permissions", CONTEXT / "attacher" / "permissions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-PERMISSIONS = _load_permissions()
+PERMISSIONS = load_source(CONTEXT / "attacher" / "permissions.py", "attacher_permissions")
+"""The agent's own permission table: the custom roles are built from it, so they cannot drift."""
 
 
 @dataclass
@@ -172,10 +165,7 @@ class DiskAttacher(pulumi.ComponentResource):
                                 ])],
                             ),
                         )),
-                        tolerations=[
-                            k8s.core.v1.TolerationArgs(key=t["key"], operator="Equal", value=t["value"], effect=t["effect"])
-                            for t in args.tolerations
-                        ],
+                        tolerations=tolerations(args.tolerations),
                         containers=[k8s.core.v1.ContainerArgs(
                             name="agent",
                             image=image_ref,

@@ -10,10 +10,8 @@ Only the standard library and PyYAML: the program and the tests import it, never
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from components.source import load_source
 
 IMAGE_PREFIX = "sd-runtime-"
 BAKE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "runtime" / "bake.py"
@@ -141,16 +141,8 @@ class Recipe:
         return canonical_json(self.to_dict())
 
 
-def _bake_module():
-    """The bake script as a module: it hashes on the builder, so the program hashes with its code."""
-    spec = importlib.util.spec_from_file_location("sdgke_bake_script", BAKE_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their module while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-_bake = _bake_module()
+# The bake hashes on the builder, so the program hashes with the bake's own code.
+_bake = load_source(BAKE_SCRIPT, "sdgke_bake_script")
 canonical_json = _bake.canonical_json
 identity_hash = _bake.identity_hash
 

@@ -65,6 +65,12 @@ def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
     return {f"checkov.io/skip{i}": f"{check}={reason}" for i, (check, reason) in enumerate(sorted(skips.items()), 1)}
 
 
+def tolerations(taints: list[dict]) -> list[k8s.core.v1.TolerationArgs]:
+    """Tolerate exactly these taints (key, value and effect), nothing broader."""
+    return [k8s.core.v1.TolerationArgs(key=t["key"], operator="Equal", value=t["value"], effect=t["effect"])
+            for t in taints]
+
+
 def launch_args(cfg: WebuiConfig) -> list[str]:
     """WebUI flags: API only through auth, nothing installed or downloaded at start, no extension installs."""
     args = [
@@ -183,10 +189,7 @@ class Webui(pulumi.ComponentResource):
                         enable_service_links=False,
                         termination_grace_period_seconds=grace,
                         node_selector=args.node_selector,
-                        tolerations=[
-                            k8s.core.v1.TolerationArgs(key=t["key"], operator="Equal", value=t["value"], effect=t["effect"])
-                            for t in args.tolerations
-                        ],
+                        tolerations=tolerations(args.tolerations),
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_non_root=True, run_as_user=UID, run_as_group=UID, fs_group=UID,
                             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),

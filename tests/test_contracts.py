@@ -6,11 +6,10 @@ check that what each expects of the others is what the others do, on the registe
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from components import runtime_layout as layout
+from components.source import load_source
 from components.webui import launch_args
 from tests.conftest import ROOT
 
@@ -19,16 +18,8 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bake = load(ROOT / "images" / "runtime" / "bake.py", "sdgke_bake")
-agent_names = load(ROOT / "images" / "attacher" / "attacher" / "names.py", "sdgke_agent_names")
+bake = load_source(ROOT / "images" / "runtime" / "bake.py", "sdgke_bake")
+agent_names = load_source(ROOT / "images" / "attacher" / "attacher" / "names.py", "sdgke_agent_names")
 
 
 def agent(run) -> dict:

@@ -304,7 +304,8 @@ def test_image_name_is_the_prefix_and_twelve_hash_characters():
 
 
 def test_bake_script_computes_the_same_identity(monkeypatch):
-    """The bake runs without this module (no PyYAML on the builder), so it carries its own copy."""
+    """The bake runs without this module (no PyYAML on the builder): its hash of the recipe as this
+    module serialises it is the hash the program names the image by."""
     spec = importlib.util.spec_from_file_location("bake_under_test", BAKE)
     bake = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, bake)

@@ -15,7 +15,6 @@ result. Writes build/bench/bake.json and prints it; pip's output goes to build/b
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from components.recipe import load_recipe, normalize_name
+from components.source import load_source
 
 ROOT = Path(__file__).resolve().parent.parent
 BAKE = ROOT / "images" / "runtime" / "bake.py"
@@ -44,11 +44,7 @@ _UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
 
 
 def load_bake() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bake", BAKE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_source(BAKE, "bake")
 
 
 def bench_recipe(recipe: dict[str, Any], torch_from_pypi: bool) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -64,7 +64,8 @@ def _line(r: mockrun.Recorded) -> str:
     for path in KEY_SETTINGS.get(r.type, ()):
         value = _get(r.inputs, path)
         if value is not None:
-            settings.append(f"{path.split('.')[-1] if not path.split('.')[-1].isdigit() else path.split('.')[-2]}={value}")
+            label = next(part for part in reversed(path.split(".")) if not part.isdigit())
+            settings.append(f"{label}={value}")
     if r.protect:
         settings.append("protect")
     return f"{r.type} {r.name}" + (f"  [{', '.join(settings)}]" if settings else "")

@@ -100,18 +100,16 @@ def evaluate(run: mockrun.Run, pack_config: dict[str, Any] | None = None,
             continue
         config = _policy_config(policy, pack_config)
 
-        def report(message: str, urn: str | None = None, _p=policy, _l=level, _u=None) -> None:
-            found.append(Violation(_p.name, _l.value, message, urn or _u))
+        def report(message: str, urn: str | None = None, _p=policy, _l=level) -> None:
+            found.append(Violation(_p.name, _l.value, message, urn))
 
         if isinstance(policy, ResourceValidationPolicy):
             for r in custom:
                 args = ResourceValidationArgs(r.type, r.inputs, r.urn, r.name, _options(r), None, config, {})
                 policy.validate(args, lambda m, u=None, _r=r: report(m, u or _r.urn))
         else:
-            by_urn = {}
-            for r in custom:
-                by_urn[r.urn] = PolicyResource(r.type, r.inputs, r.urn, r.name, _options(r), None, None, [], {})
-            policy.validate(StackValidationArgs(list(by_urn.values()), config, {}), report)
+            stack = [PolicyResource(r.type, r.inputs, r.urn, r.name, _options(r), None, None, [], {}) for r in custom]
+            policy.validate(StackValidationArgs(stack, config, {}), report)
     return found
 
 
