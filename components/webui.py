@@ -17,7 +17,9 @@ import pulumi_random as random
 
 from components.config import WebuiConfig
 from components.labels import k8s_labels, selector_labels
+from components.recipe import BAKE_SCRIPT
 from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
+from components.source import load_source
 
 PORT = 7860
 DATA_DIR = "/data"
@@ -31,6 +33,9 @@ CHECKOV_SKIPS = {
     "CKV_K8S_35": "WebUI reads --api-auth from its command line only; the secret reaches it as $(SD_API_AUTH)",
     "CKV_K8S_40": "uid 1000 is the base image's own user; nothing on the host is writable by it",
 }
+BAKE = load_source(BAKE_SCRIPT, "sdgke_webui_bake")
+"""The bake's table of what WebUI writes at start and where the data dir links onto the runtime: the
+pod lays out the data dir from it, so what the bake creates is where WebUI looks."""
 STARTUP_WINDOW_SECONDS = 900
 """How long a cold pod may take from container start to a warm model: checkpoint load from a lazily
 restored disk plus the first CUDA kernel compilation."""
@@ -167,8 +172,7 @@ class Webui(pulumi.ComponentResource):
         prepare = " && ".join([
             f"test -f {RUNTIME_ROOT}/{READY_MARKER}",
             f"mkdir -p {DATA_DIR}/home {DATA_DIR}/cache {DATA_DIR}/outputs",
-            f"ln -sfn {WEBUI_DIR}/extensions {DATA_DIR}/extensions",
-            f"ln -sfn {RUNTIME_ROOT}/models {DATA_DIR}/models",
+            *(f"ln -sfn {RUNTIME_ROOT}/{target} {DATA_DIR}/{name}" for name, target in BAKE.DATA_LINKS.items()),
         ])
         grace = cfg.generation_timeout_seconds + 30
         self.deployment = k8s.apps.v1.Deployment(

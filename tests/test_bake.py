@@ -324,6 +324,15 @@ def test_webui_config_skips_environment_preparation(baked):
     assert "export HF_HUB_OFFLINE=1" in config
 
 
+def test_every_path_webui_creates_at_start_is_in_the_tree(baked, bake_module):
+    """Pods mount the tree read-only: what WebUI makes at start must be there (tests/test_readonly_runtime.py)."""
+    root, _, _ = baked
+    for write in bake_module.WEBUI_STARTUP_WRITES:
+        path = bake_module.runtime_path(write)
+        if path is not None:
+            assert (root / path).is_dir() if write.kind == "dir" else (root / path).read_text() == write.content, path
+
+
 def test_sources_are_byte_compiled(baked):
     root, _, _ = baked
     tag = sys.implementation.cache_tag

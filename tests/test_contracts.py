@@ -156,3 +156,23 @@ def test_webui_finds_the_baked_huggingface_cache(run):
     env = {e["name"]: e.get("value") for e in webui_pod(run)["containers"][0]["env"]}
     assert recipe["huggingface"], "the CLIP tokenizer is baked"
     assert env["HF_HOME"] == f"{layout.RUNTIME_ROOT}/cache/huggingface"
+
+
+def test_data_dir_links_lead_to_directories_the_bake_creates(tmp_path):
+    """A link to a path the bake does not lay out would leave WebUI a dangling extensions_dir."""
+    bake.Bake({}, tmp_path, "0" * 64).make_startup_paths()
+    for target in bake.DATA_LINKS.values():
+        assert (tmp_path / target).is_dir(), target
+
+
+def test_what_webui_writes_at_every_start_lands_in_the_writable_data_dir():
+    assert [w.path for w in bake.WEBUI_STARTUP_WRITES if w.kind == "file" and bake.runtime_path(w) is not None] == []
+
+
+def test_pod_links_its_data_dir_onto_the_runtime_as_the_bake_expects(run):
+    container = webui_pod(run)["containers"][0]
+    data_dir = container["args"][container["args"].index("--data-dir") + 1]
+    prepare = webui_pod(run)["initContainers"][0]["command"][-1]
+    for name, target in bake.DATA_LINKS.items():
+        assert f"ln -sfn {layout.RUNTIME_ROOT}/{target} {data_dir}/{name}" in prepare
+    assert next(m for m in container["volumeMounts"] if m["mountPath"] == data_dir).get("readOnly") is not True

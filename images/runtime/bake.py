@@ -14,12 +14,15 @@ Layout under the root:
   webui/webui-user.sh           launch settings that skip WebUI's environment preparation
   venv/                         a venv of the interpreter running the bake, with the pip and setuptools
                                 its ensurepip seeds (pinned by the base image, and the installer here)
-  models/...                    models, each at its destination, verified by sha256
+  models/...                    models, each at its destination, verified by sha256; and the
+                                directories WebUI creates at start (WEBUI_STARTUP_WRITES), which a
+                                read-only mount would refuse it
   cache/huggingface/hub/        Hugging Face hub cache (HF_HOME=<root>/cache/huggingface):
                                 models--ORG--NAME/refs/main holds the revision and
                                 models--ORG--NAME/snapshots/<revision>/<file> the file itself (regular
                                 files, no blobs/ symlinks: huggingface_hub resolves offline through
-                                refs/ and snapshots/ alone)
+                                refs/ and snapshots/ alone), and the version.txt transformers
+                                would write at import
   MANIFEST.json                 what was baked: hash, packages, commits, model hashes, sizes, launch
   .sd-runtime-ready             the identity hash; written last, atomically, and only on success
   .bake/                        the bake's own state: identity, per-step stamps, pip input files
@@ -75,6 +78,76 @@ CHUNK = 1 << 20
 
 WEBUI_ARGS = ("--skip-prepare-environment", "--skip-install", "--skip-version-check", "--no-download-sd-model")
 """What makes WebUI start without pip, git or downloads: the bake already did all of it."""
+
+WEBUI_SOURCE = "stable-diffusion-webui@82a973c0"
+"""The WebUI the default recipe pins (v1.10.1): every line cited below is at that commit."""
+
+DATA_LINKS = {"models": "models", "extensions": "webui/extensions"}
+"""The pod gives WebUI a writable --data-dir and links these names in it to the read-only runtime
+(name in the data dir -> path under the root): WebUI's models_path is <data>/models and its
+extensions_dir <data>/extensions (modules/paths_internal.py:32-33)."""
+
+
+@dataclass(frozen=True)
+class StartupWrite:
+    """A path WebUI writes while it starts, where the pod lays it out.
+
+    base: "data", WebUI's --data-dir (a writable emptyDir whose DATA_LINKS lead onto the runtime),
+    or "runtime", the read-only root. kind: "dir" is os.makedirs(exist_ok=True), which fails with
+    EROFS on a read-only tree unless the directory already exists; "marker" is a file written only
+    while it is absent or says something else than `content`; "file" is written at every start.
+    """
+
+    base: str
+    path: str
+    kind: str
+    source: str
+    content: str = ""
+
+
+WEBUI_STARTUP_WRITES = (
+    StartupWrite("data", "extensions", "dir", f"{WEBUI_SOURCE}:modules/extensions.py:18, at import "
+                 "(extensions_dir, modules/paths_internal.py:33)"),
+    StartupWrite("data", "models/hypernetworks", "dir", f"{WEBUI_SOURCE}:modules/shared_init.py:15 from "
+                 "modules/initialize.py:36 (--hypernetwork-dir default, modules/cmd_args.py:36)"),
+    StartupWrite("data", "models/Stable-diffusion", "dir", f"{WEBUI_SOURCE}:modules/sd_models.py:143 from "
+                 "modules/initialize.py:61 (model_path, modules/sd_models.py:21-22, whatever --ckpt-dir says)"),
+    StartupWrite("data", "models/Codeformer", "dir", f"{WEBUI_SOURCE}:modules/face_restoration_utils.py:122 from "
+                 "modules/codeformer_model.py:61, modules/initialize.py:68 (--codeformer-models-path default, "
+                 "modules/cmd_args.py:52)"),
+    StartupWrite("data", "models/GFPGAN", "dir", f"{WEBUI_SOURCE}:modules/face_restoration_utils.py:122 from "
+                 "modules/gfpgan_model.py:66, modules/initialize.py:72 (--gfpgan-models-path default, "
+                 "modules/cmd_args.py:53)"),
+    StartupWrite("data", "models/Lora", "dir", f"{WEBUI_SOURCE}:extensions-builtin/Lora/networks.py:686, run at "
+                 "import (networks.py:737) when modules/initialize.py:111 loads the scripts (--lora-dir default, "
+                 "extensions-builtin/Lora/preload.py:7)"),
+    StartupWrite("runtime", "webui/config_states", "dir", f"{WEBUI_SOURCE}:modules/config_states.py:22 from "
+                 "modules/ui_extensions.py:547, modules/ui.py:1127 (config_states_dir, modules/paths_internal.py:35)"),
+    StartupWrite("runtime", "cache/huggingface/hub/version.txt", "marker", "transformers==4.30.2:"
+                 "transformers/utils/hub.py:1113-1160, at import: writes 1 unless the file says so "
+                 "(TRANSFORMERS_CACHE = $HF_HOME/hub, hub.py:77-102)", content="1"),
+    StartupWrite("data", "ui-config.json", "file", f"{WEBUI_SOURCE}:modules/ui_loadsave.py:146 from "
+                 "modules/ui.py:1172 (--ui-config-file default, modules/cmd_args.py:80)"),
+    StartupWrite("data", "cache/hashes/cache.db", "file", f"{WEBUI_SOURCE}:modules/cache.py:24-28 (diskcache) from "
+                 "modules/cache.py:75, modules/hashes.py:23, modules/sd_models.py:92 ($SD_WEBUI_CACHE_DIR, "
+                 "modules/cache.py:12)"),
+)
+"""Every path WebUI v1.10.1 (no extensions but its built-in ones) writes from launch to serving, with
+the pod's flags. Not reached with them: modules/launch_utils.py:409 (prepare_environment, skipped by
+--skip-prepare-environment, launch.py:38); modules/upscaler.py:42 (only with create_dirs, which no
+upscaler passes: modules/esrgan_model.py:14 and the others call super().__init__()); the tmp/ of
+modules/cache.py:38, modules/options.py:205 and modules/launch_utils.py:254 (only for a corrupt file
+in the fresh data dir); modules/shared_gradio_themes.py:62 (only for a theme other than the default)."""
+
+
+def runtime_path(write: StartupWrite) -> str | None:
+    """Where a startup write lands under the root, or None where it lands in the writable data dir."""
+    if write.base == "runtime":
+        return write.path
+    first, _, rest = write.path.partition("/")
+    if first not in DATA_LINKS:
+        return None
+    return f"{DATA_LINKS[first]}/{rest}" if rest else DATA_LINKS[first]
 
 
 LIST_DISTRIBUTIONS = (
@@ -431,7 +504,9 @@ class Bake:
         }
 
     def write_webui_config(self) -> None:
-        """webui-user.sh is where WebUI's own launcher (webui.sh) takes its settings from."""
+        """webui-user.sh is where WebUI's own launcher (webui.sh) takes its settings from; and what
+        WebUI creates when it starts must exist already, since pods mount the tree read-only."""
+        self.make_startup_paths()
         launch = self.launch()
         lines = [
             "#!/bin/bash",
@@ -442,6 +517,18 @@ class Bake:
             *(f"export {k}={shlex.quote(v)}" for k, v in launch["env"].items()),
         ]
         atomic_write(self.webui / "webui-user.sh", "\n".join(lines) + "\n")
+
+    def make_startup_paths(self) -> None:
+        for write in WEBUI_STARTUP_WRITES:
+            path = runtime_path(write)
+            if path is None:
+                continue
+            if write.kind == "dir":
+                (self.root / path).mkdir(parents=True, exist_ok=True)
+            elif write.kind == "marker":
+                atomic_write(self.root / path, write.content)
+            else:
+                raise BakeError(f"WebUI writes {path} at every start, but the runtime is mounted read-only")
 
     def compile(self) -> None:
         """Byte-code for every module, since a read-only tree cannot cache it at run time. Files that
