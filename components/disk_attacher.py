@@ -16,7 +16,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.labels import k8s_labels, selector_labels
+from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.registry import Registry, digest_ref, pushed_image
 from components.runtime_layout import GPU_NODE_LABEL, HOST_MOUNT_PARENT, HOST_MOUNT_PATH, STARTUP_TAINT_KEY
 from components.source import load_source
@@ -77,8 +77,10 @@ class DiskAttacher(pulumi.ComponentResource):
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
+            # The agent mounts disks on the host: privileged, with hostPath /dev and /mnt/disks, which
+            # only `privileged` admits; the collector meets Restricted, and warn and audit say so.
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={
-                **labels, "pod-security.kubernetes.io/enforce": "privileged",
+                **labels, **pod_security_labels("privileged"),
             }),
             opts=child,
         )

@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.config import WebuiConfig
-from components.labels import k8s_labels, selector_labels
+from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.recipe import BAKE_SCRIPT
 from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
 from components.source import load_source
@@ -103,10 +103,15 @@ class Webui(pulumi.ComponentResource):
         selector = selector_labels("webui")
         child = pulumi.ResourceOptions(parent=self)
 
+        # Pod Security admission: Baseline forbids every hostPath volume (spec.volumes[*].hostPath,
+        # https://kubernetes.io/docs/concepts/security/pod-security-standards/#baseline), and the runtime
+        # reaches the pod through one, so only `privileged` admits the WebUI pod. Everything else in it
+        # meets Restricted (tests/test_pod_security.py holds it to that), warn and audit report at
+        # Restricted, and the pack keeps that hostPath to the runtime, read-only (k8s-hostpath-runtime-only).
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="sd-webui", labels={
-                **labels, "pod-security.kubernetes.io/enforce": "baseline",
+                **labels, **pod_security_labels("privileged"),
             }),
             opts=child,
         )

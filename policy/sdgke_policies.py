@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import pod_security
 from pulumi_policy import (
     EnforcementLevel,
     PolicyConfigSchema,
@@ -285,6 +286,31 @@ def _public_service_needs_auth(args: StackValidationArgs, report):
                            "runs without --api-auth.", svc.urn)
 
 
+# --- Pod Security admission -----------------------------------------------------------------
+
+NAMESPACE = "kubernetes:core/v1:Namespace"
+
+
+def _pod_security_admission(args: StackValidationArgs, report):
+    """Each pod template against the Pod Security level its namespace enforces (policy/pod_security.py):
+    admission refuses the pods, not the Deployment, so a breach would only show as a rollout that never
+    gets a pod. A namespace the stack does not declare has the cluster default (privileged)."""
+    labels = {_get(r.props, "metadata", "name"): _get(r.props, "metadata", "labels")
+              for r in args.resources if r.resource_type == NAMESPACE}
+    for r in args.resources:
+        pod = _pod_spec(r.resource_type, r.props)
+        namespace, name = _identity(r.props)
+        if pod is None or namespace is None:
+            continue
+        level, problem = pod_security.enforce_level(labels.get(namespace))
+        if problem:
+            report(f"Namespace {namespace!r}: {problem}.", r.urn)
+        meta = _get(r.props, *WORKLOADS[r.resource_type][:-1], "metadata") or {}
+        for v in pod_security.violations(meta, pod, level):
+            report(f"{r.resource_type.rsplit(':', 1)[-1]} {namespace}/{name}: namespace {namespace!r} enforces Pod "
+                   f"Security {level!r}, which refuses its pods: {v.message} ({v.check}).", r.urn)
+
+
 # --- advisory -------------------------------------------------------------------------------
 
 def _probes(args, report):
@@ -347,6 +373,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     StackValidationPolicy(name="stack-public-service-requires-auth",
                           description="A public Service only fronts pods that require API auth.",
                           validate=_public_service_needs_auth, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="k8s-pod-security-admission",
+                          description="Every pod template passes the Pod Security level its namespace enforces.",
+                          validate=_pod_security_admission, enforcement_level=EnforcementLevel.MANDATORY),
     _validation("k8s-deployment-probes", "Deployments have startup and readiness probes.",
                 POD_TYPES, _probes, level=EnforcementLevel.ADVISORY),
     _validation("k8s-memory-limits", "Every container has a memory limit.",

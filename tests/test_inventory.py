@@ -92,7 +92,7 @@ def test_every_kubernetes_object_carries_the_common_labels(run):
     environment = stack_config(run).environment
     for o in run.kubernetes_objects():
         labels = dict(o.inputs["metadata"].get("labels", {}))
-        labels.pop("pod-security.kubernetes.io/enforce", None)
+        labels = {k: v for k, v in labels.items() if not k.startswith("pod-security.kubernetes.io/")}
         assert labels == k8s_labels(labels.get("app.kubernetes.io/name", "?"), environment), o.name
 
 
