@@ -39,6 +39,19 @@ pod lays out the data dir from it, so what the bake creates is where WebUI looks
 STARTUP_WINDOW_SECONDS = 900
 """How long a cold pod may take from container start to a warm model: checkpoint load from a lazily
 restored disk plus the first CUDA kernel compilation."""
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+"""`pulumi up` does not wait for WebUI pods. pulumi-kubernetes waits for a Deployment to be Available
+(10 minutes by default, then the update fails), but a WebUI pod is ready only after a GPU node exists
+(scale-from-zero, Spot capacity that may not be there for hours), its driver, the runtime disk and the
+warm-up (STARTUP_WINDOW_SECONDS alone is 15 minutes): no timeout bounds that, and it is not what the
+deploy decides. With the annotation the provider skips its readiness await for create and update
+(pulumi-kubernetes provider/pkg/metadata/overrides.go ReadyCondition, SkipAwaitLogic); the rollout
+itself stays safe (maxUnavailable 0 keeps old pods serving until new ones are ready)."""
+LOAD_BALANCER_ADDRESS = {"pulumi.com/waitFor": "jsonpath={.status.loadBalancer.ingress}"}
+"""A public Service waits for its address only. Its built-in await also waits until no endpoint is
+unready (provider/pkg/await/service.go checkAndLogStatus), i.e. for warming GPU pods; a waitFor
+annotation replaces the built-in await (provider/pkg/await/await.go: built-in logic only without
+await overrides)."""
 
 
 @dataclass
@@ -183,7 +196,7 @@ class Webui(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels,
-                                                annotations=checkov_skips(CHECKOV_SKIPS)),
+                                                annotations={**checkov_skips(CHECKOV_SKIPS), **SKIP_AWAIT}),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=cfg.replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -294,7 +307,8 @@ class Webui(pulumi.ComponentResource):
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels,
+                                                annotations=LOAD_BALANCER_ADDRESS if cfg.public else SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="LoadBalancer" if cfg.public else "ClusterIP",
                 selector=selector,

@@ -311,6 +311,54 @@ def _pod_security_admission(args: StackValidationArgs, report):
                    f"Security {level!r}, which refuses its pods: {v.message} ({v.check}).", r.urn)
 
 
+# --- what `pulumi up` waits for -------------------------------------------------------------
+
+AWAIT_CONFIG = {"gpuColdStartSeconds": {"type": "integer", "minimum": 60, "default": 1800}}
+"""From zero GPU nodes to a warm pod: scale-up, node boot, GPU driver, runtime disk, and the WebUI's
+15-minute startup window; and Spot capacity may not be there at all."""
+DEFAULT_AWAIT_SECONDS = 600
+"""pulumi-kubernetes waits 10 minutes for a Deployment, StatefulSet or Service to be ready
+(provider/pkg/await/deployment.go DefaultDeploymentTimeoutMins, service.go DefaultServiceTimeoutMins)."""
+
+
+def _gpu_pods(pod: dict) -> bool:
+    return any("nvidia.com/gpu" in {**(_get(c, "resources", "requests") or {}), **(_get(c, "resources", "limits") or {})}
+               for c in _containers(pod))
+
+
+def _await_seconds(r) -> float | None:
+    """How long `up` waits for r's readiness on create or update, the shorter; None if it does not wait.
+    customTimeouts come first, then pulumi.com/timeoutSeconds (provider/pkg/metadata/overrides.go
+    TimeoutDuration); skipAwait or a waitFor condition replace the readiness await."""
+    annotations = _get(r.props, "metadata", "annotations") or {}
+    if annotations.get("pulumi.com/skipAwait") == "true" or "pulumi.com/waitFor" in annotations:
+        return None
+    annotated = annotations.get("pulumi.com/timeoutSeconds")
+    fallback = float(annotated) if annotated and annotated.isdigit() else DEFAULT_AWAIT_SECONDS
+    timeouts = r.opts.custom_timeouts if r.opts else None
+    return min((getattr(timeouts, f"{op}_seconds", 0) or fallback) for op in ("create", "update"))
+
+
+def _gpu_pods_do_not_block_up(args: StackValidationArgs, report):
+    """`up` finishes without waiting on GPU capacity: a workload with GPU pods, and a Service in front of
+    them, either skip the readiness await or wait at least the GPU cold start."""
+    budget = _config(args, "gpuColdStartSeconds", AWAIT_CONFIG)
+    gpu = [r for r in args.resources if _gpu_pods(_pod_spec(r.resource_type, r.props) or {})]
+    fronts = []
+    for svc in (r for r in args.resources if r.resource_type == SERVICE):
+        selector = _get(svc.props, "spec", "selector") or {}
+        if selector and any(all((_get(w.props, *WORKLOADS[w.resource_type][:-1], "metadata", "labels") or {}).get(k) == v
+                                for k, v in selector.items()) for w in gpu):
+            fronts.append(svc)
+    for r in gpu + fronts:
+        seconds = _await_seconds(r)
+        if seconds is not None and seconds < budget:
+            report(f"{r.resource_type.rsplit(':', 1)[-1]} {_identity(r.props)[1]!r} waits for GPU pods for up to "
+                   f"{seconds:.0f}s, less than their cold start ({budget}s): `up` would fail while GPU capacity "
+                   "comes up. Annotate it pulumi.com/skipAwait: \"true\" or give it customTimeouts of at least "
+                   "the cold start.", r.urn)
+
+
 # --- advisory -------------------------------------------------------------------------------
 
 def _probes(args, report):
@@ -376,6 +424,11 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     StackValidationPolicy(name="k8s-pod-security-admission",
                           description="Every pod template passes the Pod Security level its namespace enforces.",
                           validate=_pod_security_admission, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="k8s-gpu-pods-do-not-block-up",
+                          description="`pulumi up` does not wait on GPU capacity: GPU workloads skip the await or "
+                                      "wait out the cold start.",
+                          validate=_gpu_pods_do_not_block_up, enforcement_level=EnforcementLevel.MANDATORY,
+                          config_schema=PolicyConfigSchema(properties=AWAIT_CONFIG)),
     _validation("k8s-deployment-probes", "Deployments have startup and readiness probes.",
                 POD_TYPES, _probes, level=EnforcementLevel.ADVISORY),
     _validation("k8s-memory-limits", "Every container has a memory limit.",
