@@ -39,6 +39,11 @@ def pod_data_dir(run) -> str:
     return args[args.index("--data-dir") + 1]
 
 
+def pod_path(run, write) -> str:
+    """Where a startup write lands as the pod sees it."""
+    return f"{pod_data_dir(run) if write.base == 'data' else RUNTIME_ROOT}/{write.path}"
+
+
 def replay(run, tree: Path, work: Path) -> dict[str, str | None]:
     """Mount `tree` read-only where the pod mounts the runtime, lay out the data dir with the pod's
     init step, replay every startup write; returns {pod path: errno name or None}."""
@@ -53,7 +58,7 @@ def replay(run, tree: Path, work: Path) -> dict[str, str | None]:
         return pattern.sub(lambda m: to_host[m.group(1)], path)
 
     init = next(c for c in webui_pod(run)["initContainers"] if c["name"] == "prepare")
-    pod_paths = {f"{data_dir if w.base == 'data' else RUNTIME_ROOT}/{w.path}": w for w in BAKE.WEBUI_STARTUP_WRITES}
+    pod_paths = {pod_path(run, w): w for w in BAKE.WEBUI_STARTUP_WRITES}
     spec = {
         "source": str(tree),
         "mount": str(mount),
@@ -93,8 +98,7 @@ def test_webui_starts_on_the_read_only_runtime_the_bake_lays_out(runs, tmp_path)
 def test_without_the_baked_startup_paths_webui_meets_a_read_only_file_system(runs, tmp_path):
     tree = tree_without_startup_paths(tmp_path / "tree")
     errors = replay(runs["dev"], tree, tmp_path)
-    missing = {f"{pod_data_dir(runs['dev']) if w.base == 'data' else RUNTIME_ROOT}/{w.path}"
-               for w in BAKE.WEBUI_STARTUP_WRITES
+    missing = {pod_path(runs["dev"], w) for w in BAKE.WEBUI_STARTUP_WRITES
                if BAKE.runtime_path(w) is not None and not (tree / BAKE.runtime_path(w)).exists()}
     assert f"{pod_data_dir(runs['dev'])}/models/hypernetworks" in missing
     assert {path: error for path, error in errors.items() if error} == dict.fromkeys(missing, "EROFS")
