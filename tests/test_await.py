@@ -46,9 +46,9 @@ def test_up_waits_for_the_disk_attacher_rollout(run):
 
 
 def test_webui_pods_are_the_ones_that_need_gpus(run):
-    requests = [c["resources"].get("limits", {}) for c in
+    limits = [c["resources"].get("limits", {}) for c in
                 run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["template"]["spec"]["containers"]]
-    assert any("nvidia.com/gpu" in r for r in requests)
+    assert any("nvidia.com/gpu" in lim for lim in limits)
 
 
 def _without_await_annotations(d: dict) -> None:
