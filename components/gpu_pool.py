@@ -66,6 +66,10 @@ class GpuPool(pulumi.ComponentResource):
                 location_policy=gpu.location_policy,
             ),
             management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
+            # Pulumi deletes this pool after the WebUI's rollout to its successor; should that rollout
+            # not be awaited, the drain must still not take WebUI pods faster than their PodDisruptionBudget
+            # allows (container.v1 NodeDrainConfig.respectPdbDuringNodePoolDeletion, in the discovery document).
+            node_drain_configs=[gcp.container.NodePoolNodeDrainConfigArgs(respect_pdb_during_node_pool_deletion=True)],
             upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(
                 strategy="SURGE", max_surge=1, max_unavailable=0
             ),

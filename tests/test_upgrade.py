@@ -222,3 +222,27 @@ def test_policy_refuses_a_runtime_no_gpu_pool_serves(upgrade):
     assert _violations(after, _with(after, NODE_POOL, "sd-gpu", keep_old_label)) == [
         f"No GPU node pool is labelled sd-gke/runtime={runtime_hash(after)}, the runtime the disk attacher mounts "
         f"(pools: ['{runtime_hash(before)}'])."]
+
+
+def test_the_pool_is_made_after_its_runtime_image_and_deleted_before_it(upgrade):
+    """Pulumi deletes in reverse dependency order: the old pool goes before the old image, whose
+    delete then finds no node of that runtime left that could still need it."""
+    for run in upgrade:
+        assert run.one(IMAGE, "runtime-image").urn in run.one(NODE_POOL, "sd-gpu").dependencies
+
+
+def test_the_old_pool_drains_within_the_webui_disruption_budget(upgrade):
+    import json
+
+    import googleapiclient
+
+    discovery = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "container.v1.json"
+    schemas = json.loads(discovery.read_text())["schemas"]
+    assert schemas["NodePool"]["properties"]["nodeDrainConfig"]["$ref"] == "NodeDrainConfig"
+    assert schemas["NodeDrainConfig"]["properties"]["respectPdbDuringNodePoolDeletion"]["type"] == "boolean"
+    for run in upgrade:
+        assert run.one(NODE_POOL, "sd-gpu").inputs["nodeDrainConfigs"] == [{"respectPdbDuringNodePoolDeletion": True}]
+        budget = run.one("kubernetes:policy/v1:PodDisruptionBudget", "webui-pdb").inputs["spec"]
+        template_labels = run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["template"]["metadata"]["labels"]
+        assert budget["maxUnavailable"] == 1
+        assert budget["selector"]["matchLabels"].items() <= template_labels.items()
