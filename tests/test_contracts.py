@@ -156,3 +156,13 @@ def test_webui_finds_the_baked_huggingface_cache(run):
     env = {e["name"]: e.get("value") for e in webui_pod(run)["containers"][0]["env"]}
     assert recipe["huggingface"], "the CLIP tokenizer is baked"
     assert env["HF_HOME"] == f"{layout.RUNTIME_ROOT}/cache/huggingface"
+
+
+def test_gpu_pool_agent_and_webui_agree_on_the_runtime(run):
+    runtime = agent_env(run)["SDGKE_RUNTIME_HASH"]
+    pool = run.one("gcp:container/nodePool:NodePool", "sd-gpu").inputs["nodeConfig"]
+    term = agent(run)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert pool["labels"][layout.RUNTIME_NODE_LABEL] == runtime
+    assert {"key": layout.RUNTIME_NODE_LABEL, "operator": "In", "values": [runtime]} in term["matchExpressions"]
+    assert webui_pod(run)["nodeSelector"][layout.RUNTIME_NODE_LABEL] == runtime
+    assert agent_names.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL

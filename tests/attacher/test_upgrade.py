@@ -162,10 +162,6 @@ def test_a_disk_on_the_runtime_device_that_is_no_runtime_disk_is_refused_and_the
     assert not harness.is_mounted()
 
 
-def test_the_agent_labels_nodes_with_the_key_the_pool_sets():
-    assert names.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL
-
-
 @pytest.mark.parametrize("instance", [NODE, "gke-" + "x" * 70])
 def test_the_runtime_of_a_disk_is_read_back_from_its_name(instance):
     assert names.runtime_of_disk(names.disk_name(instance, OLD_HASH12), instance) == OLD_HASH12
