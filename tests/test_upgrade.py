@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,12 @@ def upgrade(tmp_path_factory) -> tuple[mockrun.Run, mockrun.Run]:
     original = (ROOT / RECIPE).read_text()
     assert PIN in original, f"{RECIPE} no longer pins {PIN}: pick another pin to move"
     before = mockrun.run("dev")
-    after = mockrun.run("dev", root=checkout_with_recipe(tmp_path_factory.mktemp("next"), original.replace(PIN, NEXT_PIN)))
+    checkout = checkout_with_recipe(tmp_path_factory.mktemp("next"), original.replace(PIN, NEXT_PIN))
+    try:
+        after = mockrun.run("dev", root=checkout)
+    finally:
+        if str(checkout) in sys.path:  # the runner puts the program's root on the import path
+            sys.path.remove(str(checkout))
     return before, after
 
 
@@ -169,9 +175,7 @@ def test_both_runs_satisfy_the_policy_pack(upgrade):
 
 
 def test_the_runtime_label_is_the_one_the_policy_pack_checks():
-    import sys
-
-    sys.path.insert(0, str(policy_check.POLICY_DIR))
+    policy_check.policies()  # puts the pack on the import path
     import sdgke_policies
 
     assert sdgke_policies.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL
