@@ -108,7 +108,8 @@ def _refuse_another_runtime(
     if held is None:
         raise AgentError(f"device {names.DEVICE_NAME} holds disk {held_disk}, which is not a runtime disk of {instance}; "
                          "refusing to mount it")
-    step.note(held_runtime=held, node_label=set_label(deps.kube, cfg.node_name, names.RUNTIME_NODE_LABEL, held))
+    step.note(held_runtime=held)
+    step.note(node_label=set_label(deps.kube, cfg.node_name, names.RUNTIME_NODE_LABEL, held))
     raise AgentError(
         f"node {cfg.node_name} holds runtime {held} (disk {held_disk}), not SDGKE_RUNTIME_HASH={cfg.runtime_hash}; "
         f"its disk stays for the pods that use it; node labelled {names.RUNTIME_NODE_LABEL}={held} so that runtime "
