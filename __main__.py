@@ -12,6 +12,7 @@ from components import config
 from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
+from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.labels import gcp_labels
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
@@ -47,6 +48,13 @@ runtime_image = RuntimeDiskImage(
     on_google,
 )
 
+gpu_pool = GpuPool(
+    "sd",
+    GpuPoolArgs(cluster=cluster, config=cfg.gpu_pool, region=cfg.region, zones=cfg.zones,
+                runtime_hash12=runtime_image.hash12),
+    on_google,
+)
+
 on_cluster = pulumi.ResourceOptions(providers=[google, cluster.provider])
 disk_attacher = DiskAttacher(
     "runtime-disk",
@@ -57,10 +65,10 @@ disk_attacher = DiskAttacher(
         environment=cfg.environment,
         registry=registry,
         runtime_image=pulumi.Output.concat("projects/", cfg.project, "/global/images/", runtime_image.image_name),
-        runtime_hash12=runtime_image.hash12,
+        runtime_hash12=gpu_pool.runtime_hash12,
         disk_type=cfg.runtime.disk_type,
         disk_size_gb=cfg.runtime.disk_size_gb,
-        tolerations=cluster.gpu_tolerations,
+        tolerations=gpu_pool.tolerations,
     ),
     on_cluster,
 )
@@ -71,14 +79,14 @@ webui = Webui(
         environment=cfg.environment,
         image=base_image.ref,
         runtime=disk_attacher.runtime_volume,
-        node_selector=cluster.gpu_node_selector,
+        node_selector=gpu_pool.node_selector,
     ),
     on_cluster,
 )
 
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
-pulumi.export("gpu_pool", cluster.gpu_pool.name)
+pulumi.export("gpu_pool", gpu_pool.pool.name)
 pulumi.export("base_image", base_image.ref)
 pulumi.export("runtime_image", runtime_image.self_link)
 pulumi.export("runtime_hash", runtime_image.identity_hash)

@@ -1,7 +1,6 @@
-"""The GKE cluster: VPC-native private network, node identity, a system pool and a GPU pool.
+"""The GKE cluster: VPC-native private network, node identity and a system pool.
 
-The GPU pool scales from zero; its nodes stream images (Image Streaming) and start with a startup
-taint so no SD pod lands before the runtime disk is mounted.
+GPU nodes come from a pool per runtime (components/gpu_pool.py), built on this cluster's node basics.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import pulumi_kubernetes as k8s
 
 from components.config import StackConfig
 from components.iam import service_account_with_roles
-from components.runtime_layout import GPU_NODE_LABEL, GPU_TAINT, STARTUP_TAINT
 
 AUTOSCALING_PROFILE = "OPTIMIZE_UTILIZATION"
 IMAGE_TYPE = "COS_CONTAINERD"
@@ -116,6 +114,8 @@ class Cluster(pulumi.ComponentResource):
             gvnic=gcp.container.NodePoolNodeConfigGvnicArgs(enabled=True),
             metadata={"disable-legacy-endpoints": "true"},
         )
+        self.node_basics = node_basics
+        """Identity and hardening every node pool shares, the GPU pool's included."""
 
         self.cluster = gcp.container.Cluster(
             f"{name}-gke",
@@ -204,52 +204,6 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        gpu = cfg.gpu_pool
-        self.gpu_taints = [STARTUP_TAINT]
-        """Taints the pool declares; GKE adds GPU_TAINT itself. Pods that run here tolerate both."""
-        self.gpu_pool = gcp.container.NodePool(
-            f"{name}-gpu",
-            cluster=self.cluster.id,
-            location=cfg.region,
-            node_locations=list(cfg.zones),
-            initial_node_count=per_zone(gpu.min_nodes, len(cfg.zones)),
-            autoscaling=gcp.container.NodePoolAutoscalingArgs(
-                total_min_node_count=gpu.min_nodes,
-                total_max_node_count=gpu.max_nodes,
-                location_policy=gpu.location_policy,
-            ),
-            management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
-            upgrade_settings=gcp.container.NodePoolUpgradeSettingsArgs(
-                strategy="SURGE", max_surge=1, max_unavailable=0
-            ),
-            node_config=gcp.container.NodePoolNodeConfigArgs(
-                machine_type=gpu.machine_type,
-                spot=gpu.spot,
-                disk_type=gpu.disk_type,
-                disk_size_gb=gpu.disk_size_gb,
-                guest_accelerators=[
-                    gcp.container.NodePoolNodeConfigGuestAcceleratorArgs(
-                        type=gpu.accelerator_type,
-                        count=gpu.accelerator_count,
-                        gpu_driver_installation_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
-                            gpu_driver_version=gpu.gpu_driver_version
-                        ),
-                    )
-                ],
-                labels={"sd-gke/pool": "gpu"},
-                taints=[
-                    gcp.container.NodePoolNodeConfigTaintArgs(
-                        key=t["key"], value=t["value"], effect=_taint_effect(t["effect"])
-                    )
-                    for t in self.gpu_taints
-                ],
-                **node_basics,
-            ),
-            opts=child,
-        )
-        self.gpu_node_selector = {GPU_NODE_LABEL: gpu.accelerator_type}
-        self.gpu_tolerations = [GPU_TAINT, *self.gpu_taints]
-
         kubeconfig = pulumi.Output.all(
             self.cluster.name, self.cluster.endpoint, self.cluster.master_auth
         ).apply(lambda a: _kubeconfig(a[0], a[1], _ca_certificate(a[2])))
@@ -257,7 +211,9 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-k8s",
             kubeconfig=kubeconfig,
             cluster_identifier=self.cluster.id,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_pool, self.gpu_pool]),
+            # Not on the GPU pool: that pool follows the runtime image (components/gpu_pool.py), and
+            # whatever lands on it reads its label from it, so waits for it anyway.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_pool]),
         )
 
         self.register_outputs(
@@ -265,7 +221,6 @@ class Cluster(pulumi.ComponentResource):
                 "clusterName": self.cluster.name,
                 "endpoint": self.cluster.endpoint,
                 "nodeServiceAccount": self.node_service_account.email,
-                "gpuPool": self.gpu_pool.name,
             }
         )
 
@@ -273,11 +228,6 @@ class Cluster(pulumi.ComponentResource):
 def per_zone(total: int, zones: int) -> int:
     """initial_node_count counts per zone; the config's minimums are totals across zones."""
     return -(-total // zones)
-
-
-def _taint_effect(effect: str) -> str:
-    """Kubernetes spells NoSchedule; the GKE API spells NO_SCHEDULE."""
-    return {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}[effect]
 
 
 def _ca_certificate(master_auth) -> str:

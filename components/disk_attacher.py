@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.registry import Registry, digest_ref, pushed_image
-from components.runtime_layout import GPU_NODE_LABEL, HOST_MOUNT_PARENT, HOST_MOUNT_PATH, STARTUP_TAINT_KEY
+from components.runtime_layout import GPU_NODE_LABEL, HOST_MOUNT_PARENT, HOST_MOUNT_PATH, RUNTIME_NODE_LABEL, STARTUP_TAINT_KEY
 from components.source import load_source
 from components.webui import RuntimeVolume, checkov_skips, tolerations
 
@@ -56,6 +56,7 @@ class DiskAttacherArgs:
     runtime_image: pulumi.Input[str]
     """Image path, `projects/P/global/images/NAME`: a fixed image, never the family (which moves)."""
     runtime_hash12: pulumi.Input[str]
+    """The runtime the agent mounts, and the only value of the node label it runs on."""
     disk_type: str
     disk_size_gb: int
     tolerations: list[dict]
@@ -164,6 +165,11 @@ class DiskAttacher(pulumi.ComponentResource):
                             required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(
                                 node_selector_terms=[k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
                                     k8s.core.v1.NodeSelectorRequirementArgs(key=args.gpu_node_label, operator="Exists"),
+                                    # Only nodes of this runtime's pool: an agent never meets a node that
+                                    # holds another runtime's disk, and the DaemonSet controller removes
+                                    # its pods from nodes that stop matching (components/gpu_pool.py).
+                                    k8s.core.v1.NodeSelectorRequirementArgs(
+                                        key=RUNTIME_NODE_LABEL, operator="In", values=[args.runtime_hash12]),
                                 ])],
                             ),
                         )),

@@ -26,3 +26,6 @@ The cluster autoscaler ignores the prefix when it simulates a scale-up (1.29+)."
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 """GKE adds this taint to every GPU node by itself."""
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
+RUNTIME_NODE_LABEL = "sd-gke/runtime"
+"""Node label naming the runtime (hash12) a GPU node is for: its pool sets it, the disk attacher and
+the WebUI select on it, so a runtime's pods only ever land on nodes of that runtime's pool."""

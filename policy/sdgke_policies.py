@@ -37,6 +37,7 @@ WORKLOADS = {
     "kubernetes:core/v1:Pod": ("spec",),
 }
 RUNTIME_HOST_PATH = "/mnt/disks/sd-runtime"
+RUNTIME_NODE_LABEL = "sd-gke/runtime"
 ATTACHER = ("sd-system", "disk-attacher")
 WEBUI_NAME = "webui"
 AR_DIGEST = re.compile(r"^[a-z0-9-]+-docker\.pkg\.dev/[^/]+/[^/]+/[^@:]+@sha256:[0-9a-f]{64}$")
@@ -271,6 +272,42 @@ def _runtime_paths_agree(args: StackValidationArgs, report):
                f"{sorted(attacher_paths) or 'nothing'}.")
 
 
+def _runtime_selection_agrees(args: StackValidationArgs, report):
+    """The runtime the agent mounts is the runtime label of a GPU pool, and the only one the agent and
+    the WebUI select: an agent on a node of another runtime finds that runtime's disk, refuses it and
+    stays unready (the DaemonSet rollout never ends); a WebUI pod there runs the other runtime."""
+    agent_hashes, webui_selected, agent_selected = set(), set(), set()
+    pool_hashes = {_get(r.props, "nodeConfig", "labels", RUNTIME_NODE_LABEL)
+                   for r in args.resources if r.resource_type == NODE_POOL and _is_gpu_pool(r.props)}
+    for r in args.resources:
+        pod = _pod_spec(r.resource_type, r.props)
+        if pod is None:
+            continue
+        if _identity(r.props) == ATTACHER:
+            agent_hashes |= {e.get("value") for c in _containers(pod) for e in c.get("env") or []
+                             if e.get("name") == "SDGKE_RUNTIME_HASH"}
+            terms = _get(pod, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution",
+                         "nodeSelectorTerms") or [{}]
+            per_term = [{tuple(x.get("values") or ()) for x in t.get("matchExpressions") or []
+                         if x.get("key") == RUNTIME_NODE_LABEL and x.get("operator") == "In"} for t in terms]
+            agent_selected = set.intersection(*per_term)
+        elif _identity(r.props)[1] == WEBUI_NAME:
+            webui_selected.add((pod.get("nodeSelector") or {}).get(RUNTIME_NODE_LABEL, ""))
+    known = {h for h in agent_hashes if h}
+    if len(known) != 1:
+        return  # unknown in this preview, or no agent: nothing to judge
+    (runtime,) = known
+    if None not in pool_hashes and runtime not in pool_hashes:
+        report(f"No GPU node pool is labelled {RUNTIME_NODE_LABEL}={runtime}, the runtime the disk attacher mounts "
+               f"(pools: {sorted(h or 'unlabelled' for h in pool_hashes)}).")
+    if (runtime,) not in agent_selected:
+        report(f"The disk attacher does not require {RUNTIME_NODE_LABEL} In [{runtime}] in its node affinity: on a node of "
+               "another runtime it would find that runtime's disk, refuse it and stay unready.")
+    for selected in webui_selected - {None, runtime}:
+        report(f"The WebUI selects {RUNTIME_NODE_LABEL}={selected or '(nothing)'} but the disk attacher mounts runtime "
+               f"{runtime}: its pods would run another runtime or never be scheduled.")
+
+
 def _public_service_needs_auth(args: StackValidationArgs, report):
     workloads = [r for r in args.resources if _pod_spec(r.resource_type, r.props) is not None]
     for svc in (r for r in args.resources if r.resource_type == SERVICE):
@@ -418,6 +455,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     StackValidationPolicy(name="stack-runtime-paths-agree",
                           description="The WebUI mounts the runtime from where the disk attacher mounts it.",
                           validate=_runtime_paths_agree, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="stack-runtime-selection-agrees",
+                          description="The disk attacher, the WebUI and a GPU pool agree on the runtime (node label).",
+                          validate=_runtime_selection_agrees, enforcement_level=EnforcementLevel.MANDATORY),
     StackValidationPolicy(name="stack-public-service-requires-auth",
                           description="A public Service only fronts pods that require API auth.",
                           validate=_public_service_needs_auth, enforcement_level=EnforcementLevel.MANDATORY),

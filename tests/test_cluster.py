@@ -195,11 +195,11 @@ def test_deletion_protection_and_protect_only_in_prod(runs):
         assert cluster.protect is expected
 
 
-def test_kubernetes_provider_is_identified_by_the_cluster_and_waits_for_pools(run):
+def test_kubernetes_provider_is_identified_by_the_cluster_and_waits_for_the_system_pool(run):
     provider = run.one("pulumi:providers:kubernetes")
     assert provider.inputs["clusterIdentifier"] == f"{run.one(CLUSTER).name}-id"  # the mock's id
-    pool_urns = {p.urn for p in run.of_type(NODE_POOL)}
-    assert pool_urns <= set(provider.dependencies)
+    assert run.one(NODE_POOL, "sd-system").urn in provider.dependencies
+    # The GPU pool follows the runtime: what runs there waits for it (tests/test_upgrade.py).
 
 
 def test_kubeconfig_authenticates_with_the_gke_auth_plugin(run):

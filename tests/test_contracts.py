@@ -114,8 +114,8 @@ def test_startup_taint_is_the_one_the_agent_removes(run):
 
 def test_attacher_and_webui_select_the_same_gpu_nodes(run):
     term = agent(run)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
-    assert term["matchExpressions"] == [{"key": layout.GPU_NODE_LABEL, "operator": "Exists"}]
-    assert list(webui_pod(run)["nodeSelector"]) == [layout.GPU_NODE_LABEL]
+    assert term["matchExpressions"][0] == {"key": layout.GPU_NODE_LABEL, "operator": "Exists"}
+    assert sorted(webui_pod(run)["nodeSelector"]) == sorted([layout.GPU_NODE_LABEL, layout.RUNTIME_NODE_LABEL])
 
 
 def test_runtime_disk_settings_reach_the_agent(run):
@@ -176,3 +176,13 @@ def test_pod_links_its_data_dir_onto_the_runtime_as_the_bake_expects(run):
     for name, target in bake.DATA_LINKS.items():
         assert f"ln -sfn {layout.RUNTIME_ROOT}/{target} {data_dir}/{name}" in prepare
     assert next(m for m in container["volumeMounts"] if m["mountPath"] == data_dir).get("readOnly") is not True
+
+
+def test_gpu_pool_agent_and_webui_agree_on_the_runtime(run):
+    runtime = agent_env(run)["SDGKE_RUNTIME_HASH"]
+    pool = run.one("gcp:container/nodePool:NodePool", "sd-gpu").inputs["nodeConfig"]
+    term = agent(run)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert pool["labels"][layout.RUNTIME_NODE_LABEL] == runtime
+    assert {"key": layout.RUNTIME_NODE_LABEL, "operator": "In", "values": [runtime]} in term["matchExpressions"]
+    assert webui_pod(run)["nodeSelector"][layout.RUNTIME_NODE_LABEL] == runtime
+    assert agent_names.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL

@@ -64,6 +64,7 @@ EXPECTED = {
     ("sdgke:base_image:BaseImage", "base"),
     ("sdgke:cluster:Cluster", "sd"),
     ("sdgke:disk_attacher:DiskAttacher", "runtime-disk"),
+    ("sdgke:gpu_pool:GpuPool", "sd"),
     ("sdgke:registry:Registry", "sd"),
     ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
     ("sdgke:webui:Webui", "webui"),

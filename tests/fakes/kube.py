@@ -5,6 +5,9 @@ pairs `test /spec/taints/N/key` + `remove /spec/taints/N`: the attacher may remo
 touch nothing else. Any other content type, op, path or shape is a violation (and answered like
 the API server would refuse it). A failed `test` is answered 422 like kube-apiserver does, with the
 node unchanged (JSON patches are atomic). Requests need `Authorization: Bearer <token>`.
+
+One more PATCH shape: setting one node label (`test` + `replace`, or `add`, of /metadata/labels/KEY),
+which the agent does on a node that holds another runtime's disk.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ _TAINT_KEY_PATH = re.compile(r"^/spec/taints/(?P<index>0|[1-9][0-9]*)/key$")
 _TAINT_PATH = re.compile(r"^/spec/taints/(?P<index>0|[1-9][0-9]*)$")
 _TAINT_FIELDS = {"key", "value", "effect", "timeAdded"}
 _EFFECTS = {"NoSchedule", "PreferNoSchedule", "NoExecute"}
+_LABEL_PATH = re.compile(r"^/metadata/labels/(?P<key>[^/]+)$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+"""Kubernetes label value syntax: at most 63 characters, alphanumeric at both ends, `-_.` between
+(https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set)."""
 
 
 @dataclass(frozen=True)
@@ -186,14 +193,13 @@ class FakeKube(LocalServer):
                 f"PATCH {path}: Content-Type {content_type!r}; the attacher must send application/json-patch+json "
                 "(a merge patch would replace the whole taint list)",
             )
+        if _is_label_patch(body):
+            return self._patch_label(path, name, body)
         problem = _check_taint_removal(body)
         if problem:
             return self._violation(422, "Invalid", f"PATCH {path}: {problem}; body={json.dumps(body)}")
         with self._lock:
-            for change in self._before_patch:
-                if name in self._nodes:
-                    change(self._nodes[name])
-            self._before_patch.clear()
+            self._apply_before_patch(name)
             node = self._nodes.get(name)
             if node is None:
                 return self._status(404, "NotFound", f'nodes "{name}" not found')
@@ -213,6 +219,57 @@ class FakeKube(LocalServer):
             node["spec"]["taints"] = taints
             node["metadata"]["resourceVersion"] = str(int(node["metadata"]["resourceVersion"]) + 1)
             return 200, copy.deepcopy(node)
+
+    def _apply_before_patch(self, name: str) -> None:
+        """Under the lock: what `before_next_patch` queued happens now, once."""
+        for change in self._before_patch:
+            if name in self._nodes:
+                change(self._nodes[name])
+        self._before_patch.clear()
+
+    def _patch_label(self, path: str, name: str, body: list) -> tuple[int, dict]:
+        """JSON patch semantics (RFC 6902, https://www.rfc-editor.org/rfc/rfc6902#section-4): `test`
+        compares, `replace` needs the member to exist, `add` sets it either way; all or nothing."""
+        problem = _check_label_patch(body)
+        if problem:
+            return self._violation(422, "Invalid", f"PATCH {path}: {problem}; body={json.dumps(body)}")
+        key = _LABEL_PATH.match(body[0]["path"])["key"].replace("~1", "/").replace("~0", "~")
+        with self._lock:
+            self._apply_before_patch(name)
+            node = self._nodes.get(name)
+            if node is None:
+                return self._status(404, "NotFound", f'nodes "{name}" not found')
+            labels = node["metadata"]["labels"]
+            if body[0]["op"] == "test" and labels.get(key) != body[0]["value"]:
+                return self._status(422, "Invalid", f"the server rejected our request: testing value {body[0]['path']} failed")
+            if body[-1]["op"] == "replace" and key not in labels:
+                return self._status(422, "Invalid", f"the server rejected our request: replace of missing {body[-1]['path']}")
+            labels[key] = body[-1]["value"]
+            node["metadata"]["resourceVersion"] = str(int(node["metadata"]["resourceVersion"]) + 1)
+            return 200, copy.deepcopy(node)
+
+    def labels(self, name: str) -> dict[str, str]:
+        return self.node(name)["metadata"]["labels"]
+
+
+def _is_label_patch(body: object) -> bool:
+    return isinstance(body, list) and any(isinstance(op, dict) and str(op.get("path", "")).startswith("/metadata/labels")
+                                          for op in body)
+
+
+def _check_label_patch(body: list) -> str | None:
+    """None if body sets one label: [test, replace] of the same path, or [add]; values are valid label values."""
+    shapes = [tuple(op.get("op") for op in body if isinstance(op, dict))]
+    if shapes[0] not in (("test", "replace"), ("add",)) or len(body) != len(shapes[0]):
+        return f"a label patch must be [test, replace] or [add] of one label, got ops {shapes[0]}"
+    if len({op.get("path") for op in body}) != 1 or not _LABEL_PATH.match(str(body[0].get("path"))):
+        return "a label patch must address one /metadata/labels/KEY (with / in KEY escaped as ~1)"
+    for op in body:
+        if set(op) != {"op", "path", "value"} or not isinstance(op["value"], str):
+            return f"operation {op!r} must be exactly {{op, path, value}} with a string value"
+        if not _LABEL_VALUE.match(op["value"]):
+            return f"label value {op['value']!r} is not a valid label value"
+    return None
 
 
 def _check_taint_removal(body: object) -> str | None:

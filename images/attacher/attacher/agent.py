@@ -2,7 +2,8 @@
 
 Every step is idempotent, so a pass that crashed anywhere converges when run again:
   identify     project, zone, instance from the metadata server
-  inspect      instances.get (is `sd-runtime` attached?) and images.get, in parallel
+  inspect      instances.get (is `sd-runtime` attached?) and images.get, in parallel; a node holding
+               another runtime's disk is relabelled with that runtime and refused
   create_disk  disks.insert of the deterministic name (409 = created earlier/by a twin: reuse it)
   attach_disk  instances.attachDisk READ_ONLY, autoDelete=true in the same call
   wait_device  the device of `sd-runtime` appears
@@ -27,7 +28,7 @@ from attacher import log, names
 from attacher.compute import Compute, OperationError
 from attacher.config import AgentConfig
 from attacher.devices import Devices, wait_for_device
-from attacher.kube import KubeClient, remove_taint
+from attacher.kube import KubeClient, remove_taint, set_label
 from attacher.manifest import verify_runtime
 from attacher.metadata import MetadataClient
 
@@ -85,6 +86,37 @@ def _check_reused_disk(cfg: AgentConfig, disk: compute_v1.Disk, instance: str) -
         )
 
 
+def _refuse_another_runtime(
+    cfg: AgentConfig, deps: Deps, instance: str, attached: compute_v1.AttachedDisk, step: log.Step
+) -> None:
+    """A node that holds another runtime's disk stays that runtime's node.
+
+    Its disk cannot be swapped safely: WebUI pods of that runtime may be reading it, and a node never
+    needs to change runtime, since every runtime gets its own node pool (components/gpu_pool.py). The
+    DaemonSet only selects nodes labelled with its runtime, so reaching such a node means the label
+    is wrong (changed in place): correct it to the runtime the node holds. Then the DaemonSet
+    controller takes this agent off the node ("If node labels are changed, the DaemonSet will promptly
+    add Pods to newly matching nodes and delete Pods from newly not-matching nodes",
+    https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/#updating-a-daemonset), so its
+    rollout does not wait on a pod that can never be ready, and this runtime's WebUI pods, which
+    select the label too, do not land here.
+    """
+    held_disk = attached.source.rsplit("/", 1)[-1]
+    if held_disk == names.disk_name(instance, cfg.runtime_hash):
+        return
+    held = names.runtime_of_disk(held_disk, instance)
+    if held is None:
+        raise AgentError(f"device {names.DEVICE_NAME} holds disk {held_disk}, which is not a runtime disk of {instance}; "
+                         "refusing to mount it")
+    step.note(held_runtime=held)
+    step.note(node_label=set_label(deps.kube, cfg.node_name, names.RUNTIME_NODE_LABEL, held))
+    raise AgentError(
+        f"node {cfg.node_name} holds runtime {held} (disk {held_disk}), not SDGKE_RUNTIME_HASH={cfg.runtime_hash}; "
+        f"its disk stays for the pods that use it; node labelled {names.RUNTIME_NODE_LABEL}={held} so that runtime "
+        f"{cfg.runtime_hash}'s disk attacher and WebUI leave it to the pool of its own runtime"
+    )
+
+
 def _wait_disk_ready(compute: Compute, zone: str, disk: compute_v1.Disk, timeout: float) -> compute_v1.Disk:
     """A disk a twin agent is still creating: poll until READY (bounded)."""
     deadline = time.monotonic() + timeout
@@ -125,6 +157,7 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
         if attached is not None:
             # The disk is there already: the image may have been deleted since, and does not matter.
             step.note(attached_disk=attached.source.rsplit("/", 1)[-1])
+            _refuse_another_runtime(cfg, deps, instance, attached, step)
         else:
             try:
                 _check_image(cfg, image_future.result())

@@ -1,4 +1,4 @@
-"""A minimal Kubernetes API client: read a node, JSON-patch its taints.
+"""A minimal Kubernetes API client: read a node, JSON-patch its taints or its runtime label.
 
 The official client (with aiohttp, pydantic, its models) would triple the image for two calls.
 Endpoints: KUBECONFIG (a harness; bearer-token users only) or the in-cluster service account.
@@ -154,3 +154,21 @@ def remove_taint(client: KubeClient, node_name: str, key: str) -> str:
             if exc.status not in (409, 422):
                 raise
     raise RuntimeError(f"taints of node {node_name} changed under us {CONFLICT_ATTEMPTS} times in a row")
+
+
+def set_label(client: KubeClient, node_name: str, key: str, value: str) -> str:
+    """Set one label of the node and nothing else; 'set' or 'unchanged'.
+
+    A replace is preceded by a `test` of the value just read, so a concurrent writer makes the patch
+    fail (HTTP 422) instead of being overwritten; the agent's next pass reads again.
+    """
+    labels = (client.get_node(node_name).get("metadata") or {}).get("labels") or {}
+    if labels.get(key) == value:
+        return "unchanged"
+    path = "/metadata/labels/" + key.replace("~", "~0").replace("/", "~1")  # JSON pointer escaping, RFC 6901
+    if key in labels:
+        operations = [{"op": "test", "path": path, "value": labels[key]}, {"op": "replace", "path": path, "value": value}]
+    else:
+        operations = [{"op": "add", "path": path, "value": value}]
+    client.json_patch_node(node_name, operations)
+    return "set"

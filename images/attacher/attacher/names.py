@@ -9,6 +9,9 @@ DEFAULT_STARTUP_TAINT_KEY = "startup-taint.cluster-autoscaler.kubernetes.io/sd-r
 MANIFEST_FILE = "MANIFEST.json"
 READY_MARKER = ".sd-runtime-ready"
 
+RUNTIME_NODE_LABEL = "sd-gke/runtime"
+"""Node label naming the runtime (hash12) a node is for; the DaemonSet runs only where it is its own."""
+
 LABEL_OWNER = "sdgke-owner"
 LABEL_HASH = "sdgke-runtime-hash"
 LABEL_MANAGED_BY = "managed-by"
@@ -17,6 +20,7 @@ MANAGED_BY = "sd-gke"
 DISK_NAME_PREFIX = "sd-runtime-"
 MAX_RESOURCE_NAME = 63
 _RFC1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DISK_HASH = re.compile(rf"^{DISK_NAME_PREFIX}(?P<hash>[0-9a-f]{{12}})-")
 
 
 def is_rfc1035(name: str) -> bool:
@@ -41,3 +45,9 @@ def disk_name(instance: str, runtime_hash: str) -> str:
 
 def disk_labels(instance: str, runtime_hash: str) -> dict[str, str]:
     return {LABEL_OWNER: instance, LABEL_HASH: runtime_hash, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def runtime_of_disk(name: str, instance: str) -> str | None:
+    """The runtime hash12 of disk `name` if it is `instance`'s runtime disk of some runtime, else None."""
+    match = _DISK_HASH.match(name)
+    return match["hash"] if match and disk_name(instance, match["hash"]) == name else None

@@ -57,7 +57,8 @@ AGENT_PERMISSIONS: tuple[str, ...] = _permissions(AGENT_METHODS)
 # compute.disks.delete, compute.disks.list, compute.instances.get, compute.zoneOperations.get
 GC_PERMISSIONS: tuple[str, ...] = _permissions(GC_METHODS)
 
-# The agent reads its node and removes the startup taint with a JSON patch. RBAC cannot name the
+# The agent reads its node and removes the startup taint with a JSON patch (and, on a node that
+# holds another runtime's disk, sets its sd-gke/runtime label the same way). RBAC cannot name the
 # node in advance (a DaemonSet pod runs on any node), so this is cluster-wide get/patch on nodes.
 # The GC needs no Kubernetes access.
 NODE_RBAC_RULES: tuple[dict[str, list[str]], ...] = (
