@@ -6,24 +6,23 @@ directory), lock and install from it with the real uv and pip, then publish a ne
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import importlib.metadata
 import json
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
+from tests.test_bake import make_wheel
 from tools import lock
 
 ROOT = lock.REPO_ROOT
-LOCKS_WITH_INPUTS = [pytest.param(each, id=each.path.name if each.within is None else str(each.path.relative_to(ROOT)))
-                     for each in lock.LOCKS]
+
+def _named(locked: lock.Lock) -> str:
+    return str(locked.path.relative_to(ROOT))
 
 
 class Registry:
@@ -32,27 +31,10 @@ class Registry:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir()
-        self.uv = ("--no-index", "--find-links", str(directory))
-        self.pip = ("--no-index", "--find-links", str(directory))
+        self.options = ("--no-index", "--find-links", str(directory))  # the same for uv and pip
 
     def publish(self, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
-        module = name.replace("-", "_")
-        dist_info = f"{module}-{version}.dist-info"
-        files = {
-            f"{module}/__init__.py": f"VERSION = {version!r}\n",
-            f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                     + "".join(f"Requires-Dist: {each}\n" for each in requires),
-            f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: sd-gke tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        }
-        record = [f"{path},sha256={_digest(text)},{len(text.encode())}" for path, text in files.items()]
-        files[f"{dist_info}/RECORD"] = "\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n"
-        with zipfile.ZipFile(self.directory / f"{module}-{version}-py3-none-any.whl", "w") as wheel:
-            for path, text in files.items():
-                wheel.writestr(path, text)
-
-
-def _digest(text: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        make_wheel(self.directory, name, version, requires)
 
 
 @pytest.fixture
@@ -68,7 +50,7 @@ def _locked(tmp_path: Path, registry: Registry, name: str, requirements: str, wi
     source = tmp_path / f"{name}.in"
     source.write_text(requirements)
     locked = lock.Lock(source, tmp_path / f"{name}.lock", within)
-    lock.resolve(locked, registry.uv)
+    lock.resolve(locked, registry.options)
     return locked
 
 
@@ -83,7 +65,7 @@ def test_the_lock_installs_the_version_it_pinned_after_a_newer_release(tmp_path,
     registry.publish("sdgke-probe-dep", "1.1")
     venv = tmp_path / "venv"
 
-    assert lock.install(venv, app.path, registry=registry.pip)
+    assert lock.install(venv, app.path, registry=registry.options)
 
     assert _installed(venv)["sdgke-probe-dep"] == "1.0"
     assert capsys.readouterr().out.splitlines() == [
@@ -94,7 +76,7 @@ def test_the_lock_installs_the_version_it_pinned_after_a_newer_release(tmp_path,
     # Without the lock, the same install takes the new release: the lock is what holds it.
     unlocked = subprocess.run(
         [venv / "bin" / "python", "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", "-",
-         *registry.pip, "sdgke-probe-app"], capture_output=True, text=True, check=True)
+         *registry.options, "sdgke-probe-app"], capture_output=True, text=True, check=True)
     assert {item["metadata"]["name"]: item["metadata"]["version"] for item in json.loads(unlocked.stdout)["install"]} == {
         "sdgke-probe-app": "1.0", "sdgke-probe-dep": "1.1"}
 
@@ -105,7 +87,7 @@ def test_a_wheel_whose_hash_the_lock_does_not_have_is_refused(tmp_path, registry
     registry.publish("sdgke-probe-dep", "1.0", requires=("sdgke-probe-extra",))  # same version, other bytes
 
     with pytest.raises(lock.LockError, match=r"install --require-hashes --no-deps .* exited 1 \(whole log: .*\):\n(.|\n)*HASH"):
-        lock.install(tmp_path / "venv", app.path, registry=registry.pip)
+        lock.install(tmp_path / "venv", app.path, registry=registry.options)
 
 
 def test_make_lock_takes_the_new_release_and_prints_what_moved(tmp_path, registry, capsys):
@@ -114,7 +96,7 @@ def test_make_lock_takes_the_new_release_and_prints_what_moved(tmp_path, registr
     registry.publish("sdgke-probe-extra", "2.0")
     registry.publish("sdgke-probe-app", "1.1", requires=("sdgke-probe-dep>=1.1", "sdgke-probe-extra"))
 
-    lock.relock((app,), node=None, registry=registry.uv)
+    lock.relock((app,), node=None, registry=registry.options)
 
     assert {name: pin.version for name, pin in lock.read_pins(app.path).items()} == {
         "sdgke-probe-app": "1.1", "sdgke-probe-dep": "1.1", "sdgke-probe-extra": "2.0"}
@@ -125,13 +107,13 @@ def test_make_lock_takes_the_new_release_and_prints_what_moved(tmp_path, registr
 def test_a_changed_lock_is_reinstalled_exactly_and_an_unchanged_one_costs_nothing(tmp_path, registry, capsys):
     app = _locked(tmp_path, registry, "app", "sdgke-probe-app\n")
     venv = tmp_path / "venv"
-    lock.install(venv, app.path, registry=registry.pip)
+    lock.install(venv, app.path, registry=registry.options)
     registry.publish("sdgke-probe-dep", "1.1")
     dep = _locked(tmp_path, registry, "dep", "sdgke-probe-dep\n")
     capsys.readouterr()
 
-    assert lock.install(venv, dep.path, registry=registry.pip)
-    assert not lock.install(venv, dep.path, registry=registry.pip)
+    assert lock.install(venv, dep.path, registry=registry.options)
+    assert not lock.install(venv, dep.path, registry=registry.options)
 
     installed = _installed(venv)
     assert (installed.get("sdgke-probe-app"), installed["sdgke-probe-dep"]) == (None, "1.1")
@@ -147,12 +129,12 @@ def test_a_share_that_drifted_from_its_lock_fails_naming_make_lock(tmp_path, reg
     assert lock.drift(share) == ""
     registry.publish("sdgke-probe-dep", "1.1")
 
-    lock.resolve(app, registry.uv)
+    lock.resolve(app, registry.options)
 
     assert lock.drift(share) == (
         f"{share.path} disagrees with {app.path}: sdgke-probe-dep 1.0 where it has 1.1. "
         "Run `make lock` to regenerate it from the lock.")
-    lock.resolve(share, registry.uv)
+    lock.resolve(share, registry.options)
     assert lock.drift(share) == ""
 
 
@@ -176,7 +158,7 @@ def test_setup_with_a_python_the_locks_are_not_for_stops_before_creating_anythin
 
     with pytest.raises(lock.LockError, match=rf"^{re.escape(sys.executable)} is Python {found}, the locks are for Python "
                                              r"3\.99: run make with PYTHON=python3\.99"):
-        lock.install(tmp_path / "venv", app.path, registry=registry.pip)
+        lock.install(tmp_path / "venv", app.path, registry=registry.options)
     assert not (tmp_path / "venv").exists()
 
 
@@ -193,19 +175,19 @@ def test_the_venv_the_suite_runs_in_holds_the_locked_versions():
     assert not wrong, f"(installed, locked) differ: {wrong}; run `make setup`"
 
 
-@pytest.mark.parametrize("share", lock.SHARES, ids=lambda share: str(share.path.relative_to(ROOT)))
+@pytest.mark.parametrize("share", lock.SHARES, ids=_named)
 def test_every_share_is_cut_from_the_lock(share):
     assert lock.drift(share) == ""
 
 
-@pytest.mark.parametrize("locked", LOCKS_WITH_INPUTS)
+@pytest.mark.parametrize("locked", lock.LOCKS, ids=_named)
 def test_every_lock_pins_every_package_with_hashes(locked):
     unhashed = [name for name, pin in lock.read_pins(locked.path).items() if not pin.hashes]
 
     assert lock.read_pins(locked.path) and not unhashed
 
 
-@pytest.mark.parametrize("locked", LOCKS_WITH_INPUTS)
+@pytest.mark.parametrize("locked", lock.LOCKS, ids=_named)
 def test_every_lock_satisfies_its_input(locked):
     """An input edited without `make lock` shows here."""
     pins = lock.read_pins(locked.path)
