@@ -29,13 +29,6 @@ NODE_ROLES = (
 )
 """What a node needs: ship logs and metrics, pull from Artifact Registry, and use the Container
 File System API for Image Streaming (a custom node service account needs serviceUsageConsumer)."""
-REQUIRED_APIS = (
-    "compute.googleapis.com",
-    "container.googleapis.com",
-    "artifactregistry.googleapis.com",
-    "containerfilesystem.googleapis.com",
-    "iam.googleapis.com",
-)
 NODE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 MAINTENANCE_WINDOW = {"start_time": "2026-01-03T02:00:00Z", "end_time": "2026-01-03T08:00:00Z",
                       "recurrence": "FREQ=WEEKLY;BYDAY=SA,SU"}
@@ -56,23 +49,11 @@ class Cluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         stateful = pulumi.ResourceOptions(parent=self, protect=cfg.production)
 
-        apis = [
-            gcp.projects.Service(
-                f"{name}-api-{api.split('.')[0]}",
-                project=cfg.project,
-                service=api,
-                disable_on_destroy=False,
-                opts=child,
-            )
-            for api in REQUIRED_APIS
-        ]
-        after_apis = pulumi.ResourceOptions(parent=self, depends_on=apis)
-
         self.network = gcp.compute.Network(
             f"{name}-network",
             auto_create_subnetworks=False,
             routing_mode="REGIONAL",
-            opts=after_apis,
+            opts=child,
         )
         net = cfg.network
         self.subnet = gcp.compute.Subnetwork(
@@ -99,7 +80,7 @@ class Cluster(pulumi.ComponentResource):
         )
 
         self.node_service_account, node_roles = service_account_with_roles(
-            f"{name}-nodes", cfg.project, "sd-gke GKE nodes", NODE_ROLES, after_apis,
+            f"{name}-nodes", cfg.project, "sd-gke GKE nodes", NODE_ROLES, child,
         )
 
         node_basics = dict(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from components import apis as apis_module
 from components import cluster as cluster_module
 from components.config import parse
 from components.runtime_layout import STARTUP_TAINT
@@ -183,9 +184,15 @@ def test_cluster_waits_for_node_roles(run):
 
 def test_required_apis_are_enabled_and_kept_on_destroy(run):
     services = {s.inputs["service"]: s.inputs for s in run.of_type("gcp:projects/service:Service")}
-    assert set(cluster_module.REQUIRED_APIS) <= set(services)
+    assert set(services) == set(apis_module.REQUIRED_APIS)
     assert "containerfilesystem.googleapis.com" in services, "Image Streaming"
     assert all(s["disableOnDestroy"] is False for s in services.values())
+
+
+def test_apis_are_enabled_through_their_own_provider_that_the_google_provider_waits_for(run):
+    services = run.of_type("gcp:projects/service:Service")
+    assert all("pulumi:providers:gcp::google-apis::" in s.provider for s in services)
+    assert {s.urn for s in services} <= set(run.one("pulumi:providers:gcp", "google").dependencies)
 
 
 def test_deletion_protection_and_protect_only_in_prod(runs):
@@ -212,9 +219,10 @@ def test_kubeconfig_authenticates_with_the_gke_auth_plugin(run):
 
 
 def test_every_gcp_resource_uses_the_explicit_google_provider(run):
-    gcp_resources = [r for r in run.resources if r.type.startswith("gcp:") and r.custom]
+    gcp_resources = [r for r in run.resources if r.type.startswith("gcp:") and r.custom
+                     and r.type != "gcp:projects/service:Service"]
     assert gcp_resources
-    assert all(r.provider and "pulumi:providers:gcp::google" in r.provider for r in gcp_resources)
+    assert all(r.provider and "pulumi:providers:gcp::google::" in r.provider for r in gcp_resources)
 
 
 def test_google_provider_labels_every_resource(run):
