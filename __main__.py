@@ -33,7 +33,7 @@ google = gcp.Provider("google", project=cfg.project, region=cfg.region, default_
 on_google = pulumi.ResourceOptions(providers=[google])
 
 cluster = Cluster("sd", ClusterArgs(config=cfg), on_google)
-registry = Registry("sd", RegistryArgs(project=cfg.project, region=cfg.region, production=cfg.production), on_google)
+registry = Registry("sd", RegistryArgs(project=cfg.project, region=cfg.region, protect=cfg.protected), on_google)
 base_image = BaseImage("base", BaseImageArgs(registry=registry), on_google)
 runtime_image = RuntimeDiskImage(
     "runtime",

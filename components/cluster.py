@@ -47,7 +47,7 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("sdgke:cluster:Cluster", name, None, opts)
         cfg = args.config
         child = pulumi.ResourceOptions(parent=self)
-        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.production)
+        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.protected)
 
         self.network = gcp.compute.Network(
             f"{name}-network",
@@ -158,7 +158,7 @@ class Cluster(pulumi.ComponentResource):
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
                 recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW),
             ),
-            deletion_protection=cfg.production,
+            deletion_protection=cfg.protected,
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=node_roles)),
         )
 

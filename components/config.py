@@ -131,11 +131,18 @@ class StackConfig:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
+    deletion_protection: bool | None = None
+    """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
     @property
     def production(self) -> bool:
-        """Production turns on deletion protection and Pulumi `protect` on stateful resources."""
         return self.environment == "prod"
+
+    @property
+    def protected(self) -> bool:
+        """GKE deletion protection on the cluster and Pulumi `protect` on stateful resources: its own
+        switch, so lifting it for a teardown changes nothing else about a live stack."""
+        return self.production if self.deletion_protection is None else self.deletion_protection
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -294,7 +301,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
-    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "deletionProtection",
 )
 
 
@@ -340,6 +347,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     gpu_pool = r.section("gpuPool", raw.get("gpuPool"), GpuPoolConfig, _GPU_POOL)
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
+    deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     if r.problems:
@@ -347,7 +355,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     return StackConfig(
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
-        runtime=runtime, webui=webui,
+        runtime=runtime, webui=webui, deletion_protection=deletion_protection,
     )
 
 

@@ -202,6 +202,40 @@ def test_deletion_protection_and_protect_only_in_prod(runs):
         assert cluster.protect is expected
 
 
+def test_lifting_deletion_protection_changes_only_the_protections(runs, run_stack):
+    protected = {r.urn: r for r in runs["prod"].resources}
+    lifted = {r.urn: r for r in run_stack("prod", deletionProtection=False).resources}
+    assert set(lifted) == set(protected)
+    changed_inputs = {lifted[u].name: sorted(k for k in set(lifted[u].inputs) | set(protected[u].inputs)
+                                             if lifted[u].inputs.get(k) != protected[u].inputs.get(k))
+                      for u in lifted if lifted[u].inputs != protected[u].inputs}
+    assert changed_inputs == {"sd-gke": ["deletionProtection"]}
+    assert lifted[runs["prod"].one(CLUSTER).urn].inputs["deletionProtection"] is False
+    assert {lifted[u].name for u in lifted if lifted[u].protect != protected[u].protect} == {"sd-gke", "sd-repository"}
+    assert not any(r.protect for r in lifted.values())
+
+
+def test_teardown_policy_config_reports_lifted_protection_without_refusing_it(run_stack):
+    from tools import policy_check
+
+    lifted = run_stack("prod", deletionProtection=False)
+    refused = policy_check.mandatory(policy_check.evaluate(lifted, policy_check.stack_config("prod")))
+    assert {v.policy for v in refused} == {"gke-deletion-protection-in-prod"}
+    teardown = policy_check.evaluate(lifted, policy_check.stack_config("prod-teardown"))
+    assert policy_check.mandatory(teardown) == []
+    assert {(v.policy, v.level) for v in teardown if v.policy == "gke-deletion-protection-in-prod"} == {
+        ("gke-deletion-protection-in-prod", "advisory")}
+
+
+def test_teardown_policy_config_is_prods_but_for_the_deletion_protection_level():
+    from tools import policy_check
+
+    prod, teardown = policy_check.stack_config("prod"), policy_check.stack_config("prod-teardown")
+    assert teardown.pop("gke-deletion-protection-in-prod") == {
+        **prod.pop("gke-deletion-protection-in-prod"), "enforcementLevel": "advisory"}
+    assert teardown == prod
+
+
 def test_kubernetes_provider_is_identified_by_the_cluster_and_waits_for_pools(run):
     provider = run.one("pulumi:providers:kubernetes")
     assert provider.inputs["clusterIdentifier"] == f"{run.one(CLUSTER).name}-id"  # the mock's id

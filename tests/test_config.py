@@ -185,7 +185,7 @@ BAD_CONFIGS = [
     pytest.param(
         {"gpuPol": {"maxNodes": 4}},
         "sd-gke:gpuPol: unknown key; allowed keys are project, region, zones, environment, network, "
-        "cluster, systemPool, gpuPool, runtime, webui",
+        "cluster, systemPool, gpuPool, runtime, webui, deletionProtection",
         id="typo-top-level",
     ),
     pytest.param(
@@ -306,3 +306,23 @@ def test_offline_plan_exits_2_with_the_messages_and_no_traceback(tmp_path):
     assert 'zones[0]: "europe-west4-a" is not allowed' in result.stderr
     assert 'gpuPool.machineType: "n1-standard-4" is not allowed' in result.stderr
     assert not (tmp_path / "broken.json").exists()
+
+
+# --- deletion protection: its own switch ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("environment, protected", [("dev", False), ("prod", True)])
+def test_deletion_protection_defaults_to_on_in_prod_only(environment, protected):
+    values = {**stack_values(environment), "environment": environment}
+    values.pop("deletionProtection")
+    assert config.parse(values, ROOT).protected is protected
+
+
+def test_deletion_protection_can_be_lifted_in_prod_without_leaving_prod():
+    cfg = config.parse({**stack_values("prod"), "deletionProtection": False}, ROOT)
+    assert (cfg.protected, cfg.production, cfg.gpu_pool.spot) == (False, True, False)
+
+
+def test_deletion_protection_must_be_a_boolean():
+    with pytest.raises(config.ConfigError) as err:
+        config.parse({**stack_values("prod"), "deletionProtection": "no"}, ROOT)
+    assert err.value.problems == ['deletionProtection: "no" is not allowed; expected true or false']
