@@ -13,7 +13,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.config import StackConfig
+from components.config import FIXED_DISK_TYPE, StackConfig
 from components.iam import service_account_with_roles
 from components.runtime_layout import GPU_NODE_LABEL, GPU_TAINT, STARTUP_TAINT
 
@@ -177,7 +177,7 @@ class Cluster(pulumi.ComponentResource):
             management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
             node_config=gcp.container.NodePoolNodeConfigArgs(
                 machine_type=sys_cfg.machine_type,
-                disk_type="pd-balanced",
+                disk_type=FIXED_DISK_TYPE,
                 disk_size_gb=sys_cfg.disk_size_gb,
                 labels={"sd-gke/pool": "system"},
                 **node_basics,

@@ -39,6 +39,7 @@ import requests
 from pulumi import dynamic
 from pulumi.dynamic.dynamic import PROVIDER_KEY
 
+from components.config import FIXED_DISK_TYPE
 from components.iam import service_account_with_roles
 from components.recipe import BAKE_SCRIPT, Recipe, RecipeError, image_name, load_recipe, recipe_hash
 from components.runtime_layout import HASH_LABEL, IMAGE_FAMILY, RUNTIME_ROOT
@@ -621,7 +622,7 @@ class RuntimeImageProvider(dynamic.ResourceProvider):
 def builder_instance(compute_v1: Any, spec: BakeSpec) -> Any:
     """The builder VM: COS, no external IP, the builder service account, a blank data disk, the bake script."""
     labels = {BUILDER_LABEL: spec.hash12, "managed-by": "pulumi"}
-    disk_type = f"zones/{spec.zone}/diskTypes/pd-balanced"
+    disk_type = f"zones/{spec.zone}/diskTypes/{FIXED_DISK_TYPE}"
     metadata = {
         "enable-guest-attributes": "TRUE",
         "google-logging-enabled": "true",
