@@ -106,8 +106,14 @@ def _tail(text: str, lines: int = 20) -> str:
 
 def ensure_checkov(venv: Path = CHECKOV_VENV) -> Path:
     """The checkov executable of `venv`, creating the venv and installing checkov if needed."""
-    executable = venv / "bin" / "checkov"
-    if executable.is_file() and any(venv.glob(f"lib/python*/site-packages/checkov-{CHECKOV_VERSION}.dist-info")):
+    return ensure_venv_tool(venv, "checkov", CHECKOV_VERSION, "checkov")
+
+
+def ensure_venv_tool(venv: Path, package: str, version: str, executable_name: str) -> Path:
+    """Executable `executable_name` of PyPI `package`==`version` in a virtualenv of its own, installed if needed."""
+    executable = venv / "bin" / executable_name
+    dist = package.replace("-", "_")
+    if executable.is_file() and any(venv.glob(f"lib/python*/site-packages/{dist}-{version}.dist-info")):
         return executable
     if not (venv / "bin" / "python").is_file():
         created = _run([sys.executable, "-m", "venv", venv])
@@ -115,10 +121,10 @@ def ensure_checkov(venv: Path = CHECKOV_VENV) -> Path:
             raise ToolError(f"cannot create {venv}: {_tail(created.stderr)}")
     installed = _run([
         venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        f"checkov=={CHECKOV_VERSION}",
+        f"{package}=={version}",
     ])
     if installed.returncode != 0 or not executable.is_file():
-        raise ToolError(f"cannot install checkov=={CHECKOV_VERSION} into {venv}: {_tail(installed.stderr)}")
+        raise ToolError(f"cannot install {package}=={version} into {venv}: {_tail(installed.stderr)}")
     return executable
 
 

