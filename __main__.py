@@ -9,6 +9,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components import config
+from components.apis import ProjectApis, ProjectApisArgs
 from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
@@ -25,11 +26,15 @@ try:
 except config.ConfigError as err:
     raise pulumi.RunError(str(err)) from None
 
-google = gcp.Provider("google", project=cfg.project, region=cfg.region, default_labels=gcp_labels(cfg.environment))
+# Everything on the `google` provider waits for the project's APIs (components/apis.py).
+apis = ProjectApis("apis", ProjectApisArgs(project=cfg.project),
+                   pulumi.ResourceOptions(providers=[gcp.Provider("google-apis", project=cfg.project)]))
+google = gcp.Provider("google", project=cfg.project, region=cfg.region, default_labels=gcp_labels(cfg.environment),
+                      opts=pulumi.ResourceOptions(depends_on=[apis]))
 on_google = pulumi.ResourceOptions(providers=[google])
 
 cluster = Cluster("sd", ClusterArgs(config=cfg), on_google)
-registry = Registry("sd", RegistryArgs(project=cfg.project, region=cfg.region, production=cfg.production), on_google)
+registry = Registry("sd", RegistryArgs(project=cfg.project, region=cfg.region, protect=cfg.protected), on_google)
 base_image = BaseImage("base", BaseImageArgs(registry=registry), on_google)
 runtime_image = RuntimeDiskImage(
     "runtime",

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.config import StackConfig
+from components.config import FIXED_DISK_TYPE, StackConfig
 from components.iam import service_account_with_roles
 
 AUTOSCALING_PROFILE = "OPTIMIZE_UTILIZATION"
@@ -27,13 +27,6 @@ NODE_ROLES = (
 )
 """What a node needs: ship logs and metrics, pull from Artifact Registry, and use the Container
 File System API for Image Streaming (a custom node service account needs serviceUsageConsumer)."""
-REQUIRED_APIS = (
-    "compute.googleapis.com",
-    "container.googleapis.com",
-    "artifactregistry.googleapis.com",
-    "containerfilesystem.googleapis.com",
-    "iam.googleapis.com",
-)
 NODE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 MAINTENANCE_WINDOW = {"start_time": "2026-01-03T02:00:00Z", "end_time": "2026-01-03T08:00:00Z",
                       "recurrence": "FREQ=WEEKLY;BYDAY=SA,SU"}
@@ -52,25 +45,13 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("sdgke:cluster:Cluster", name, None, opts)
         cfg = args.config
         child = pulumi.ResourceOptions(parent=self)
-        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.production)
-
-        apis = [
-            gcp.projects.Service(
-                f"{name}-api-{api.split('.')[0]}",
-                project=cfg.project,
-                service=api,
-                disable_on_destroy=False,
-                opts=child,
-            )
-            for api in REQUIRED_APIS
-        ]
-        after_apis = pulumi.ResourceOptions(parent=self, depends_on=apis)
+        stateful = pulumi.ResourceOptions(parent=self, protect=cfg.protected)
 
         self.network = gcp.compute.Network(
             f"{name}-network",
             auto_create_subnetworks=False,
             routing_mode="REGIONAL",
-            opts=after_apis,
+            opts=child,
         )
         net = cfg.network
         self.subnet = gcp.compute.Subnetwork(
@@ -97,7 +78,7 @@ class Cluster(pulumi.ComponentResource):
         )
 
         self.node_service_account, node_roles = service_account_with_roles(
-            f"{name}-nodes", cfg.project, "sd-gke GKE nodes", NODE_ROLES, after_apis,
+            f"{name}-nodes", cfg.project, "sd-gke GKE nodes", NODE_ROLES, child,
         )
 
         node_basics = dict(
@@ -177,7 +158,7 @@ class Cluster(pulumi.ComponentResource):
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
                 recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW),
             ),
-            deletion_protection=cfg.production,
+            deletion_protection=cfg.protected,
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(depends_on=node_roles)),
         )
 
@@ -196,7 +177,7 @@ class Cluster(pulumi.ComponentResource):
             management=gcp.container.NodePoolManagementArgs(auto_repair=True, auto_upgrade=True),
             node_config=gcp.container.NodePoolNodeConfigArgs(
                 machine_type=sys_cfg.machine_type,
-                disk_type="pd-balanced",
+                disk_type=FIXED_DISK_TYPE,
                 disk_size_gb=sys_cfg.disk_size_gb,
                 labels={"sd-gke/pool": "system"},
                 **node_basics,

@@ -37,6 +37,24 @@ _FIXED_GPU_COUNTS = {
     "a2-highgpu-1g": 1, "a2-highgpu-2g": 2, "a2-highgpu-4g": 4, "a2-highgpu-8g": 8,
     "a3-highgpu-1g": 1, "a3-highgpu-2g": 2, "a3-highgpu-4g": 4, "a3-highgpu-8g": 8,
 }
+FIXED_DISK_TYPE = "pd-balanced"
+"""The type of the disks the config does not choose: system nodes' boot disks and the builder VM's disks."""
+PD_TYPES_BY_SERIES = {
+    "g2": ("pd-balanced", "pd-ssd"),
+    "n1": ("pd-standard", "pd-balanced", "pd-ssd"),
+    "n4": (),
+    "c4": (),
+}
+"""Persistent Disk types each machine series accepts (of pd-standard, pd-balanced, pd-ssd), from Compute
+Engine's tables: https://cloud.google.com/compute/docs/disks#disk-types ("machine series support") and
+https://cloud.google.com/compute/docs/accelerator-optimized-machines#g2-disks (G2: Balanced and SSD
+Persistent Disk, no Standard). Written 2026-11-29 without access to those pages from here, so each row
+is also backed by the error Compute Engine returns for a pair it refuses, as quoted in public reports:
+g2 + pd-standard (everycure-org/matrix#621, "pd-standard was not available for G2"); n4 + pd-standard
+(DataBiosphere/dsub#301, "[pd-standard, n4-standard-2] features are not compatible for creating
+instance"; N4 takes only Hyperdisk); c4 + pd-balanced (astronomer/astronomer#2463, "[pd-balanced,
+c4-standard-16] features are not compatible"). Series not listed are not checked."""
+
 # Kubernetes minors the manifest schemas cover (kubernetes-validate) and GKE still serves.
 KUBERNETES_MINORS = tuple(f"1.{m}" for m in range(30, 38))
 
@@ -131,11 +149,18 @@ class StackConfig:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
+    deletion_protection: bool | None = None
+    """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
     @property
     def production(self) -> bool:
-        """Production turns on deletion protection and Pulumi `protect` on stateful resources."""
         return self.environment == "prod"
+
+    @property
+    def protected(self) -> bool:
+        """GKE deletion protection on the cluster and Pulumi `protect` on stateful resources: its own
+        switch, so lifting it for a teardown changes nothing else about a live stack."""
+        return self.production if self.deletion_protection is None else self.deletion_protection
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -294,7 +319,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
-    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "deletionProtection",
 )
 
 
@@ -340,14 +365,16 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     gpu_pool = r.section("gpuPool", raw.get("gpuPool"), GpuPoolConfig, _GPU_POOL)
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
+    deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
+    _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
-        runtime=runtime, webui=webui,
+        runtime=runtime, webui=webui, deletion_protection=deletion_protection,
     )
 
 
@@ -384,6 +411,42 @@ def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPool
                 r.fail(b, ranges[b], f"a range that does not overlap {a} ({ranges[a]})")
     if root is not None and r.valid("runtime.recipe") and not (root / runtime.recipe).is_file():
         r.fail("runtime.recipe", runtime.recipe, f"a recipe file that exists under {root}")
+
+
+DOCUMENTATION_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+"""RFC 5737 section 3: TEST-NET-1/2/3, "for use in documentation"; no client ever has such an address."""
+
+
+def _check_deployable(r: _Reader, environment: str, network: NetworkConfig, system_pool: SystemPoolConfig,
+                      gpu_pool: GpuPoolConfig, runtime: RuntimeConfig) -> None:
+    """Values every check above accepts but GKE or Compute Engine would reject, or that leave prod unreachable."""
+    if environment == "prod" and r.valid("network.masterAuthorizedCidrs"):
+        for i, cidr in enumerate(network.master_authorized_cidrs):
+            doc = next((d for d in DOCUMENTATION_RANGES if ipaddress.IPv4Network(cidr).subnet_of(d)), None)
+            if doc is not None:
+                r.fail(f"network.masterAuthorizedCidrs[{i}]", cidr,
+                       f"the range your operators and CI reach the API server from: {doc} is reserved for "
+                       "documentation (RFC 5737), no client comes from it, so nobody (not even `pulumi up`) "
+                       "could reach the cluster. Set yours with `pulumi config set --path "
+                       f"'sd-gke:network.masterAuthorizedCidrs[{i}]' <your-office-cidr>`, or an empty list for any address")
+    chosen = (("gpuPool.diskType", gpu_pool.disk_type), ("runtime.diskType", runtime.disk_type))
+    for key, disk_type in chosen:  # both disks of a GPU node: its boot disk and the runtime disk attached to it
+        supported = _pd_types(gpu_pool.machine_type)
+        if supported is not None and disk_type not in supported and r.valid(key, "gpuPool.machineType"):
+            r.fail(key, disk_type, f"a disk type {gpu_pool.machine_type} takes: {', '.join(supported)} "
+                   "(components/config.py, PD_TYPES_BY_SERIES, cites the source)")
+    fixed = (("systemPool.machineType", system_pool.machine_type, "the system nodes' boot disks"),
+             ("runtime.bakeMachineType", runtime.bake_machine_type, "the builder VM's disks"))
+    for key, machine_type, disks in fixed:
+        supported = _pd_types(machine_type)
+        if supported is not None and FIXED_DISK_TYPE not in supported and r.valid(key):
+            r.fail(key, machine_type, f"a machine type that takes {FIXED_DISK_TYPE} disks ({disks} are "
+                   f"{FIXED_DISK_TYPE}); it takes {', '.join(supported) or 'no Persistent Disk, only Hyperdisk'}")
+
+
+def _pd_types(machine_type: Any) -> tuple[str, ...] | None:
+    """The Persistent Disk types a machine type's series takes; None where the table does not say."""
+    return PD_TYPES_BY_SERIES.get(machine_type.split("-")[0]) if isinstance(machine_type, str) else None
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:

@@ -22,7 +22,8 @@ UNTAGGED_MAX_AGE = "2592000s"  # 30 days
 class RegistryArgs:
     project: str
     region: str
-    production: bool
+    protect: bool
+    """Pulumi `protect` on the repository: deleting it deletes every image in it."""
 
 
 class Registry(pulumi.ComponentResource):
@@ -55,7 +56,7 @@ class Registry(pulumi.ComponentResource):
                     ),
                 ),
             ],
-            opts=pulumi.ResourceOptions(parent=self, protect=args.production),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         self.host = f"{args.region}-docker.pkg.dev"
         self.path = pulumi.Output.concat(self.host, "/", args.project, "/", self.repository.repository_id)

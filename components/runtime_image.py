@@ -6,8 +6,10 @@ resource is replaced exactly when that hash changes and a re-run after a crash a
 already made. The bake itself is a dynamic provider on google-cloud-compute:
 
 1. a builder VM (Container-Optimized OS, no external IP, its own service account) with a blank data
-   disk; its startup script formats and mounts the disk, runs `bake.py` in the base image by digest
-   with the disk at /runtime, and publishes each step in the guest attributes `sd-bake/`;
+   disk; its startup script (images/runtime/builder-startup.sh) formats and mounts the disk, pulls the
+   base image by digest (retried while the builder's new IAM grant propagates), runs `bake.py` in it
+   with the disk at /runtime and its temporary files on that disk, and publishes each step in the
+   guest attributes `sd-bake/`;
 2. the provider follows those attributes into Pulumi's log; a failure or the timeout ends the run
    with the tail of the serial console in the error;
 3. the VM is stopped and the image made from the disk in family `sd-runtime`;
@@ -26,7 +28,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -39,12 +40,24 @@ import requests
 from pulumi import dynamic
 from pulumi.dynamic.dynamic import PROVIDER_KEY
 
+from components.config import FIXED_DISK_TYPE
 from components.iam import service_account_with_roles
 from components.recipe import BAKE_SCRIPT, Recipe, RecipeError, image_name, load_recipe, recipe_hash
 from components.runtime_layout import HASH_LABEL, IMAGE_FAMILY, RUNTIME_ROOT
 
 BUILDER_ROLES = ("roles/artifactregistry.reader", "roles/logging.logWriter")
 BUILDER_IMAGE = "projects/cos-cloud/global/images/family/cos-stable"
+BUILDER_BOOT_DISK_GB = 30
+"""Explicit, since a boot disk defaults to its image's size (compute.v1 AttachedDiskInitializeParams.diskSizeGb:
+"the default size is the size of the sourceImage"), 10 GB for COS images. Docker keeps the pulled base
+image on the boot disk (/var/lib/docker, on COS's stateful partition:
+https://cloud.google.com/container-optimized-os/docs/concepts/disks-and-filesystem), compressed layers
+and extracted ones during the pull; the bake's own files and temporary files go to the data disk."""
+STARTUP_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "runtime" / "builder-startup.sh"
+BAKE_STATE_DIR = ".bake"
+"""bake.py's STATE, under the runtime root: the bake's temporary files go there, on the data disk (the
+torch wheels alone are gigabytes, too much for the container's /tmp on the boot disk). bake.py makes it
+before its first step and leaves it out of the manifest's sizes."""
 BUILDER_DEVICE = "sd-runtime-build"
 """deviceName of the blank disk on the builder: /dev/disk/by-id/google-sd-runtime-build."""
 BUILDER_LABEL = "sdgke-builder"
@@ -238,91 +251,23 @@ class BakeSpec:
         return tuple(dict.fromkeys((*self.node_zones, self.zone)))
 
 
-def startup_script(spec: BakeSpec) -> str:
-    """The builder's startup script: format and mount the blank disk, bake in the base image, unmount.
-
-    Its settings come first, one `NAME=value` line each, so the script body stays a constant.
-    """
-    values = {
-        "DEVICE": f"/dev/disk/by-id/google-{BUILDER_DEVICE}",
-        "MOUNT": "/mnt/disks/runtime",  # COS: /mnt/disks is writable, most of the root is not
-        "WORK": "/var/lib/sd-bake",  # COS: /var is writable but not executable; nothing runs from it
-        "CONSOLE": "/dev/ttyS0",  # serial port 1, which the provider quotes when the bake fails
-        "IMAGE": spec.base_image,
-        "DIGEST": base_image_digest(spec.base_image),
-        "REGISTRY": spec.base_image.split("/", 1)[0],
-        "PYTHON": "python" + json.loads(spec.recipe_json)["python"],
-        "EXPECTED_HASH": spec.identity_hash,
-        "RUNTIME": RUNTIME_ROOT,
-        "NAMESPACE": GUEST_NAMESPACE,
+def builder_metadata(spec: BakeSpec) -> dict[str, str]:
+    """The builder's metadata: its startup script (images/runtime/builder-startup.sh, unchanged), the bake
+    script and recipe, and the settings the startup script reads as sd-bake-* attributes."""
+    return {
+        "enable-guest-attributes": "TRUE",
+        "google-logging-enabled": "true",
+        "startup-script": STARTUP_SCRIPT.read_text(),
+        "sd-bake-script": spec.bake_script,
+        "sd-bake-recipe": spec.recipe_json,
+        "sd-bake-namespace": GUEST_NAMESPACE,
+        "sd-bake-image": spec.base_image,
+        "sd-bake-digest": base_image_digest(spec.base_image),
+        "sd-bake-python": "python" + json.loads(spec.recipe_json)["python"],
+        "sd-bake-expected-hash": spec.identity_hash,
+        "sd-bake-runtime": RUNTIME_ROOT,
+        "sd-bake-state-dir": BAKE_STATE_DIR,
     }
-    settings = "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
-    return _STARTUP_SCRIPT.replace("@SETTINGS@\n", settings)
-
-
-_STARTUP_SCRIPT = r"""#!/bin/bash
-# sd-runtime builder, generated by components/runtime_image.py. Progress goes to guest attributes
-# ($NAMESPACE/step, status = running|done|failed, error); all output to the serial console.
-set -euo pipefail
-@SETTINGS@
-exec > >(tee -a "$CONSOLE") 2>&1
-MD=http://metadata.google.internal/computeMetadata/v1/instance
-export HOME="$WORK"  # docker-credential-gcr writes $HOME/.docker/config.json; root's home is read-only
-
-publish() {  # KEY VALUE
-  printf '%s' "$2" | head -c 1000 | curl -sS --retry 5 --retry-connrefused -X PUT \
-    -H 'Metadata-Flavor: Google' --data-binary @- "$MD/guest-attributes/$NAMESPACE/$1" \
-    || echo "sd-bake: could not publish $1"
-}
-step() {  # NAME; kept in a file too, since bake steps are announced inside a pipeline's subshell
-  printf '%s' "$1" > "$WORK/step"; echo "sd-bake: step $1"; publish step "$1"; publish status running
-}
-finish() {
-  local rc=$?
-  if [ "$rc" -ne 0 ]; then
-    local reason="step $(cat "$WORK/step" 2>/dev/null || echo start) exited with status $rc"
-    if [ -s "$WORK/failure" ]; then reason="$(cat "$WORK/failure")"; fi
-    echo "sd-bake: FAILED: $reason"
-    publish error "$reason"
-    publish status failed
-  fi
-}
-trap finish EXIT
-metadata() { curl -sSf --retry 5 -H 'Metadata-Flavor: Google' "$MD/attributes/$1"; }
-
-mkdir -p "$WORK" "$MOUNT"
-rm -f "$WORK/failure" "$WORK/step"
-step format-disk
-for _ in $(seq 120); do if [ -e "$DEVICE" ]; then break; fi; sleep 1; done
-blkid "$DEVICE" >/dev/null || mkfs.ext4 -q -m 0 -L sd-runtime -E lazy_itable_init=0,lazy_journal_init=0,discard "$DEVICE"
-mountpoint -q "$MOUNT" || mount -o discard,defaults "$DEVICE" "$MOUNT"
-
-step pull-base-image
-metadata sd-bake-script > "$WORK/bake.py"
-metadata sd-bake-recipe > "$WORK/recipe.json"
-docker-credential-gcr configure-docker --registries="$REGISTRY"
-docker pull "$IMAGE"
-
-# The bake runs as root in the base image, with its Python, at the path pods mount the disk at.
-# Its progress command prints "sd-bake-progress STEP STATUS"; each running step is published.
-docker run --rm --user 0:0 --volume "$MOUNT:$RUNTIME" --volume "$WORK:/bake:ro" "$IMAGE" \
-    "$PYTHON" /bake/bake.py --recipe /bake/recipe.json --root "$RUNTIME" --base-image-digest "$DIGEST" \
-    --expected-hash "$EXPECTED_HASH" --progress-cmd "echo sd-bake-progress" 2>&1 |
-  while IFS= read -r line; do
-    printf '%s\n' "$line"
-    case "$line" in
-      "sd-bake-progress "*" running") name="${line#sd-bake-progress }"; step "${name% running}" ;;
-      "bake failed at "*) printf '%s' "$line" > "$WORK/failure" ;;
-    esac
-  done
-
-step unmount
-sync
-fstrim "$MOUNT" || true  # blocks the bake freed stay out of the image
-umount "$MOUNT"
-publish status done
-echo "sd-bake: done"
-"""
 
 
 _TRANSIENT_STATUS = (429, 500, 502, 503, 504)
@@ -621,14 +566,7 @@ class RuntimeImageProvider(dynamic.ResourceProvider):
 def builder_instance(compute_v1: Any, spec: BakeSpec) -> Any:
     """The builder VM: COS, no external IP, the builder service account, a blank data disk, the bake script."""
     labels = {BUILDER_LABEL: spec.hash12, "managed-by": "pulumi"}
-    disk_type = f"zones/{spec.zone}/diskTypes/pd-balanced"
-    metadata = {
-        "enable-guest-attributes": "TRUE",
-        "google-logging-enabled": "true",
-        "startup-script": startup_script(spec),
-        "sd-bake-script": spec.bake_script,
-        "sd-bake-recipe": spec.recipe_json,
-    }
+    disk_type = f"zones/{spec.zone}/diskTypes/{FIXED_DISK_TYPE}"
     return compute_v1.Instance(
         name=spec.builder,
         machine_type=f"zones/{spec.zone}/machineTypes/{spec.machine_type}",
@@ -637,7 +575,8 @@ def builder_instance(compute_v1: Any, spec: BakeSpec) -> Any:
             compute_v1.AttachedDisk(
                 boot=True, auto_delete=True,
                 initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    disk_name=spec.builder, source_image=BUILDER_IMAGE, disk_type=disk_type, labels=labels),
+                    disk_name=spec.builder, source_image=BUILDER_IMAGE, disk_size_gb=BUILDER_BOOT_DISK_GB,
+                    disk_type=disk_type, labels=labels),
             ),
             compute_v1.AttachedDisk(
                 device_name=BUILDER_DEVICE, auto_delete=True,
@@ -650,7 +589,7 @@ def builder_instance(compute_v1: Any, spec: BakeSpec) -> Any:
             email=spec.service_account_email, scopes=["https://www.googleapis.com/auth/cloud-platform"])],
         shielded_instance_config=compute_v1.ShieldedInstanceConfig(
             enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True),
-        metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]),
+        metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in builder_metadata(spec).items()]),
     )
 
 

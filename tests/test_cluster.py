@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from components import apis as apis_module
 from components import cluster as cluster_module
 from components.config import parse
 from components.runtime_layout import STARTUP_TAINT
@@ -90,10 +91,11 @@ def test_dataplane_v2_enforces_network_policies(run):
     assert run.one(CLUSTER).inputs["datapathProvider"] == "ADVANCED_DATAPATH"
 
 
-def test_master_authorized_networks_follow_the_stack(runs):
-    assert "masterAuthorizedNetworksConfig" not in runs["dev"].one(CLUSTER).inputs
-    prod = runs["prod"].one(CLUSTER).inputs["masterAuthorizedNetworksConfig"]
-    assert prod == {"cidrBlocks": [{"cidrBlock": "203.0.113.0/24"}]}
+def test_master_authorized_networks_follow_the_stack(run, run_stack):
+    assert "masterAuthorizedNetworksConfig" not in run.one(CLUSTER).inputs  # the stack files leave the range to you
+    network = {**json.loads(run.config["sd-gke:network"]), "masterAuthorizedCidrs": ["10.200.0.0/24"]}
+    custom = run_stack(run.stack, network=network)
+    assert custom.one(CLUSTER).inputs["masterAuthorizedNetworksConfig"] == {"cidrBlocks": [{"cidrBlock": "10.200.0.0/24"}]}
 
 
 def test_image_streaming_is_the_cluster_default(run):
@@ -183,9 +185,15 @@ def test_cluster_waits_for_node_roles(run):
 
 def test_required_apis_are_enabled_and_kept_on_destroy(run):
     services = {s.inputs["service"]: s.inputs for s in run.of_type("gcp:projects/service:Service")}
-    assert set(cluster_module.REQUIRED_APIS) <= set(services)
+    assert set(services) == set(apis_module.REQUIRED_APIS)
     assert "containerfilesystem.googleapis.com" in services, "Image Streaming"
     assert all(s["disableOnDestroy"] is False for s in services.values())
+
+
+def test_apis_are_enabled_through_their_own_provider_that_the_google_provider_waits_for(run):
+    services = run.of_type("gcp:projects/service:Service")
+    assert all("pulumi:providers:gcp::google-apis::" in s.provider for s in services)
+    assert {s.urn for s in services} <= set(run.one("pulumi:providers:gcp", "google").dependencies)
 
 
 def test_deletion_protection_and_protect_only_in_prod(runs):
@@ -193,6 +201,40 @@ def test_deletion_protection_and_protect_only_in_prod(runs):
         cluster = runs[stack].one(CLUSTER)
         assert cluster.inputs["deletionProtection"] is expected
         assert cluster.protect is expected
+
+
+def test_lifting_deletion_protection_changes_only_the_protections(runs, run_stack):
+    protected = {r.urn: r for r in runs["prod"].resources}
+    lifted = {r.urn: r for r in run_stack("prod", deletionProtection=False).resources}
+    assert set(lifted) == set(protected)
+    changed_inputs = {lifted[u].name: sorted(k for k in set(lifted[u].inputs) | set(protected[u].inputs)
+                                             if lifted[u].inputs.get(k) != protected[u].inputs.get(k))
+                      for u in lifted if lifted[u].inputs != protected[u].inputs}
+    assert changed_inputs == {"sd-gke": ["deletionProtection"]}
+    assert lifted[runs["prod"].one(CLUSTER).urn].inputs["deletionProtection"] is False
+    assert {lifted[u].name for u in lifted if lifted[u].protect != protected[u].protect} == {"sd-gke", "sd-repository"}
+    assert not any(r.protect for r in lifted.values())
+
+
+def test_teardown_policy_config_reports_lifted_protection_without_refusing_it(run_stack):
+    from tools import policy_check
+
+    lifted = run_stack("prod", deletionProtection=False)
+    refused = policy_check.mandatory(policy_check.evaluate(lifted, policy_check.stack_config("prod")))
+    assert {v.policy for v in refused} == {"gke-deletion-protection-in-prod"}
+    teardown = policy_check.evaluate(lifted, policy_check.stack_config("prod-teardown"))
+    assert policy_check.mandatory(teardown) == []
+    assert {(v.policy, v.level) for v in teardown if v.policy == "gke-deletion-protection-in-prod"} == {
+        ("gke-deletion-protection-in-prod", "advisory")}
+
+
+def test_teardown_policy_config_is_prods_but_for_the_deletion_protection_level():
+    from tools import policy_check
+
+    prod, teardown = policy_check.stack_config("prod"), policy_check.stack_config("prod-teardown")
+    assert teardown.pop("gke-deletion-protection-in-prod") == {
+        **prod.pop("gke-deletion-protection-in-prod"), "enforcementLevel": "advisory"}
+    assert teardown == prod
 
 
 def test_kubernetes_provider_is_identified_by_the_cluster_and_waits_for_the_system_pool(run):
@@ -212,9 +254,10 @@ def test_kubeconfig_authenticates_with_the_gke_auth_plugin(run):
 
 
 def test_every_gcp_resource_uses_the_explicit_google_provider(run):
-    gcp_resources = [r for r in run.resources if r.type.startswith("gcp:") and r.custom]
+    gcp_resources = [r for r in run.resources if r.type.startswith("gcp:") and r.custom
+                     and r.type != "gcp:projects/service:Service"]
     assert gcp_resources
-    assert all(r.provider and "pulumi:providers:gcp::google" in r.provider for r in gcp_resources)
+    assert all(r.provider and "pulumi:providers:gcp::google::" in r.provider for r in gcp_resources)
 
 
 def test_google_provider_labels_every_resource(run):

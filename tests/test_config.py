@@ -185,7 +185,7 @@ BAD_CONFIGS = [
     pytest.param(
         {"gpuPol": {"maxNodes": 4}},
         "sd-gke:gpuPol: unknown key; allowed keys are project, region, zones, environment, network, "
-        "cluster, systemPool, gpuPool, runtime, webui",
+        "cluster, systemPool, gpuPool, runtime, webui, deletionProtection",
         id="typo-top-level",
     ),
     pytest.param(
@@ -306,3 +306,81 @@ def test_offline_plan_exits_2_with_the_messages_and_no_traceback(tmp_path):
     assert 'zones[0]: "europe-west4-a" is not allowed' in result.stderr
     assert 'gpuPool.machineType: "n1-standard-4" is not allowed' in result.stderr
     assert not (tmp_path / "broken.json").exists()
+
+
+# --- deletion protection: its own switch ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("environment, protected", [("dev", False), ("prod", True)])
+def test_deletion_protection_defaults_to_on_in_prod_only(environment, protected):
+    values = {**stack_values(environment), "environment": environment}
+    values.pop("deletionProtection")
+    assert config.parse(values, ROOT).protected is protected
+
+
+def test_deletion_protection_can_be_lifted_in_prod_without_leaving_prod():
+    cfg = config.parse({**stack_values("prod"), "deletionProtection": False}, ROOT)
+    assert (cfg.protected, cfg.production, cfg.gpu_pool.spot) == (False, True, False)
+
+
+def test_deletion_protection_must_be_a_boolean():
+    with pytest.raises(config.ConfigError) as err:
+        config.parse({**stack_values("prod"), "deletionProtection": "no"}, ROOT)
+    assert err.value.problems == ['deletionProtection: "no" is not allowed; expected true or false']
+
+
+# --- config GKE or Compute Engine would take but that cannot deploy ------------------------------------------
+
+def prod_problems(**changes) -> list[str]:
+    with pytest.raises(config.ConfigError) as err:
+        parse_with(environment="prod", **changes)
+    return err.value.problems
+
+
+@pytest.mark.parametrize("cidr", ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "203.0.113.128/25"])
+def test_prod_refuses_a_documentation_range_as_authorized_network_and_says_how_to_set_yours(cidr):
+    doc = cidr.rsplit(".", 1)[0] + ".0/24"
+    assert prod_problems(network={"masterAuthorizedCidrs": ["10.200.0.0/24", cidr]}) == [
+        f'network.masterAuthorizedCidrs[1]: "{cidr}" is not allowed; expected the range your operators and CI '
+        f"reach the API server from: {doc} is reserved for documentation (RFC 5737), no client comes from it, so "
+        "nobody (not even `pulumi up`) could reach the cluster. Set yours with `pulumi config set --path "
+        "'sd-gke:network.masterAuthorizedCidrs[1]' <your-office-cidr>`, or an empty list for any address"
+    ]
+
+
+def test_prod_takes_a_real_range_or_none_as_authorized_networks():
+    assert parse_with(environment="prod", network={"masterAuthorizedCidrs": ["10.200.0.0/24"]}).production
+    assert parse_with(environment="prod", network={"masterAuthorizedCidrs": []}).production
+
+
+def test_prod_takes_a_range_that_only_contains_a_documentation_range():
+    assert parse_with(environment="prod", network={"masterAuthorizedCidrs": ["192.0.0.0/16"]}).production
+
+
+def test_g2_gpu_nodes_refuse_a_standard_persistent_disk():
+    assert problems_of(gpuPool={"diskType": "pd-standard"}) == [
+        'gpuPool.diskType: "pd-standard" is not allowed; expected a disk type g2-standard-8 takes: pd-balanced, '
+        "pd-ssd (components/config.py, PD_TYPES_BY_SERIES, cites the source)"
+    ]
+
+
+def test_n1_gpu_nodes_take_a_standard_persistent_disk():
+    cfg = parse_with(gpuPool={"machineType": "n1-standard-8", "acceleratorType": "nvidia-tesla-t4",
+                              "diskType": "pd-standard"})
+    assert cfg.gpu_pool.disk_type == "pd-standard"
+
+
+@pytest.mark.parametrize("key, machine_type, disks", [
+    ("systemPool", "n4-standard-4", "the system nodes' boot disks"),
+    ("runtime", "c4-standard-8", "the builder VM's disks"),
+])
+def test_machines_whose_series_takes_no_balanced_persistent_disk_are_refused_where_the_disks_are_balanced(
+        key, machine_type, disks):
+    field = "machineType" if key == "systemPool" else "bakeMachineType"
+    assert problems_of(**{key: {field: machine_type}}) == [
+        f'{key}.{field}: "{machine_type}" is not allowed; expected a machine type that takes pd-balanced disks '
+        f"({disks} are pd-balanced); it takes no Persistent Disk, only Hyperdisk"
+    ]
+
+
+def test_the_shipped_prod_stack_leaves_the_authorized_networks_to_the_operator():
+    assert config.parse(stack_values("prod"), ROOT).network.master_authorized_cidrs == ()

@@ -76,3 +76,83 @@ def test_plan_of_a_stack_file_without_config_says_what_is_expected(tmp_path):
     result = plan(tmp_path, "--stack", "dev", "--stack-file", str(stack_file))
     assert result.returncode == 2
     assert "expected a mapping with a `config:` mapping" in result.stderr
+
+
+# --- order on a fresh project: every resource waits for the APIs it calls --------------------------------------
+
+def _provider_urn(reference: str) -> str:
+    """A provider reference is `URN::ID` (pulumi sdk/python/lib/pulumi/runtime/resource.py, _create_provider_ref)."""
+    return reference.rsplit("::", 1)[0]
+
+
+def _waits_for(plan: dict) -> dict[str, set[str]]:
+    """URN -> every URN created before it: its dependencies and its provider, transitively (the edges the
+    engine orders by; pulumi/pulumi pkg/resource/graph/dependency_graph.go, DependenciesOf)."""
+    direct = {r["urn"]: set(r["dependencies"]) | ({_provider_urn(r["provider"])} if r["provider"] else set())
+              for r in plan["resources"]}
+    closure: dict[str, set[str]] = {}
+
+    def walk(urn: str) -> set[str]:
+        if urn not in closure:
+            closure[urn] = set()
+            for dep in direct.get(urn, ()):
+                closure[urn] |= {dep} | walk(dep)
+        return closure[urn]
+
+    for urn in direct:
+        walk(urn)
+    return closure
+
+
+def unmet_apis(plan: dict) -> list[str]:
+    """Each resource whose API is not enabled before it, or whose type has no known API."""
+    from components.apis import PREREQUISITE_APIS, RESOURCE_APIS
+
+    services = {r["inputs"]["service"]: r["urn"] for r in plan["resources"] if r["type"] == "gcp:projects/service:Service"}
+    before = _waits_for(plan)
+    problems = []
+    for r in plan["resources"]:
+        if r["type"] not in RESOURCE_APIS:
+            if r["type"].startswith("gcp:"):
+                problems.append(f"{r['type']} {r['name']}: no API known for this type; add it to components/apis.py")
+            continue
+        for api in RESOURCE_APIS[r["type"]]:
+            if api in PREREQUISITE_APIS:
+                continue
+            if api not in services:
+                problems.append(f"{r['type']} {r['name']}: {api} is never enabled")
+            elif services[api] not in before[r["urn"]]:
+                problems.append(f"{r['type']} {r['name']}: created without waiting for {api}")
+    return problems
+
+
+def test_plan_records_each_resources_dependencies(tmp_path):
+    assert plan(tmp_path, "--stack", "dev").returncode == 0
+    written = {r["name"]: r for r in json.loads((tmp_path / "dev.json").read_text())["resources"]}
+    image = written["runtime-image"]
+    assert any(urn.endswith("::sd-subnet") for urn in image["propertyDependencies"]["subnetwork"])
+    assert set(image["propertyDependencies"]["subnetwork"]) <= set(image["dependencies"])
+    assert any(urn.endswith("::apis-compute") for urn in written["google"]["dependencies"])  # explicit depends_on
+    assert unmet_apis(json.loads((tmp_path / "dev.json").read_text())) == []
+
+
+def test_every_resource_waits_for_the_apis_it_calls(run):
+    assert unmet_apis(run.to_json()) == []
+
+
+def test_a_resource_that_does_not_wait_for_its_api_is_caught(runs):
+    plan_json = runs["dev"].to_json()
+    for r in plan_json["resources"]:
+        if r["type"] == "pulumi:providers:gcp" and r["name"] == "google":
+            r["dependencies"] = []
+    problems = unmet_apis(plan_json)
+    assert ("gcp:artifactregistry/repository:Repository sd-repository: created without waiting for "
+            "artifactregistry.googleapis.com") in problems
+    assert "pulumi-python:dynamic:Resource runtime-image: created without waiting for compute.googleapis.com" in problems
+
+
+def test_a_gcp_resource_type_without_a_known_api_is_caught(runs):
+    plan_json = runs["dev"].to_json()
+    plan_json["resources"].append({"urn": "urn:x", "type": "gcp:storage/bucket:Bucket", "name": "b",
+                                   "dependencies": [], "provider": None, "inputs": {}})
+    assert unmet_apis(plan_json) == ["gcp:storage/bucket:Bucket b: no API known for this type; add it to components/apis.py"]

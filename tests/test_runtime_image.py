@@ -27,7 +27,10 @@ from google.cloud import compute_v1
 from components.recipe import load_recipe, parse_recipe
 from components.runtime_image import (
     BAKE_SCRIPT,
+    BAKE_STATE_DIR,
+    BUILDER_BOOT_DISK_GB,
     BUILDER_LABEL,
+    STARTUP_SCRIPT,
     BakeError,
     BakeSpec,
     Pacing,
@@ -35,10 +38,11 @@ from components.runtime_image import (
     RuntimeDiskImageArgs,
     RuntimeImageProvider,
     builder_instance,
+    builder_metadata,
     runtime_identity,
-    startup_script,
 )
 from components.runtime_layout import HASH_LABEL, IMAGE_FAMILY
+from components.source import load_source
 from tests.fakes.compute import FakeCompute
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,8 +193,46 @@ def test_builder_vm_has_no_external_ip_its_own_account_and_the_bake_in_its_metad
     assert metadata["enable-guest-attributes"] == "TRUE"
     assert metadata["sd-bake-script"] == "print('bake')\n"
     assert metadata["sd-bake-recipe"] == json.dumps({"python": "3.11"})
-    assert metadata["startup-script"] == startup_script(BakeSpec.from_props(props(fake)))
+    assert metadata["startup-script"] == STARTUP_SCRIPT.read_text()
     assert_clean_end(fake)
+
+
+def test_builder_boot_disk_is_sized_for_the_base_image_not_left_at_the_cos_images_10_gb(fake, provider):
+    successful_bake(fake)
+
+    provider.create(props(fake))
+
+    [insert] = [r for r in calls(fake, "compute.instances.insert") if r.status == 200]
+    boot = insert.body["disks"][0]
+    assert boot["initializeParams"]["diskSizeGb"] == str(BUILDER_BOOT_DISK_GB)
+    [cos] = [i for i in fake.images() if i.get("family") == "cos-stable"]  # the boot disk's size if none is given
+    assert BUILDER_BOOT_DISK_GB >= 3 * int(cos["diskSizeGb"])
+    assert_clean_end(fake)
+
+
+def test_builder_settings_travel_as_metadata_beside_the_unchanged_startup_script():
+    metadata = builder_metadata(BakeSpec.from_props(props()))
+
+    assert metadata["startup-script"] == STARTUP_SCRIPT.read_text()
+    assert {k: v for k, v in metadata.items() if k.startswith("sd-bake-") and k not in ("sd-bake-script", "sd-bake-recipe")} == {
+        "sd-bake-namespace": "sd-bake", "sd-bake-image": BASE, "sd-bake-digest": DIGEST, "sd-bake-python": "python3.11",
+        "sd-bake-expected-hash": IDENTITY, "sd-bake-runtime": "/runtime", "sd-bake-state-dir": ".bake",
+    }
+    assert re.findall(r"metadata (sd-bake-[a-z-]+)", STARTUP_SCRIPT.read_text()) == [
+        "sd-bake-namespace", "sd-bake-image", "sd-bake-digest", "sd-bake-python", "sd-bake-expected-hash",
+        "sd-bake-runtime", "sd-bake-state-dir", "sd-bake-script", "sd-bake-recipe"]
+
+
+def test_startup_script_mounts_the_data_disk_by_the_device_name_the_vm_gives_it():
+    from components.runtime_image import BUILDER_DEVICE
+
+    assert re.findall(r"^DEVICE=(\S+)", STARTUP_SCRIPT.read_text(), flags=re.MULTILINE) == [
+        f"/dev/disk/by-id/google-{BUILDER_DEVICE}"]
+
+
+def test_the_bakes_temporary_files_go_to_the_bakes_own_state_directory():
+    bake = load_source(BAKE_SCRIPT, "bake_for_the_builder_contract")
+    assert BAKE_STATE_DIR == bake.STATE
 
 
 # ---- create: failures ----------------------------------------------------------------------------------------
@@ -451,20 +493,28 @@ def test_update_keeps_the_image_and_takes_the_new_settings(fake, provider):
 # ---- the builder's startup script ----------------------------------------------------------------------------
 
 STUB_CURL = """\
-import sys
+import json, os, sys
 args = sys.argv[1:]
 url = args[-1]
 with open(sys.argv[0] + ".log", "a") as log:
     if "PUT" in args:
         log.write(f"{url.rsplit('/', 1)[1]}={sys.stdin.read()}\\n")
     else:
-        sys.stdout.write("content of " + url.rsplit("/", 1)[1])
+        metadata = json.loads(os.environ["METADATA"])
+        name = url.rsplit("/", 1)[1]
+        if name not in metadata:
+            sys.exit(22)  # curl -f on the metadata server's 404
+        sys.stdout.write(metadata[name])
 """
 
 STUB_DOCKER = """\
 import os, sys
-with open(sys.argv[0] + ".log", "a") as log:
+log_path = sys.argv[0] + ".log"
+with open(log_path, "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "pull":
+    pulls = sum(line.startswith("pull ") for line in open(log_path))
+    sys.exit(1 if pulls <= int(os.environ["PULL_FAILURES"]) else 0)
 if sys.argv[1] == "run":
     for line in os.environ["BAKE_OUTPUT"].split("|"):
         print(line, flush=True)
@@ -472,25 +522,28 @@ if sys.argv[1] == "run":
 """
 
 
-def run_startup_script(tmp_path: Path, bake_output: list[str], bake_status: int) -> tuple[int, Path]:
-    """Run the generated script with stub system tools in place of COS's and the metadata server."""
+def run_startup_script(tmp_path: Path, bake_output: list[str], bake_status: int,
+                       pull_failures: int = 0) -> tuple[int, Path]:
+    """Run images/runtime/builder-startup.sh with stub system tools in place of COS's and the metadata server
+    (which serves the builder's metadata as the provider sets it)."""
     bin_dir, work, mount, device = tmp_path / "bin", tmp_path / "work", tmp_path / "mnt", tmp_path / "device"
     bin_dir.mkdir()
     device.touch()
     for name, code in (("curl", STUB_CURL), ("docker", STUB_DOCKER)):
         (bin_dir / name).write_text(f"#!{sys.executable}\n{code}")
     for name, status in (("blkid", 2), ("mountpoint", 1), ("docker-credential-gcr", 0), ("mkfs.ext4", 0),
-                         ("mount", 0), ("umount", 0), ("fstrim", 0)):
+                         ("mount", 0), ("umount", 0), ("fstrim", 0), ("sleep", 0)):
         (bin_dir / name).write_text(f'#!/bin/bash\necho "{name} $*" >> "$0.log"\nexit {status}\n')
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
-    script = startup_script(BakeSpec.from_props(props()))
+    script = STARTUP_SCRIPT.read_text()
     for key, value in (("DEVICE", device), ("MOUNT", mount), ("WORK", work), ("CONSOLE", tmp_path / "console")):
-        script, count = re.subn(rf"^{key}=.*$", f"{key}={value}", script, flags=re.MULTILINE)
+        script, count = re.subn(rf"^{key}=\S*", f"{key}={value}", script, flags=re.MULTILINE)
         assert count == 1, f"the script sets {key} once"
     (tmp_path / "startup.sh").write_text(script)
+    metadata = builder_metadata(BakeSpec.from_props(props()))
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "BAKE_OUTPUT": "|".join(bake_output),
-           "BAKE_STATUS": str(bake_status)}
+           "BAKE_STATUS": str(bake_status), "PULL_FAILURES": str(pull_failures), "METADATA": json.dumps(metadata)}
     done = subprocess.run(["bash", str(tmp_path / "startup.sh")], env=env, capture_output=True, text=True,
                           timeout=30, check=False)
     return done.returncode, bin_dir
@@ -500,10 +553,18 @@ def published(bin_dir: Path) -> list[str]:
     return (bin_dir / "curl.log").read_text().splitlines()
 
 
-def test_startup_script_is_valid_bash():
-    script = startup_script(BakeSpec.from_props(props()))
+def test_startup_script_is_shellcheck_clean():
+    from tools.checks import run_shellcheck
 
-    subprocess.run(["bash", "-n"], input=script, text=True, check=True, timeout=10)
+    assert [str(finding) for finding in run_shellcheck([STARTUP_SCRIPT])] == []
+
+
+def test_shellcheck_reports_what_it_finds(tmp_path):
+    from tools.checks import run_shellcheck
+
+    script = tmp_path / "bad.sh"
+    script.write_text('#!/bin/bash\nf() { local x=$(date); echo $x; }\nf\n')
+    assert {finding.code for finding in run_shellcheck([script])} == {"SC2155", "SC2086"}
 
 
 def test_startup_script_publishes_each_step_then_done_and_runs_the_bake_in_the_base_image(tmp_path):
@@ -516,10 +577,12 @@ def test_startup_script_publishes_each_step_then_done_and_runs_the_bake_in_the_b
     steps = ["format-disk", "pull-base-image", "webui", "venv", "unmount"]
     assert published(bin_dir) == [line for s in steps for line in (f"step={s}", "status=running")] + ["status=done"]
     run = (bin_dir / "docker.log").read_text().splitlines()[-1]
-    assert run == (f"run --rm --user 0:0 --volume {tmp_path}/mnt:/runtime --volume {tmp_path}/work:/bake:ro {BASE} "
+    assert run == (f"run --rm --user 0:0 --env TMPDIR=/runtime/.bake --volume {tmp_path}/mnt:/runtime "
+                   f"--volume {tmp_path}/work:/bake:ro {BASE} "
                    f"python3.11 /bake/bake.py --recipe /bake/recipe.json --root /runtime --base-image-digest {DIGEST} "
                    f"--expected-hash {IDENTITY} --progress-cmd echo sd-bake-progress")
-    assert (tmp_path / "work" / "bake.py").read_text() == "content of sd-bake-script"
+    assert (tmp_path / "work" / "bake.py").read_text() == "print('bake')\n"
+    assert json.loads((tmp_path / "work" / "recipe.json").read_text()) == {"python": "3.11"}
     assert (bin_dir / "docker-credential-gcr.log").read_text() == \
         "docker-credential-gcr configure-docker --registries=us-central1-docker.pkg.dev\n"
     assert (bin_dir / "umount.log").read_text() == f"umount {tmp_path}/mnt\n"
@@ -536,6 +599,30 @@ def test_startup_script_publishes_the_bakes_failure_line_and_leaves_the_disk_mou
                                        "error=bake failed at models: sha256 mismatch for v1-5.safetensors",
                                        "status=failed"]
     assert not (bin_dir / "umount.log").exists()
+
+
+def test_startup_script_retries_the_pull_with_backoff_while_the_builders_iam_grant_propagates(tmp_path):
+    status, bin_dir = run_startup_script(tmp_path, ["sd-bake-progress venv running"], 0, pull_failures=3)
+
+    assert status == 0
+    docker = (bin_dir / "docker.log").read_text().splitlines()
+    assert [line.split()[0] for line in docker] == ["pull", "pull", "pull", "pull", "run"]
+    assert (bin_dir / "sleep.log").read_text().splitlines() == ["sleep 5", "sleep 10", "sleep 20"]
+    assert published(bin_dir)[-1] == "status=done"
+
+
+def test_startup_script_stops_pulling_after_the_bound_and_says_what_to_check(tmp_path):
+    status, bin_dir = run_startup_script(tmp_path, [], 0, pull_failures=1000)
+
+    assert status == 1
+    sleeps = [int(line.split()[1]) for line in (bin_dir / "sleep.log").read_text().splitlines()]
+    assert sleeps[:5] == [5, 10, 20, 40, 60] and set(sleeps[5:]) == {60}
+    assert 900 <= sum(sleeps) < 900 + 60, "retried for the 15 minutes IAM propagation may take, no longer"
+    assert not any(line.startswith("run ") for line in (bin_dir / "docker.log").read_text().splitlines())
+    assert published(bin_dir)[-2:] == [
+        f"error=docker pull {BASE} still failed after {sum(sleeps)} s of retries: check that the builder service "
+        "account has roles/artifactregistry.reader and that the image exists",
+        "status=failed"]
 
 
 # ---- the component under Pulumi mocks and the identity --------------------------------------------------------

