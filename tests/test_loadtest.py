@@ -58,6 +58,11 @@ def test_every_request_is_sent_once_with_the_credentials_and_the_payload(webui):
     assert sorted(webui.served, key=int) == [str(i) for i in range(6)]
 
 
+def test_the_host_header_can_name_the_route(webui):
+    loadtest.run(plan(webui.url, 2, 1, host="webui.example.com"))
+    assert webui.hosts == ["webui.example.com", "webui.example.com"]
+
+
 def test_the_stand_in_generates_one_image_at_a_time(webui):
     loadtest.run(plan(webui.url, 6, 6))
     assert webui.max_generating == 1 and len(webui.served) == 6

@@ -62,6 +62,7 @@ class Plan:
     payload: dict
     timeout_s: float
     deadline_s: float
+    host: str | None = None  # Host header, for an interceptor route matched by host
 
 
 def _error_kind(err: Exception) -> str:
@@ -79,6 +80,8 @@ def _send(plan: Plan, index: int, run_started: float, remaining_s: float) -> Out
     connection_class = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
     connection = connection_class(target.hostname, target.port, timeout=max(0.001, min(plan.timeout_s, remaining_s)))
     headers = {"Content-Type": "application/json", "X-Loadtest-Request": str(index)}
+    if plan.host:
+        headers["Host"] = plan.host
     if plan.auth:
         headers["Authorization"] = "Basic " + base64.b64encode(plan.auth.encode()).decode()
     started = time.monotonic()
@@ -189,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=_positive_int, required=True, help="requests in flight at most")
     p.add_argument("--user", help="basic auth user:password (default: $SD_API_AUTH)")
     p.add_argument("--payload", default=json.dumps(DEFAULT_PAYLOAD), help="txt2img JSON body")
+    p.add_argument("--host", help="Host header (like hey -host), e.g. when the interceptor routes by host name")
     p.add_argument("--timeout", type=_positive_float, default=600.0, help="seconds per request (a cold start takes minutes)")
     p.add_argument("--deadline", type=_positive_float, default=1800.0, help="seconds for the whole run")
     p.add_argument("--cold-threshold", type=float, help="also count requests slower than this many seconds")
@@ -214,7 +218,7 @@ def plan_from(args: argparse.Namespace) -> tuple[Plan | None, list[str]]:
         payload = {}
     if problems:
         return None, problems
-    return Plan(args.url, args.requests, args.concurrency, auth, payload, args.timeout, args.deadline), []
+    return Plan(args.url, args.requests, args.concurrency, auth, payload, args.timeout, args.deadline, args.host), []
 
 
 def main(argv: list[str] | None = None) -> int:

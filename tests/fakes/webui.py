@@ -60,6 +60,7 @@ class FakeWebui(LocalServer):
         self.admit.set()
         self.job_count = 0  # what /sdapi/v1/progress reports
         self.txt2img_payloads: list[dict] = []
+        self.hosts: list[str | None] = []  # the Host header of each txt2img request
         self.served: list[str | None] = []  # X-Loadtest-Request of each finished generation, in order
         self.open_requests = 0
         self.max_open_requests = 0
@@ -95,6 +96,7 @@ class FakeWebui(LocalServer):
         payload = json.loads(request.rfile.read(int(request.headers["Content-Length"])))
         with self._counts:
             self.txt2img_payloads.append(payload)
+            self.hosts.append(request.headers.get("Host"))
             self.open_requests += 1
             self.max_open_requests = max(self.max_open_requests, self.open_requests)
         try:
