@@ -142,7 +142,7 @@ def test_the_deadline_stops_sending_and_cuts_the_request_in_flight(interceptor):
 
 
 def test_the_command_prints_the_report_reads_the_credentials_from_the_environment_and_never_prints_them(webui, tmp_path):
-    out = tmp_path / "run.json"
+    out = tmp_path / "build" / "run.json"
     result = subprocess.run([sys.executable, "-m", "tools.loadtest", webui.url, "-n", "3", "-c", "2", "--json", str(out)],
                             cwd=ROOT, env={"SD_API_AUTH": AUTH, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                             timeout=60)

@@ -26,7 +26,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -66,7 +65,7 @@ class Plan:
 
 
 def _error_kind(err: Exception) -> str:
-    if isinstance(err, TimeoutError | socket.timeout):
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
         return "timeout"
     if isinstance(err, ConnectionRefusedError):
         return "connection refused"
@@ -231,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(outcomes, args.cold_threshold)
     print(report(summary, args.cold_threshold))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "outcomes": [asdict(o) for o in outcomes]}, indent=2) + "\n")
     return 0 if summary["succeeded"] == plan.requests else 1
 

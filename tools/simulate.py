@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if str(args.json) == "-":
             print(text)
         else:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(text + "\n")
     if args.png:
         from tools.sim.plot import draw

@@ -26,6 +26,8 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
@@ -104,7 +106,7 @@ class FakeWebui(LocalServer):
             if not self.model_loaded.wait(timeout=self.model_wait):
                 _reply(request, 500, b'{"error":"model not loaded"}')
                 return
-            with self._turn():
+            with self._fifo_turn():
                 with self._counts:
                     self._generating += 1
                     self.max_generating = max(self.max_generating, self._generating)
@@ -117,23 +119,19 @@ class FakeWebui(LocalServer):
             with self._counts:
                 self.open_requests -= 1
 
-    def _turn(self):
+    @contextmanager
+    def _fifo_turn(self) -> Iterator[None]:
         """A FIFO lock, like WebUI's queue_lock: generations run one at a time in arrival order."""
-        fake = self
-
-        class Turn:
-            def __enter__(self):
-                with fake._turns:
-                    self.ticket = fake._next_ticket
-                    fake._next_ticket += 1
-                    fake._turns.wait_for(lambda: fake._now_serving == self.ticket)
-
-            def __exit__(self, *exc):
-                with fake._turns:
-                    fake._now_serving += 1
-                    fake._turns.notify_all()
-
-        return Turn()
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turns.wait_for(lambda: self._now_serving == ticket)
+        try:
+            yield
+        finally:
+            with self._turns:
+                self._now_serving += 1
+                self._turns.notify_all()
 
 
 class FakeInterceptor(LocalServer):
