@@ -15,8 +15,9 @@ The path of a request (KEDA HTTP add-on v0.15.0, kedacore/http-add-on@4ea8a863bd
   pod only when the pod is idle, the best any dispatcher could do, for comparison.
 
 Scaling (one GPU pod per GPU node; g2-standard-8 has one L4):
-- KEDA scales 0 -> 1 as soon as the interceptor pushes activity (external-push trigger,
-  https://keda.sh/docs/latest/concepts/external-scalers/), and 1 -> 0 once nothing was in flight for the
+- KEDA scales 0 -> 1 as soon as the interceptor pushes activity: a push scaler's activity goes
+  straight to RequestScale, without waiting for the polling interval (kedacore/keda@258b79f9de7e550bc766b0bb1903c0d67971e655:
+  pkg/scaling/scale_handler.go, startPushScalers), and 1 -> 0 once nothing was in flight for the
   cool-down (ScaledObject `cooldownPeriod`, https://keda.sh/docs/latest/reference/scaledobject-spec/),
   checked every poll.
 - Between 1 and max the HPA runs every poll (sync period 15 s by default): desired =
