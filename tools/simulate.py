@@ -96,18 +96,27 @@ def build(args: argparse.Namespace) -> tuple[Load, Scenario, list[str]]:
     return load, scenario, problems
 
 
+def label(scaling: Scaling) -> str:
+    if scaling.min_replicas == scaling.max_replicas:
+        return f"fixed {scaling.min_replicas} replica{'s' if scaling.min_replicas > 1 else ''}"
+    if scaling.min_replicas:
+        return f"min {scaling.min_replicas} (warm)"  # KEDA's cool-down only applies with a minimum of 0
+    return f"min 0, cool-down {scaling.cooldown_s:g} s"
+
+
 def variants(scenario: Scenario, args: argparse.Namespace) -> list[tuple[str, Scenario]]:
     """The scenarios of a sweep, each labelled; a single run when no sweep was asked for."""
     if args.sweep_min is None and args.sweep_cooldown is None:
-        return [("as given", scenario)]
+        return [(label(scenario.scaling), scenario)]
     rows = []
     for minimum in args.sweep_min or [scenario.scaling.min_replicas]:
         for cooldown in args.sweep_cooldown or [scenario.scaling.cooldown_s]:
-            scaling = replace(scenario.scaling, min_replicas=int(minimum), cooldown_s=cooldown)
-            label = f"min {int(minimum)}, cool-down {cooldown:g} s" if minimum == 0 else f"min {int(minimum)} (warm)"
-            if all(label != existing for existing, _ in rows):  # the cool-down only matters with a minimum of 0
-                rows.append((label, replace(scenario, scaling=scaling)))
-    rows.append(("fixed 1 replica", replace(scenario, scaling=replace(scenario.scaling, min_replicas=1, max_replicas=1))))
+            variant = replace(scenario, scaling=replace(scenario.scaling, min_replicas=int(minimum), cooldown_s=cooldown))
+            if all(label(variant.scaling) != existing for existing, _ in rows):
+                rows.append((label(variant.scaling), variant))
+    fixed = replace(scenario.scaling, min_replicas=1, max_replicas=1)
+    if all(label(fixed) != existing for existing, _ in rows):
+        rows.append((label(fixed), replace(scenario, scaling=fixed)))
     return rows
 
 
