@@ -39,7 +39,7 @@ def draw(result: Result, path: Path, title: str) -> None:
     latency.set_yscale("log")
     latency.set_ylabel("latency (s)")
     latency.set_xlabel("time (h)")
-    latency.legend(loc="upper right", fontsize=8)
+    latency.legend(loc="center right", fontsize=8)
     for axis in (demand, pods, nodes):
         axis.yaxis.get_major_locator().set_params(integer=True)
     latency.set_xlim(0, result.duration_s / 3600)
