@@ -2,88 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.webui import FakeWebui
 
 PROBE = Path(__file__).resolve().parent.parent / "images" / "webui" / "probe.py"
 AUTH = "sd:secret"
 
 
-class FakeWebui:
-    """Answers like WebUI's API: 401 without the right basic auth, txt2img only once the model loaded."""
-
-    def __init__(self):
-        self.model_loaded = threading.Event()
-        self.job_count = 0
-        self.txt2img_payloads: list[dict] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _authorised(self) -> bool:
-                expected = "Basic " + base64.b64encode(AUTH.encode()).decode()
-                if self.headers.get("Authorization") != expected:
-                    self.send_response(401)
-                    self.end_headers()
-                    return False
-                return True
-
-            def _json(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if not self._authorised():
-                    return
-                if self.path == "/sdapi/v1/options":
-                    self._json({"sd_model_checkpoint": "v1-5"})
-                elif self.path.startswith("/sdapi/v1/progress"):
-                    self._json({"progress": 0.5, "state": {"job_count": fake.job_count}})
-                else:
-                    self.send_response(404)
-                    self.end_headers()
-
-            def do_POST(self):
-                if not self._authorised():
-                    return
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.txt2img_payloads.append(body)
-                if not fake.model_loaded.wait(timeout=1):
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                self._json({"images": []})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def webui():
-    with FakeWebui() as fake:
+    with FakeWebui(auth=AUTH) as fake:
         yield fake
 
 

@@ -1,0 +1,175 @@
+"""Local stand-ins for the WebUI API and for the KEDA HTTP interceptor in front of it.
+
+FakeWebui answers like AUTOMATIC1111's API (v1.10.1, the recipe's pin):
+- 401 on every route without the right basic auth (`--api-auth`);
+- txt2img only once the model has loaded (it loads in a background thread: REFERENCE §5); a request
+  that waits longer than `model_wait` gets a 500;
+- one generation at a time, first come first served: WebUI serialises generations behind one FIFO
+  lock (AUTOMATIC1111/stable-diffusion-webui@82a973c04367123ae98bd9abdf80d9eda9b910e2:
+  modules/call_queue.py:8 `queue_lock = fifo_lock.FIFOLock()`, modules/api/api.py:467), so extra
+  requests queue silently inside the pod. Each takes `generation_seconds`.
+It counts what a test needs to check ordering and concurrency without timing anything: requests open
+at once, generations at once, the order they were served in. Clearing `admit` holds requests
+before they queue, so a test can see how many a client keeps open.
+
+FakeInterceptor stands in for the KEDA HTTP add-on's interceptor (v0.15.0,
+kedacore/http-add-on@4ea8a863bd7c16464dc5afbe9ebc8a26e563fac0): while its backend has no ready
+endpoint (`endpoints_ready` clear) it holds every request; then it proxies them and marks each
+response `X-KEDA-HTTP-Cold-Start: true` if it had to wait, `false` if not
+(interceptor/middleware/endpoint_resolver.go:98, pkg/k8s/ready_endpoints_cache.go WaitForReady).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import urlsplit
+
+from tests.fakes.server import LocalServer
+
+COLD_START_HEADER = "X-KEDA-HTTP-Cold-Start"
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+    handler.send_response(status)
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+class FakeWebui(LocalServer):
+    METHODS = ("GET", "POST")
+    THREAD_NAME = "fake-webui"
+
+    def __init__(self, auth: str = "sd:secret", generation_seconds: float = 0.0, model_loaded: bool = False,
+                 model_wait: float = 1.0):
+        super().__init__()
+        self.auth = auth
+        self.generation_seconds = generation_seconds
+        self.model_wait = model_wait
+        self.model_loaded = threading.Event()
+        if model_loaded:
+            self.model_loaded.set()
+        self.admit = threading.Event()
+        self.admit.set()
+        self.job_count = 0  # what /sdapi/v1/progress reports
+        self.txt2img_payloads: list[dict] = []
+        self.hosts: list[str | None] = []  # the Host header of each txt2img request
+        self.served: list[str | None] = []  # X-Loadtest-Request of each finished generation, in order
+        self.open_requests = 0
+        self.max_open_requests = 0
+        self.max_generating = 0
+        self._generating = 0
+        self._counts = threading.Lock()
+        self._turns = threading.Condition()
+        self._next_ticket = 0
+        self._now_serving = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        expected = "Basic " + base64.b64encode(self.auth.encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            _reply(request, 401, b'{"detail":"Incorrect username or password"}', {"WWW-Authenticate": "Basic"})
+            return
+        if request.command == "GET" and request.path == "/sdapi/v1/options":
+            self._json(request, {"sd_model_checkpoint": "v1-5"})
+        elif request.command == "GET" and request.path.startswith("/sdapi/v1/progress"):
+            self._json(request, {"progress": 0.5, "state": {"job_count": self.job_count}})
+        elif request.command == "POST" and request.path == "/sdapi/v1/txt2img":
+            self._txt2img(request)
+        else:
+            _reply(request, 404, b'{"detail":"Not Found"}')
+
+    def _json(self, request: BaseHTTPRequestHandler, body: dict) -> None:
+        _reply(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    def _txt2img(self, request: BaseHTTPRequestHandler) -> None:
+        payload = json.loads(request.rfile.read(int(request.headers["Content-Length"])))
+        with self._counts:
+            self.txt2img_payloads.append(payload)
+            self.hosts.append(request.headers.get("Host"))
+            self.open_requests += 1
+            self.max_open_requests = max(self.max_open_requests, self.open_requests)
+        try:
+            self.admit.wait()
+            if not self.model_loaded.wait(timeout=self.model_wait):
+                _reply(request, 500, b'{"error":"model not loaded"}')
+                return
+            with self._fifo_turn():
+                with self._counts:
+                    self._generating += 1
+                    self.max_generating = max(self.max_generating, self._generating)
+                time.sleep(self.generation_seconds)
+                with self._counts:
+                    self._generating -= 1
+                    self.served.append(request.headers.get("X-Loadtest-Request"))
+            self._json(request, {"images": [], "parameters": payload, "info": "{}"})
+        finally:
+            with self._counts:
+                self.open_requests -= 1
+
+    @contextmanager
+    def _fifo_turn(self) -> Iterator[None]:
+        """A FIFO lock, like WebUI's queue_lock: generations run one at a time in arrival order."""
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turns.wait_for(lambda: self._now_serving == ticket)
+        try:
+            yield
+        finally:
+            with self._turns:
+                self._now_serving += 1
+                self._turns.notify_all()
+
+
+class FakeInterceptor(LocalServer):
+    METHODS = ("GET", "POST")
+    THREAD_NAME = "fake-interceptor"
+
+    def __init__(self, backend_url: str):
+        super().__init__()
+        self.backend = urlsplit(backend_url)
+        self.endpoints_ready = threading.Event()
+        self.held = 0
+        self._counts = threading.Lock()
+        self._closing = threading.Event()
+
+    def stop(self) -> None:
+        self._closing.set()  # lets requests still held end without an answer
+        super().stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        cold = not self.endpoints_ready.is_set()
+        if cold:
+            with self._counts:
+                self.held += 1
+            while not self.endpoints_ready.wait(timeout=0.05):
+                if self._closing.is_set():
+                    return
+        upstream = http.client.HTTPConnection(self.backend.hostname, self.backend.port, timeout=60)
+        try:
+            headers = {key: value for key, value in request.headers.items() if key.lower() not in ("host", "connection")}
+            upstream.request(request.command, request.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            _reply(request, response.status, response.read(),
+                   {"Content-Type": response.getheader("Content-Type", "application/json"),
+                    COLD_START_HEADER: "true" if cold else "false"})
+        finally:
+            upstream.close()
