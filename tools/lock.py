@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,10 +254,14 @@ def relock(locks: tuple[Lock, ...] = LOCKS, node: Path | None = NODE_TOOLS, regi
     if node is not None:
         lockfile = node / "package-lock.json"
         before = _node_pins(lockfile)
-        lockfile.unlink(missing_ok=True)
-        # No resolved URLs: npm ci fetches from whatever registry the machine is configured with.
-        _run([_npm(), "install", "--package-lock-only", "--no-audit", "--no-fund", "--omit-lockfile-registry-resolved"],
-             LOG_DIR / "lock.log", cwd=node)
+        # Resolved away from node_modules: with it present, npm copies the installed tree's hidden
+        # lock, which records no integrity hashes. No resolved URLs: npm ci fetches from whatever
+        # registry the machine is configured with.
+        with tempfile.TemporaryDirectory() as scratch:
+            shutil.copy(node / "package.json", scratch)
+            _run([_npm(), "install", "--package-lock-only", "--no-audit", "--no-fund",
+                  "--omit-lockfile-registry-resolved"], LOG_DIR / "lock.log", cwd=Path(scratch))
+            shutil.copy(Path(scratch) / "package-lock.json", lockfile)
         _report(lockfile, moves(before, _node_pins(lockfile)))
 
 
