@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan test bench setup
+.PHONY: plan test bench setup refresh
 
 # pip's output goes to a log, shown only when the install fails.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -26,3 +26,8 @@ test: setup
 
 bench: setup
 	$(PY) -m tools.bench
+
+# Moves the base image's Debian snapshot, package pins (and, given REFRESH_ARGS="--base-image ...",
+# its digest) together, printing the diff: tools/refresh_pins.py.
+refresh: setup
+	$(PY) -m tools.refresh_pins --write $(REFRESH_ARGS)
