@@ -535,14 +535,14 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, apt: Apt | None = None, cache: Path = DEB_CACHE) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dockerfile", type=Path, default=DOCKERFILE)
     parser.add_argument("--record", type=Path, default=PINS_RECORD)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     try:
-        result = estimate(args.dockerfile, args.record)
+        result = estimate(args.dockerfile, args.record, cache, apt or Apt())
     except EstimateError as error:
         print(f"estimate_base_image: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,101 @@
+"""A local Debian archive that apt really reads: .deb files built by dpkg-deb, a Packages index
+written here, served as a flat file: repository. apt runs against it through private directories
+(sources, lists, cache), so this machine's own apt state is neither read nor changed.
+
+`publish` replaces what the archive serves, deleting the .deb files it no longer lists, as Debian's
+archive does when an update supersedes a version: apt lists fetched before a `publish` are then stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.estimate_base_image import Apt
+
+
+@dataclass(frozen=True)
+class FakeDeb:
+    name: str
+    version: str
+    depends: tuple[str, ...] = ()
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}_{self.version.replace(':', '%3a')}_all.deb"
+
+
+@dataclass(frozen=True)
+class CountingApt(Apt):
+    """The estimator's apt, counting `apt-get update` runs."""
+
+    updates: list[int] = field(default_factory=list)
+
+    def update(self) -> None:
+        self.updates.append(1)
+        super().update()
+
+
+class LocalArchive:
+    def __init__(self, root: Path, base_packages: tuple[str, ...] = ("fake-base",)) -> None:
+        self.root = root
+        self.served = root / "archive"
+        self.builds = root / "builds"
+        self.state = root / "apt"
+        for directory in (self.served / "pool", self.builds, self.state / "lists" / "partial",
+                          self.state / "sources.list.d", self.state / "preferences.d", self.state / "cache"):
+            directory.mkdir(parents=True, exist_ok=True)
+        (self.state / "sources.list").write_text(f"deb [trusted=yes] file:{self.served} ./\n")
+        self.base_packages = base_packages
+        self.apt = CountingApt(
+            options=(
+                "-o", f"Dir::Etc::SourceList={self.state / 'sources.list'}",
+                "-o", f"Dir::Etc::SourceParts={self.state / 'sources.list.d'}",
+                "-o", f"Dir::Etc::PreferencesParts={self.state / 'preferences.d'}",
+                "-o", f"Dir::Etc::Preferences={self.state / 'preferences'}",
+                "-o", f"Dir::State::Lists={self.state / 'lists'}",
+                "-o", f"Dir::Cache={self.state / 'cache'}",
+                "-o", "Acquire::Languages=none",
+                "-o", "APT::Sandbox::User=root",
+            ),
+            lists=self.state / "lists",
+            base_packages=base_packages,
+        )
+
+    def build(self, deb: FakeDeb) -> Path:
+        tree = self.builds / f"{deb.name}-{deb.version}"
+        (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
+        for path, data in deb.files.items():
+            (tree / path).parent.mkdir(parents=True, exist_ok=True)
+            (tree / path).write_bytes(data)
+        control = [f"Package: {deb.name}", f"Version: {deb.version}", "Architecture: all",
+                   "Maintainer: sd-gke tests <tests@example.com>", f"Description: {deb.name} for tests"]
+        if deb.depends:
+            control.append(f"Depends: {', '.join(deb.depends)}")
+        (tree / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
+        built = self.builds / deb.filename
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(built)],
+                       check=True, capture_output=True)
+        return built
+
+    def publish(self, debs: list[FakeDeb]) -> None:
+        """Serve exactly these packages: their .deb files and a Packages index naming them."""
+        pool = self.served / "pool"
+        for stale in pool.iterdir():
+            stale.unlink()
+        stanzas = []
+        for deb in debs:
+            data = self.build(deb).read_bytes()
+            (pool / deb.filename).write_bytes(data)
+            installed_kib = max(1, sum(len(d) for d in deb.files.values()) // 1024)
+            stanza = [f"Package: {deb.name}", f"Version: {deb.version}", "Architecture: all",
+                      "Maintainer: sd-gke tests <tests@example.com>", f"Installed-Size: {installed_kib}"]
+            if deb.depends:
+                stanza.append(f"Depends: {', '.join(deb.depends)}")
+            stanza += [f"Filename: pool/{deb.filename}", f"Size: {len(data)}",
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}", f"Description: {deb.name} for tests"]
+            stanzas.append("\n".join(stanza))
+        (self.served / "Packages").write_text("\n\n".join(stanzas) + "\n")
