@@ -32,6 +32,7 @@ from pathlib import Path
 from tools.estimate_base_image import (
     DOCKERFILE,
     PINS_RECORD,
+    REPO_ROOT,
     SNAPSHOT_ARG,
     SNAPSHOT_TIMESTAMP,
     Apt,
@@ -43,7 +44,6 @@ from tools.estimate_base_image import (
     dockerfile_pins,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "preview.yml"
 PIN_LINE = re.compile(r"^(\s+)([a-z0-9][a-z0-9+.-]+)=(\S+)( \\)?$")
 IMAGE_REFERENCE = re.compile(r"^[a-z0-9./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")

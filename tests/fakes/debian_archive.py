@@ -27,6 +27,14 @@ class FakeDeb:
     def filename(self) -> str:
         return f"{self.name}_{self.version.replace(':', '%3a')}_all.deb"
 
+    def control(self, *extra: str) -> str:
+        """The package's control fields (DEBIAN/control), with `extra` fields (the index's) after them."""
+        fields = [f"Package: {self.name}", f"Version: {self.version}", "Architecture: all",
+                  "Maintainer: sd-gke tests <tests@example.com>", f"Description: {self.name} for tests"]
+        if self.depends:
+            fields.append(f"Depends: {', '.join(self.depends)}")
+        return "\n".join([*fields, *extra]) + "\n"
+
 
 @dataclass(frozen=True)
 class CountingApt(Apt):
@@ -71,11 +79,7 @@ class LocalArchive:
         for path, data in deb.files.items():
             (tree / path).parent.mkdir(parents=True, exist_ok=True)
             (tree / path).write_bytes(data)
-        control = [f"Package: {deb.name}", f"Version: {deb.version}", "Architecture: all",
-                   "Maintainer: sd-gke tests <tests@example.com>", f"Description: {deb.name} for tests"]
-        if deb.depends:
-            control.append(f"Depends: {', '.join(deb.depends)}")
-        (tree / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
+        (tree / "DEBIAN" / "control").write_text(deb.control())
         built = self.builds / deb.filename
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(built)],
                        check=True, capture_output=True)
@@ -91,11 +95,6 @@ class LocalArchive:
             data = self.build(deb).read_bytes()
             (pool / deb.filename).write_bytes(data)
             installed_kib = max(1, sum(len(d) for d in deb.files.values()) // 1024)
-            stanza = [f"Package: {deb.name}", f"Version: {deb.version}", "Architecture: all",
-                      "Maintainer: sd-gke tests <tests@example.com>", f"Installed-Size: {installed_kib}"]
-            if deb.depends:
-                stanza.append(f"Depends: {', '.join(deb.depends)}")
-            stanza += [f"Filename: pool/{deb.filename}", f"Size: {len(data)}",
-                       f"SHA256: {hashlib.sha256(data).hexdigest()}", f"Description: {deb.name} for tests"]
-            stanzas.append("\n".join(stanza))
-        (self.served / "Packages").write_text("\n\n".join(stanzas) + "\n")
+            stanzas.append(deb.control(f"Installed-Size: {installed_kib}", f"Filename: pool/{deb.filename}",
+                                       f"Size: {len(data)}", f"SHA256: {hashlib.sha256(data).hexdigest()}"))
+        (self.served / "Packages").write_text("\n".join(stanzas))
