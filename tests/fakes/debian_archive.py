@@ -1,6 +1,8 @@
 """A local Debian archive that apt really reads: .deb files built by dpkg-deb, a Packages index
-written here, served as a flat file: repository. apt runs against it through private directories
-(sources, lists, cache), so this machine's own apt state is neither read nor changed.
+written here, served as a flat repository through apt's copy: method (file: may symlink an
+uncompressed index into the lists, which then could never be stale). apt runs against it through
+private directories (sources, lists, cache), so this machine's own apt state is neither read nor
+changed.
 
 `publish` replaces what the archive serves, deleting the .deb files it no longer lists, as Debian's
 archive does when an update supersedes a version: apt lists fetched before a `publish` are then stale.
@@ -56,7 +58,7 @@ class LocalArchive:
         for directory in (self.served / "pool", self.builds, self.state / "lists" / "partial",
                           self.state / "sources.list.d", self.state / "preferences.d", self.state / "cache"):
             directory.mkdir(parents=True, exist_ok=True)
-        (self.state / "sources.list").write_text(f"deb [trusted=yes] file:{self.served} ./\n")
+        (self.state / "sources.list").write_text(f"deb [trusted=yes] copy:{self.served} ./\n")
         self.base_packages = base_packages
         self.apt = CountingApt(
             options=(
