@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan test bench setup scanners lock
+.PHONY: plan test bench setup scanners lock refresh
 
 # .venv exactly as requirements.lock pins it (hash-checked); one line per step taken, pip's output
 # in build/setup/, shown only when a step fails. Nothing to do when .venv already holds the lock.
@@ -29,3 +29,8 @@ test: setup scanners
 
 bench: setup
 	$(PY) -m tools.bench
+
+# Moves the base image's Debian snapshot, package pins (and, given REFRESH_ARGS="--base-image ...",
+# its digest) together, printing the diff: tools/refresh_pins.py.
+refresh: setup
+	$(PY) -m tools.refresh_pins --write $(REFRESH_ARGS)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.recipe import parse_recipe, recipe_hash
 
@@ -36,13 +37,20 @@ DEBIAN_PYTHON = "/usr/bin/python3.11"
 
 
 def bake_python() -> str:
-    """The base image's interpreter (Debian bookworm's python3.11 with python3.11-venv) where this
-    machine has it, as the builder runs the bake; else the interpreter running the tests."""
-    try:
-        found = subprocess.run([DEBIAN_PYTHON, "-c", "import ensurepip, venv"], capture_output=True, check=False)
-    except OSError:
-        return sys.executable
-    return DEBIAN_PYTHON if found.returncode == 0 else sys.executable
+    """The interpreter that runs the bake: the base image's (Debian bookworm's python3.11 with
+    python3.11-venv) where this machine has it, as on the builder and in CI, which runs in the base
+    image; elsewhere the installation the tests' own venv was made from. Never a venv's python:
+    `python -m venv` makes the new venv from the installation behind it (sys._base_executable,
+    CPython v3.11.7:Lib/venv/__init__.py:130 and 184), so the baked venv would not be that python's."""
+    installation = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (DEBIAN_PYTHON, str(installation)):
+        try:
+            found = subprocess.run([candidate, "-c", "import ensurepip, venv"], capture_output=True, check=False)
+        except OSError:
+            continue
+        if found.returncode == 0:
+            return candidate
+    raise RuntimeError(f"no interpreter with venv and ensurepip at {DEBIAN_PYTHON} or {installation}")
 
 
 BAKE_PYTHON = bake_python()
@@ -298,6 +306,11 @@ def test_venv_holds_the_pinned_packages_and_what_ensurepip_seeded(baked):
     assert {name for name, _ in seeded} <= {"pip", "setuptools"}
     assert {(p["name"], p["version"]) for p in m["packages"]} == seeded | {
         ("sdt-torch", "2.1.2"), ("sdt-numpy", "1.26.2"), ("sdt-gradio", "3.41.2")}
+
+
+def test_bake_runs_under_the_python_of_the_runtime_recipe():
+    recipe = yaml.safe_load((BAKE.parent / "recipe.yaml").read_text())
+    assert PYTHON_MINOR == str(recipe["python"]), f"{BAKE_PYTHON} is Python {PYTHON_MINOR}"
 
 
 def test_venv_is_made_by_the_interpreter_that_runs_the_bake(baked):

@@ -1,19 +1,24 @@
 """The container images: every Dockerfile under images/ is lint-clean (hadolint) and passes checkov;
-the base image is slim, pinned, non-root, without a CUDA runtime, and has the runtime's Python.
+the base image is slim, pinned to a Debian snapshot, non-root, without a CUDA runtime, and has the
+runtime's Python.
 
-The size estimate resolves and downloads the real Debian packages, so it needs Debian bookworm's apt
-(the development machines and CI); elsewhere those two tests say so and skip.
+The size estimate resolves and downloads the real Debian packages with apt (the development machines
+and CI's bookworm container). Its handling of Debian's updates is shown without the network, against
+a local archive apt really reads (tests/fakes/debian_archive.py) that publishes a newer version.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.fakes.debian_archive import FakeDeb, LocalArchive
 from tools import checks, estimate_base_image
+from tools.estimate_base_image import BaseImage, EstimateError, PinnedPackage, PinRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -22,21 +27,6 @@ RECIPE = IMAGES / "runtime" / "recipe.yaml"
 DOCKERFILES = sorted(p for p in IMAGES.rglob("*") if p.is_file() and re.fullmatch(r"(.+\.)?Dockerfile(\..+)?", p.name))
 
 CUDA_PACKAGE = re.compile(r"cuda|cudnn|cublas|cufft|curand|cusolver|cusparse|nccl|nvjitlink|nvidia|libnv", re.I)
-
-
-def _os_codename() -> str:
-    release = Path("/etc/os-release")
-    fields = dict(
-        line.split("=", 1) for line in release.read_text().splitlines() if "=" in line
-    ) if release.is_file() else {}
-    return fields.get("VERSION_CODENAME", "").strip('"')
-
-
-needs_bookworm_apt = pytest.mark.skipif(
-    _os_codename() != "bookworm",
-    reason=f"resolving the image's pinned Debian packages needs Debian bookworm's apt (this host: "
-    f"{_os_codename() or 'not Debian'})",
-)
 
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -145,15 +135,16 @@ def test_base_image_preloads_an_allocator_the_image_installs():
     assert "libtcmalloc_minimal.so.4" in preload and "libtcmalloc-minimal4" in pins
 
 
-@needs_bookworm_apt
 def test_base_image_pins_resolve_in_the_debian_archive_without_cuda(base_estimate):
     resolved = {package.name: package.version for package in base_estimate.packages}
     pins = estimate_base_image.dockerfile_pins(BASE.read_text())
-    assert {name: resolved.get(name) for name in pins} == pins
+    assert {pin.name: pin.pinned for pin in base_estimate.pins} == pins
+    assert {pin.name: resolved.get(pin.name) for pin in base_estimate.pins} == {
+        pin.name: pin.estimated for pin in base_estimate.pins
+    }
     assert [name for name in resolved if CUDA_PACKAGE.search(name)] == []
 
 
-@needs_bookworm_apt
 def test_base_image_is_estimated_under_its_compressed_size_target(base_estimate):
     assert base_estimate.compressed_estimate_bytes < estimate_base_image.TARGET_COMPRESSED_BYTES
     assert base_estimate.layer_gzip_bytes > 0
@@ -178,3 +169,141 @@ def test_estimate_leaves_out_what_the_slim_image_does_not_unpack():
     assert estimate_base_image.excluded_by_slim("./usr/share/doc/git/changelog.gz")
     assert not estimate_base_image.excluded_by_slim("./usr/share/doc/git/copyright")
     assert not estimate_base_image.excluded_by_slim("./usr/lib/python3.11/os.py")
+
+
+# --- the Debian snapshot the base image installs from ----------------------------------------
+
+def _snapshot_sources_command() -> str:
+    """The shell of the base image's RUN that writes apt's sources, up to its redirection."""
+    (run,) = [a for i, a in _instructions(BASE) if i == "RUN" and "apt-get install" in a]
+    return run.split(" > /etc/apt/sources.list.d/debian.sources", 1)[0]
+
+
+def test_base_image_dockerfile_says_what_refresh_pins_recorded():
+    estimate_base_image.check_record(BASE.read_text(), PinRecord.read(estimate_base_image.PINS_RECORD))
+
+
+def test_base_image_apt_reads_only_the_snapshot_of_its_timestamp(tmp_path):
+    """apt itself reads the sources the RUN writes: every index it would fetch is the snapshot's."""
+    snapshot = estimate_base_image.dockerfile_snapshot(BASE.read_text())
+    parts = tmp_path / "sources.list.d"
+    (tmp_path / "lists" / "partial").mkdir(parents=True)
+    parts.mkdir()
+    written = subprocess.run(["sh", "-c", _snapshot_sources_command()], env={"DEBIAN_SNAPSHOT": snapshot},
+                             capture_output=True, text=True, check=True).stdout
+    (parts / "debian.sources").write_text(written)
+    uris = subprocess.run(
+        ["apt-get", "-o", "Dir::Etc::SourceList=/dev/null", "-o", f"Dir::Etc::SourceParts={parts}",
+         "-o", f"Dir::State::Lists={tmp_path / 'lists'}", "update", "--print-uris"],
+        capture_output=True, text=True, check=True).stdout
+    releases = sorted(re.findall(r"^'(\S+/InRelease)'", uris, re.M))
+    assert releases == [
+        f"http://snapshot.debian.org/archive/debian-security/{snapshot}/dists/bookworm-security/InRelease",
+        f"http://snapshot.debian.org/archive/debian/{snapshot}/dists/bookworm-updates/InRelease",
+        f"http://snapshot.debian.org/archive/debian/{snapshot}/dists/bookworm/InRelease",
+    ]
+    assert "deb.debian.org" not in uris
+    assert written.count("Check-Valid-Until: no") == 2  # snapshot Release files are long expired
+    assert written.count("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg") == 2
+
+
+# --- the estimate when Debian's archive moves on (a local archive apt really reads) -----------
+
+FAKE_BASE = FakeDeb("fake-base", "1")
+FAKE_LIB = FakeDeb("fake-lib", "1.0", files={"usr/lib/fake/libfake.so.1": b"\x7fELF" + bytes(range(256)) * 64})
+FAKE_APP_1 = FakeDeb("fake-app", "1.0", ("fake-lib",), {"usr/bin/fake-app": b"one" * 4000,
+                                                          "usr/share/man/man1/fake-app.1": b"m" * 9000})
+FAKE_APP_2 = FakeDeb("fake-app", "2.0", ("fake-lib",), {"usr/bin/fake-app": b"two" * 5000})
+FAKE_BASE_IMAGE = BaseImage("registry.example/slim@sha256:" + "a" * 64, "sha256:" + "b" * 64, 1_000_000, "tests")
+
+
+def _pinned_image(directory: Path, pins: dict[str, str], recorded: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """A Dockerfile pinning `pins` and its record (the same pins unless `recorded` says otherwise)."""
+    dockerfile = directory / "Dockerfile"
+    dockerfile.write_text(
+        f"FROM {FAKE_BASE_IMAGE.reference}\nARG DEBIAN_SNAPSHOT=20260101T000000Z\n"
+        "RUN apt-get update \\\n    && apt-get install -y --no-install-recommends \\\n"
+        + "".join(f"        {name}={version} \\\n" for name, version in pins.items())
+        + "    && rm -rf /var/lib/apt/lists/*\n"
+    )
+    record = directory / "pins.json"
+    record.write_text(PinRecord("20260101T000000Z", FAKE_BASE_IMAGE, recorded or pins).to_json())
+    return dockerfile, record
+
+
+@pytest.fixture
+def archive(tmp_path) -> LocalArchive:
+    local = LocalArchive(tmp_path / "debian")
+    local.publish([FAKE_BASE, FAKE_LIB, FAKE_APP_1])
+    return local
+
+
+def test_estimate_measures_the_pinned_versions_when_the_archive_has_them(archive, tmp_path):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
+    result = estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt)
+    assert result.pins == [PinnedPackage("fake-app", "1.0", "1.0")]
+    assert {(p.name, p.version, p.pinned_in_dockerfile) for p in result.packages} == {
+        ("fake-app", "1.0", True), ("fake-lib", "1.0", False)}
+    assert result.compressed_estimate_bytes == (
+        FAKE_BASE_IMAGE.compressed_bytes + result.layer_gzip_bytes + estimate_base_image.GENERATED_FILES_ALLOWANCE_BYTES)
+    assert archive.apt.updates == [1]  # the lists did not exist yet
+
+
+def test_estimate_measures_a_superseded_pin_at_the_archives_current_version(archive, tmp_path):
+    """Debian publishes 2.0 and deletes 1.0 after apt's lists were fetched: the stale lists' download
+    fails, apt updates once, and the estimate measures 2.0 and says it did."""
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
+    archive.apt.update()
+    archive.publish([FAKE_BASE, FAKE_LIB, FAKE_APP_2])
+    result = estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt)
+    assert result.pins == [PinnedPackage("fake-app", "1.0", "2.0")]
+    assert [pin.superseded for pin in result.pins] == [True]
+    assert ("fake-app", "2.0") in {(p.name, p.version) for p in result.packages}
+    assert result.meets_target
+    assert archive.apt.updates == [1, 1]
+
+
+def test_estimate_of_a_superseded_pin_prints_pinned_and_estimated_version(archive, tmp_path, capsys):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
+    archive.publish([FAKE_BASE, FAKE_LIB, FAKE_APP_2])
+    code = estimate_base_image.main(["--dockerfile", str(dockerfile), "--record", str(record),
+                                     "--output", str(tmp_path / "estimate.json")], archive.apt, tmp_path / "debs")
+    assert code == 0
+    assert "  fake-app: pinned 1.0, estimated 2.0\n" in capsys.readouterr().out
+
+
+def test_estimate_fails_naming_make_refresh_when_a_pinned_package_is_not_in_the_archive(archive, tmp_path):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0", "fake-gone": "1.0"})
+    with pytest.raises(EstimateError, match=r"archive has no package fake-gone; run `make refresh`"):
+        estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt)
+    assert archive.apt.updates == [1]  # concluded only from lists it had just fetched
+
+
+def test_estimate_fails_naming_make_refresh_when_a_pin_is_newer_than_the_archive(archive, tmp_path):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "3.0"})
+    archive.apt.update()
+    with pytest.raises(EstimateError, match=r"newer than any in Debian's archive: fake-app=3.0 \(archive: 1.0\); "
+                                            r"run `make refresh`"):
+        estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt)
+    assert archive.apt.updates == [1, 1]  # once more before calling it drift
+
+
+def test_estimate_fails_naming_make_refresh_when_the_dockerfile_disagrees_with_the_record(archive, tmp_path):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"}, recorded={"fake-app": "2.0"})
+    with pytest.raises(EstimateError, match=r"disagrees with images/base/pins.json: packages: .*run `make refresh`"):
+        estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt)
+    assert archive.apt.updates == []
+
+
+def test_policy_parsing_keeps_every_archive_version_and_the_candidate():
+    output = (
+        "python3.11:\n  Installed: (none)\n  Candidate: 3.11.2-6+deb12u9\n  Version table:\n"
+        "     3.11.2-6+deb12u9 500\n        500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n"
+        "     3.11.2-6+deb12u8 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n"
+        "git:\n  Installed: 1:2.39.5-0+deb12u3\n  Candidate: 1:2.39.5-0+deb12u3\n  Version table:\n"
+        " *** 1:2.39.5-0+deb12u3 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n"
+    )
+    assert estimate_base_image.parse_policy(output) == {
+        "python3.11": estimate_base_image.ArchiveVersions("3.11.2-6+deb12u9", ("3.11.2-6+deb12u9", "3.11.2-6+deb12u8")),
+        "git": estimate_base_image.ArchiveVersions("1:2.39.5-0+deb12u3", ("1:2.39.5-0+deb12u3",)),
+    }

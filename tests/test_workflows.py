@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools import checks
+from tools import checks, estimate_base_image
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
@@ -124,8 +124,19 @@ def test_preview_runs_on_pull_requests_to_main():
 
 def test_preview_runs_the_test_suite_first():
     jobs = _workflow("preview")["jobs"]
-    assert [step["run"] for step in jobs["test"]["steps"] if "run" in step] == ["bash .ci/run"]
+    assert [step["run"] for step in jobs["test"]["steps"] if "run" in step][-1] == "bash .ci/run"
     assert jobs["preview"]["needs"] == "test"
+
+
+def test_preview_tests_inside_the_base_image_with_its_interpreter():
+    """The bake's venv and the image's size estimate need Debian bookworm's python3.11 and apt."""
+    job = _workflow("preview")["jobs"]["test"]
+    base = estimate_base_image.dockerfile_base(estimate_base_image.DOCKERFILE.read_text())
+    assert job["container"]["image"] == base
+    (packages,) = [step["run"] for step in job["steps"] if "apt-get install" in step.get("run", "")]
+    assert {"python3.11", "python3.11-venv", "git", "make"} <= set(packages.split())
+    steps = [step.get("uses", step.get("run", "")).split("@")[0] for step in job["steps"]]
+    assert steps.index(packages) < steps.index("actions/checkout")  # checkout clones with git
 
 
 def test_preview_previews_dev_and_prod_with_the_policy_pack_and_comments():

@@ -9,9 +9,21 @@ and gzip-compressed at the level image builders use: the sum is the layer's tran
 that maintainer scripts generate (byte-compiled stdlib, dpkg database, CA bundle) are a measured
 allowance. The .deb sum (xz-compressed) and the installed size are reported alongside.
 
-Usage: .venv/bin/python tools/estimate_base_image.py [--dockerfile PATH] [--output PATH]
-Writes build/bench/base_image.json and prints a summary. Needs apt (Debian bookworm) and reaches
-the Debian archive; downloaded .debs are kept in build/cache/debs.
+The image installs from Debian's snapshot archive at the Dockerfile's DEBIAN_SNAPSHOT; this estimate
+reads the archive this machine's apt is configured with (the live one), which serves only the newest
+version of each package. A pin Debian has superseded since is measured at the archive's current
+version of the same package, and the report lists pinned and estimated version side by side: a
+stable update moves a package by kilobytes, not the verdict, so the estimate does not depend on the
+day it runs. Real drift fails, naming `make refresh` (tools/refresh_pins.py): a Dockerfile that
+disagrees with images/base/pins.json (the record refresh_pins writes), a pinned package the archive
+does not have, or a pin newer than anything the archive has. apt's lists may be as old as the
+machine's image: when there are none, or a pin or a download is not found, `apt-get update` runs
+once and the estimate starts again.
+
+Usage: .venv/bin/python tools/estimate_base_image.py [--dockerfile PATH] [--record PATH] [--output PATH]
+Writes build/bench/base_image.json and prints a summary. Needs apt and dpkg-deb with Debian bookworm
+sources (the development machines, and CI's bookworm container) and reaches the Debian archive;
+downloaded .debs are kept in build/cache/debs.
 """
 
 from __future__ import annotations
@@ -36,14 +48,10 @@ DOCKERFILE = REPO_ROOT / "images" / "base" / "Dockerfile"
 OUTPUT = REPO_ROOT / "build" / "bench" / "base_image.json"
 DEB_CACHE = REPO_ROOT / "build" / "cache" / "debs"
 
-# docker-library/repo-info, repos/debian/remote/bookworm-slim.md: index digest of the 2026-08-03
-# build, its linux/amd64 manifest and that manifest's one layer (compressed transfer size).
-BASE_IMAGE = (
-    "debian:bookworm-slim@sha256:abd67ffcfa541b485a3dff59865ab629aa048a6c613e639d36e7456b0b229241"
-)
-BASE_AMD64_MANIFEST = "sha256:362e64223cc0da95422b3b13c045186fc0a81250e765d31c025fbddf257f6143"
-BASE_COMPRESSED_BYTES = 28_232_590
-BASE_SIZE_SOURCE = "docker-library/repo-info repos/debian/remote/bookworm-slim.md (linux; amd64)"
+# What refresh_pins moves together: the snapshot timestamp, the base image (digest, and the
+# compressed size docker-library/repo-info publishes for it) and the package versions.
+PINS_RECORD = REPO_ROOT / "images" / "base" / "pins.json"
+REFRESH_HINT = "run `make refresh` (tools/refresh_pins.py) to move the snapshot, the pins and the record together"
 
 # debuerreotype/docker-debian-artifacts, bookworm/slim/rootfs.manifest: the packages bookworm-slim
 # ships (the same names on every architecture).
@@ -90,10 +98,86 @@ PUBLISHED_SLIM_BYTES = 2_000_000_000  # REFERENCE.md section 1: the published sl
 
 PIN = re.compile(r"^([a-z0-9][a-z0-9+.-]+)=(\S+)$")
 INST = re.compile(r"^Inst (\S+) \((\S+) .*\[(\S+)\]\)")
+SNAPSHOT_ARG = re.compile(r"^ARG DEBIAN_SNAPSHOT=(\S*)$", re.M)
+SNAPSHOT_TIMESTAMP = re.compile(r"^\d{8}T\d{6}Z$")
+POLICY_VERSION = re.compile(r"^ (?:\*\*\*|   ) (\S+) -?\d+$")
 
 
 class EstimateError(Exception):
     """A problem the user fixes (Dockerfile content, apt state); printed without a traceback."""
+
+
+class StaleAptLists(EstimateError):
+    """What apt's lists say, which `apt-get update` may change: the estimate updates them once and retries."""
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    reference: str
+    amd64_manifest: str
+    compressed_bytes: int
+    source: str
+
+
+@dataclass(frozen=True)
+class PinRecord:
+    """images/base/pins.json: what refresh_pins resolved, and what the Dockerfile must say."""
+
+    snapshot: str
+    base_image: BaseImage
+    packages: dict[str, str]
+
+    @classmethod
+    def read(cls, path: Path) -> PinRecord:
+        try:
+            data = json.loads(path.read_text())
+            return cls(data["snapshot"], BaseImage(**data["base_image"]), dict(data["packages"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise EstimateError(f"cannot read the pin record {path}: {error!r}; {REFRESH_HINT}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class Apt:
+    """How apt runs: this machine's sources and lists by default; tests point it at a local archive."""
+
+    options: tuple[str, ...] = ()
+    lists: Path = Path("/var/lib/apt/lists")
+    base_packages: tuple[str, ...] = SLIM_PACKAGES
+
+    def run(self, tool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return _run([tool, *self.options, *args], cwd=cwd)
+
+    def has_lists(self) -> bool:
+        return any(self.lists.glob("*_Packages*"))
+
+    def update(self) -> None:
+        updated = self.run("apt-get", "update")
+        if updated.returncode != 0:
+            raise EstimateError(f"`apt-get update` failed: {updated.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class ArchiveVersions:
+    """What `apt-cache policy` says of one package: the version apt would install and all it knows."""
+
+    candidate: str | None
+    versions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PinnedPackage:
+    """A Dockerfile pin and the version the estimate measured for it."""
+
+    name: str
+    pinned: str
+    estimated: str
+
+    @property
+    def superseded(self) -> bool:
+        return self.pinned != self.estimated
 
 
 @dataclass(frozen=True)
@@ -113,6 +197,8 @@ class Package:
 
 @dataclass(frozen=True)
 class Estimate:
+    snapshot: str
+    pins: list[PinnedPackage]
     base_image: str
     base_compressed_bytes: int
     base_size_source: str
@@ -151,6 +237,87 @@ def dockerfile_pins(text: str) -> dict[str, str]:
     return pins
 
 
+def dockerfile_snapshot(text: str) -> str:
+    """The default of the Dockerfile's `ARG DEBIAN_SNAPSHOT`: the snapshot archive's timestamp."""
+    found = SNAPSHOT_ARG.findall(text)
+    if len(found) != 1 or not SNAPSHOT_TIMESTAMP.match(found[0]):
+        raise EstimateError(
+            f"expected one `ARG DEBIAN_SNAPSHOT=<YYYYMMDDTHHMMSSZ>` line, found {found}; {REFRESH_HINT}"
+        )
+    return found[0]
+
+
+def check_record(text: str, record: PinRecord) -> None:
+    """The Dockerfile says what refresh_pins recorded: a hand edit of one without the other is drift."""
+    said = {
+        "snapshot": dockerfile_snapshot(text),
+        "base image": dockerfile_base(text),
+        "packages": dockerfile_pins(text),
+    }
+    recorded = {"snapshot": record.snapshot, "base image": record.base_image.reference, "packages": record.packages}
+    differences = [f"{key}: Dockerfile {said[key]!r}, record {recorded[key]!r}" for key in said if said[key] != recorded[key]]
+    if differences:
+        raise EstimateError(
+            "images/base/Dockerfile disagrees with images/base/pins.json: " + "; ".join(differences) + f"; {REFRESH_HINT}"
+        )
+
+
+def parse_policy(output: str) -> dict[str, ArchiveVersions]:
+    """Package name -> its candidate and known versions, from `apt-cache policy NAME...` (unknown names are absent)."""
+    found: dict[str, ArchiveVersions] = {}
+    name = None
+    for line in output.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            name = line[:-1]
+            found[name] = ArchiveVersions(None, ())
+        elif name is not None and line.startswith("  Candidate: "):
+            candidate = line.removeprefix("  Candidate: ").strip()
+            found[name] = ArchiveVersions(None if candidate == "(none)" else candidate, found[name].versions)
+        elif name is not None and (match := POLICY_VERSION.match(line)):
+            found[name] = ArchiveVersions(found[name].candidate, (*found[name].versions, match.group(1)))
+    return found
+
+
+def version_older(version: str, than: str) -> bool:
+    """Debian's version order (deb-version(7)), as dpkg compares."""
+    return _run(["dpkg", "--compare-versions", version, "lt", than]).returncode == 0
+
+
+def choose_versions(pins: dict[str, str], archive: dict[str, ArchiveVersions]) -> list[PinnedPackage]:
+    """The version to measure for each pin: the pinned one if the archive has it, else the archive's
+    newer version of the same package. A package the archive lacks, or a pin newer than the archive's
+    newest, is not something Debian's updates do: after one `apt-get update` it is drift."""
+    chosen: list[PinnedPackage] = []
+    unknown: list[str] = []
+    ahead: list[str] = []
+    for name, pinned in pins.items():
+        known = archive.get(name, ArchiveVersions(None, ()))
+        if pinned in known.versions:
+            chosen.append(PinnedPackage(name, pinned, pinned))
+        elif known.candidate is None:
+            unknown.append(name)
+        elif version_older(pinned, known.candidate):
+            chosen.append(PinnedPackage(name, pinned, known.candidate))
+        else:
+            ahead.append(f"{name}={pinned} (archive: {known.candidate})")
+    problems = [f"Debian's archive has no package {', '.join(unknown)}"] if unknown else []
+    problems += [f"pinned versions newer than any in Debian's archive: {', '.join(ahead)}"] if ahead else []
+    if problems:
+        raise StaleAptLists("; ".join(problems) + f"; {REFRESH_HINT}")
+    return chosen
+
+
+def archive_versions(apt: Apt, names: list[str]) -> dict[str, ArchiveVersions]:
+    """What the archive has of these packages, this machine's installed packages left out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        empty_status = Path(tmp) / "status"
+        empty_status.touch()
+        policy = apt.run("apt-cache", "-o", f"Dir::State::status={empty_status}", "policy", *names)
+    if policy.returncode != 0:
+        raise EstimateError(f"`apt-cache policy` failed: {policy.stderr.strip()}")
+    return parse_policy(policy.stdout)
+
+
 def parse_simulation(output: str) -> dict[str, tuple[str, str]]:
     """Package name -> (version, architecture) of every `Inst` line of `apt-get install --simulate`."""
     return {m.group(1): (m.group(2), m.group(3)) for m in map(INST.match, output.splitlines()) if m}
@@ -178,25 +345,16 @@ def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProces
     )
 
 
-def ensure_apt_lists() -> None:
-    """apt needs its package lists; a fresh machine has none until `apt-get update`."""
-    if any(Path("/var/lib/apt/lists").glob("*_Packages*")):
-        return
-    updated = _run(["apt-get", "update"])
-    if updated.returncode != 0:
-        raise EstimateError(f"apt has no package lists and `apt-get update` failed: {updated.stderr.strip()}")
-
-
-def slim_status_file(directory: Path) -> Path:
+def slim_status_file(apt: Apt, directory: Path) -> Path:
     """A dpkg status file saying exactly bookworm-slim's packages (archive versions) are installed."""
-    shown = _run(["apt-cache", "show", "--no-all-versions", *SLIM_PACKAGES])
+    shown = apt.run("apt-cache", "show", "--no-all-versions", *apt.base_packages)
     stanzas = {}
     for stanza in shown.stdout.strip().split("\n\n"):
         name = stanza.split("\n", 1)[0].removeprefix("Package: ")
         stanzas.setdefault(name, stanza)
-    missing = sorted(set(SLIM_PACKAGES) - set(stanzas))
+    missing = sorted(set(apt.base_packages) - set(stanzas))
     if missing:
-        raise EstimateError(f"apt knows no bookworm-slim package {missing} (is this Debian bookworm?)")
+        raise EstimateError(f"apt knows no bookworm-slim package {missing} (are apt's sources Debian bookworm?)")
     status = directory / "status"
     status.write_text(
         "\n\n".join(
@@ -207,27 +365,24 @@ def slim_status_file(directory: Path) -> Path:
     return status
 
 
-def resolve(pins: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """Every package (version, architecture) apt adds to bookworm-slim for the pinned install."""
+def resolve(apt: Apt, versions: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Every package (version, architecture) apt adds to bookworm-slim to install these versions."""
     with tempfile.TemporaryDirectory() as tmp:
-        status = slim_status_file(Path(tmp))
-        simulated = _run([
+        status = slim_status_file(apt, Path(tmp))
+        simulated = apt.run(
             "apt-get", "install", "--simulate", "--no-install-recommends",
             "-o", f"Dir::State::status={status}",
             "-o", f"Dir::State::extended_states={Path(tmp) / 'extended_states'}",
-            *(f"{name}={version}" for name, version in pins.items()),
-        ])
-    if simulated.returncode != 0:
-        raise EstimateError(
-            "apt cannot install the Dockerfile's pinned versions (superseded in the archive?): "
-            + simulated.stderr.strip()
+            *(f"{name}={version}" for name, version in versions.items()),
         )
+    if simulated.returncode != 0:
+        raise StaleAptLists(f"apt cannot install {versions} on bookworm-slim: {simulated.stderr.strip()}")
     return parse_simulation(simulated.stdout)
 
 
-def package_sizes(installs: dict[str, tuple[str, str]], pins: dict[str, str]) -> list[Package]:
+def package_sizes(apt: Apt, installs: dict[str, tuple[str, str]], pins: dict[str, str]) -> list[Package]:
     """The .deb and installed sizes apt records for exactly these versions, largest first."""
-    shown = _run(["apt-cache", "show", *(f"{n}={v}" for n, (v, _) in installs.items())])
+    shown = apt.run("apt-cache", "show", *(f"{n}={v}" for n, (v, _) in installs.items()))
     if shown.returncode != 0:
         raise EstimateError(f"apt-cache show failed: {shown.stderr.strip()}")
     fields = {(f["Package"], f["Version"]): f for f in reversed(parse_stanzas(shown.stdout))}
@@ -245,18 +400,20 @@ def package_sizes(installs: dict[str, tuple[str, str]], pins: dict[str, str]) ->
     return sorted(packages, key=lambda p: -p.deb_bytes)
 
 
-def download(packages: list[Package], cache: Path) -> list[Path]:
-    """The .deb files, fetched once into the cache and checked against the archive's sizes."""
+def download(apt: Apt, packages: list[Package], cache: Path) -> list[Path]:
+    """The .deb files, fetched once into the cache and checked against the archive's sizes.
+
+    Lists older than the archive name files it has since deleted: the download then fails (HTTP 404)."""
     cache.mkdir(parents=True, exist_ok=True)
     wanted = [p for p in packages if not (cache / p.deb_filename).is_file()]
     if wanted:
-        fetched = _run(
-            ["apt-get", "download", "-o", "APT::Sandbox::User=root",
-             *(f"{p.name}={p.version}" for p in wanted)],
+        fetched = apt.run(
+            "apt-get", "download", "-o", "APT::Sandbox::User=root",
+            *(f"{p.name}={p.version}" for p in wanted),
             cwd=cache,
         )
         if fetched.returncode != 0:
-            raise EstimateError(f"apt-get download failed: {fetched.stderr.strip()}")
+            raise StaleAptLists(f"apt-get download failed: {fetched.stderr.strip()}")
     paths = []
     for package in packages:
         path = cache / package.deb_filename
@@ -319,23 +476,37 @@ def layer_gzip_bytes(debs: list[Path]) -> int:
     return sum(int(path.read_text()) for path in cached.values())
 
 
-def estimate(dockerfile: Path = DOCKERFILE, cache: Path = DEB_CACHE) -> Estimate:
+def estimate(
+    dockerfile: Path = DOCKERFILE, record: Path = PINS_RECORD, cache: Path = DEB_CACHE, apt: Apt = Apt()
+) -> Estimate:
     text = dockerfile.read_text()
-    base = dockerfile_base(text)
-    if base != BASE_IMAGE:
-        raise EstimateError(
-            f"FROM {base} has no recorded compressed size; allowed: {BASE_IMAGE} "
-            "(update BASE_IMAGE and BASE_COMPRESSED_BYTES together)"
-        )
-    pins = dockerfile_pins(text)
-    ensure_apt_lists()
-    packages = package_sizes(resolve(pins), pins)
-    layer = layer_gzip_bytes(download(packages, cache))
-    compressed = BASE_COMPRESSED_BYTES + layer + GENERATED_FILES_ALLOWANCE_BYTES
+    pins = PinRecord.read(record)
+    check_record(text, pins)
+    updated = not apt.has_lists()
+    if updated:
+        apt.update()
+    while True:
+        try:
+            return _measure(pins, cache, apt)
+        except StaleAptLists as error:
+            if updated:
+                raise EstimateError(str(error)) from None
+        apt.update()
+        updated = True
+
+
+def _measure(record: PinRecord, cache: Path, apt: Apt) -> Estimate:
+    pinned = choose_versions(record.packages, archive_versions(apt, list(record.packages)))
+    packages = package_sizes(apt, resolve(apt, {p.name: p.estimated for p in pinned}), record.packages)
+    layer = layer_gzip_bytes(download(apt, packages, cache))
+    base = record.base_image
+    compressed = base.compressed_bytes + layer + GENERATED_FILES_ALLOWANCE_BYTES
     return Estimate(
-        base_image=base,
-        base_compressed_bytes=BASE_COMPRESSED_BYTES,
-        base_size_source=BASE_SIZE_SOURCE,
+        snapshot=record.snapshot,
+        pins=pinned,
+        base_image=base.reference,
+        base_compressed_bytes=base.compressed_bytes,
+        base_size_source=base.source,
         packages=packages,
         deb_bytes=sum(p.deb_bytes for p in packages),
         installed_bytes=sum(p.installed_bytes for p in packages),
@@ -346,15 +517,13 @@ def estimate(dockerfile: Path = DOCKERFILE, cache: Path = DEB_CACHE) -> Estimate
         published_slim_bytes=PUBLISHED_SLIM_BYTES,
         meets_target=compressed < TARGET_COMPRESSED_BYTES,
         method=[
+            f"base layer: {base.compressed_bytes} bytes compressed ({base.source}, amd64 manifest {base.amd64_manifest})",
             (
-                f"base layer: {BASE_COMPRESSED_BYTES} bytes compressed ({BASE_SIZE_SOURCE}, "
-                f"amd64 manifest {BASE_AMD64_MANIFEST})"
-            ),
-            (
-                "apt layer: apt resolves the Dockerfile's pins against bookworm-slim's package list "
-                "(today's archive versions); the exact .debs are unpacked, slim's dpkg path-excludes "
-                f"applied, each package's files tarred and compressed with gzip level "
-                f"{LAYER_GZIP_LEVEL}; the layer is the sum"
+                f"apt layer: the image installs from snapshot {record.snapshot}; apt resolves the same pins "
+                "against bookworm-slim's package list in the archive this machine reads, measuring a pin "
+                "the archive has superseded at its current version (see pins); the exact .debs are "
+                f"unpacked, slim's dpkg path-excludes applied, each package's files tarred and compressed "
+                f"with gzip level {LAYER_GZIP_LEVEL}; the layer is the sum"
             ),
             f"plus {GENERATED_FILES_ALLOWANCE_BYTES} bytes for files maintainer scripts generate",
             "the user, ENV and label layers add a few kilobytes; not counted",
@@ -366,13 +535,14 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, apt: Apt | None = None, cache: Path = DEB_CACHE) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dockerfile", type=Path, default=DOCKERFILE)
+    parser.add_argument("--record", type=Path, default=PINS_RECORD)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     try:
-        result = estimate(args.dockerfile)
+        result = estimate(args.dockerfile, args.record, cache, apt or Apt())
     except EstimateError as error:
         print(f"estimate_base_image: {error}", file=sys.stderr)
         return 2
@@ -383,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{_mb(result.installed_bytes)} installed, {_mb(result.layer_gzip_bytes)} as a gzip layer")
     for package in result.packages[:8]:
         print(f"  {package.name} {package.version}: {_mb(package.deb_bytes)} .deb")
+    superseded = [pin for pin in result.pins if pin.superseded]
+    print(f"pins of snapshot {result.snapshot}: {len(result.pins) - len(superseded)} measured as pinned, "
+          f"{len(superseded)} superseded in the archive since and measured at its current version")
+    for pin in superseded:
+        print(f"  {pin.name}: pinned {pin.pinned}, estimated {pin.estimated}")
     print(f"estimate {_mb(result.compressed_estimate_bytes)} compressed; target "
           f"{_mb(result.target_bytes)}, published slim image {_mb(result.published_slim_bytes)}: "
           f"{'meets' if result.meets_target else 'MISSES'} the target")
