@@ -184,8 +184,7 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         {"gpuPol": {"maxNodes": 4}},
-        "sd-gke:gpuPol: unknown key; allowed keys are project, region, zones, environment, network, "
-        "cluster, systemPool, gpuPool, runtime, webui",
+        "sd-gke:gpuPol: unknown key; allowed keys are " + ", ".join(config.TOP_LEVEL_KEYS),
         id="typo-top-level",
     ),
     pytest.param(
