@@ -221,3 +221,18 @@ def test_an_unpinned_helm_release_is_refused(runs, change, message):
     run = runs["dev"]
     assert violations_of(run, "helm-releases-pinned") == []
     assert violations_of(run, "helm-releases-pinned", mutate(run, HELM_RELEASE, "autoscaling-keda", change)) == [message]
+
+
+def test_the_offline_plan_shows_keda_the_add_on_the_scaled_object_the_routes_and_the_gateway(runs):
+    from tools import plan
+
+    tree = plan.render_tree(runs["dev"])
+    for line in (
+        "kubernetes:helm.sh/v3:Release autoscaling-keda  [chart=keda, version=2.20.2, namespace=keda]",
+        "kubernetes:helm.sh/v3:Release autoscaling-http-add-on  [chart=keda-add-ons-http, version=0.15.0",
+        "kubernetes:keda.sh/v1alpha1:ScaledObject autoscaling-scaled-object  [minReplicaCount=0, maxReplicaCount=2",
+        "kubernetes:http.keda.sh/v1beta1:InterceptorRoute autoscaling-webui-api  [value=/sdapi/",
+        "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute webui-route",
+        "kubernetes:gateway.networking.k8s.io/v1:Gateway webui-gateway  [gatewayClassName=gke-l7-rilb]",
+    ):
+        assert line in tree
