@@ -317,7 +317,9 @@ _AUTOSCALING = {
     "minReplicas": ("min_replicas", lambda r, k, v: r.integer(k, v, 0, 100)),
     "maxReplicas": ("max_replicas", lambda r, k, v: r.integer(k, v, 1, 100)),
     "cooldownSeconds": ("cooldown_seconds", lambda r, k, v: r.integer(k, v, 30, 86400)),
-    "coldStartTimeoutSeconds": ("cold_start_timeout_seconds", lambda r, k, v: r.integer(k, v, 60, 3600)),
+    # At least the published cold start from zero GPU nodes (about 3.5 min, node boot to a warm WebUI)
+    # with room to spare: a shorter wait fails every request that wakes the WebUI.
+    "coldStartTimeoutSeconds": ("cold_start_timeout_seconds", lambda r, k, v: r.integer(k, v, 300, 3600)),
     "kedaChartVersion": ("keda_chart_version", lambda r, k, v: r.choice(k, v, KEDA_CHART_VERSIONS)),
     "httpAddOnChartVersion": (
         "http_add_on_chart_version", lambda r, k, v: r.choice(k, v, HTTP_ADD_ON_CHART_VERSIONS),

@@ -236,3 +236,47 @@ def test_the_offline_plan_shows_keda_the_add_on_the_scaled_object_the_routes_and
         "kubernetes:gateway.networking.k8s.io/v1:Gateway webui-gateway  [gatewayClassName=gke-l7-rilb]",
     ):
         assert line in tree
+
+
+# --- stack config ---------------------------------------------------------------------------
+
+def problems_with(**sections) -> list[str]:
+    from components import config
+    from tests.test_config import stack_values
+
+    raw = stack_values("dev")
+    for key, changes in sections.items():
+        raw[key] = {**raw.get(key, {}), **changes} if isinstance(changes, dict) else changes
+    try:
+        config.parse(raw)
+    except config.ConfigError as err:
+        return err.problems
+    return []
+
+
+@pytest.mark.parametrize("sections, expected", [
+    ({"autoscaling": {"maxReplicas": 3}},
+     "autoscaling.maxReplicas: 3 is not allowed; expected at most 2, the GPUs the pool holds (gpuPool.maxNodes x "
+     "gpuPool.acceleratorCount; one GPU per WebUI pod)"),
+    ({"autoscaling": {"minReplicas": 1}},
+     "autoscaling.minReplicas: 1 is not allowed; expected 0 outside prod: an idle stack keeps no GPU node"),
+    ({"environment": "prod", "autoscaling": {"minReplicas": 2, "maxReplicas": 1}},
+     "autoscaling.minReplicas: 2 is not allowed; expected at most autoscaling.maxReplicas (1)"),
+    ({"autoscaling": {"coldStartTimeoutSeconds": 60}},
+     "autoscaling.coldStartTimeoutSeconds: 60 is not allowed; expected an integer from 300 to 3600"),
+    ({"autoscaling": {"kedaChartVersion": "2.19.0"}},
+     'autoscaling.kedaChartVersion: "2.19.0" is not allowed; expected one of 2.20.2'),
+    ({"gateway": {"proxyOnlyCidr": "10.10.0.0/23"}},
+     'gateway.proxyOnlyCidr: "10.10.0.0/23" is not allowed; expected a range that does not overlap '
+     "network.subnetCidr (10.10.0.0/20)"),
+    ({"webui": {"replicas": 2}},
+     "webui.replicas: 2 is not allowed; expected no value: the key is gone, the autoscaler owns the replica count; "
+     "set autoscaling.minReplicas and autoscaling.maxReplicas instead"),
+], ids=["max-beyond-pool", "warm-pod-in-dev", "min-above-max", "cold-start-too-short", "unvendored-chart",
+        "proxy-subnet-overlaps", "webui-replicas-gone"])
+def test_bad_autoscaling_config_is_reported_with_key_value_and_what_is_allowed(sections, expected):
+    assert problems_with(**sections) == [expected]
+
+
+def test_prod_may_keep_a_warm_pod():
+    assert problems_with(environment="prod", autoscaling={"minReplicas": 1}) == []
