@@ -370,9 +370,9 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 PINNED_ANNOTATION = "sd-gke/replicas-pinned"
 """A GPU Deployment that is not demand-scaled says why its replica count is fixed, in this annotation."""
 EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
-INTERNAL_GATEWAY_CLASSES = ("gke-l7-rilb", "gke-l7-rilb-mc")
-"""Regional internal Application Load Balancers: reachable from the VPC only
-(https://cloud.google.com/kubernetes-engine/docs/concepts/gateway-api#gatewayclass). Every other class is public."""
+INTERNAL_GATEWAY_CLASSES = ("gke-l7-rilb", "gke-l7-rilb-mc", "gke-l7-cross-regional-internal-managed-mc")
+"""Internal Application Load Balancers: reachable from the VPC only
+(https://cloud.google.com/kubernetes-engine/docs/how-to/gatewayclass-capabilities). Every other class is public."""
 CERTIFICATE_ANNOTATIONS = ("networking.gke.io/certmap",)
 PRE_SHARED_CERTS = "networking.gke.io/pre-shared-certs"
 
