@@ -280,3 +280,22 @@ def test_bad_autoscaling_config_is_reported_with_key_value_and_what_is_allowed(s
 
 def test_prod_may_keep_a_warm_pod():
     assert problems_with(environment="prod", autoscaling={"minReplicas": 1}) == []
+
+
+def test_the_add_on_pods_our_values_make_pass_pod_security_restricted(run):
+    """The chart puts `podSecurityContext` on each pod and `securityContext` on each container
+    (kedacore/charts@v2.20.2 http-add-on/templates/*/deployment.yaml): the pod they make passes the
+    Restricted checks of policy/pod_security.py, and the chart's defaults alone would not."""
+    from tests.test_pod_security import pod_security
+
+    values = release(run, "http-add-on")["values"]
+    pod = {"securityContext": values["podSecurityContext"],
+           "containers": [{"name": "interceptor", "image": "ghcr.io/kedacore/http-add-on-interceptor:0.15.0",
+                           "securityContext": values["securityContext"]}]}
+    assert pod_security.violations({}, pod, "restricted") == []
+    chart_defaults = {"securityContext": {"fsGroup": 1000, "supplementalGroups": [1000]},
+                      "containers": [{"name": "interceptor", "securityContext": {
+                          "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
+                          "readOnlyRootFilesystem": True}}]}
+    assert {v.check for v in pod_security.violations({}, chart_defaults, "restricted")} == {
+        "runAsNonRoot", "seccompProfile_restricted"}
