@@ -22,6 +22,8 @@ from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VEN
 from components.source import load_source
 
 PORT = 7860
+SERVICE_PORT = "http"
+"""The Service's port name, which the interceptor's routes target."""
 DATA_DIR = "/data"
 PROBE_DIR = "/etc/sd-probe"
 PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "webui" / "probe.py"
@@ -308,11 +310,11 @@ class Webui(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=selector,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http")],
+                ports=[k8s.core.v1.ServicePortArgs(name=SERVICE_PORT, port=80, target_port="http")],
             ),
             opts=child,
         )
         self.namespace = ns
-        self.service_port = "http"
+        self.service_port = SERVICE_PORT
         self.launch_command = shlex.join([VENV_PYTHON, *launch_args(cfg)])
         self.register_outputs({"namespace": ns, "service": self.service.metadata.name})
