@@ -134,3 +134,9 @@ def test_a_public_gateway_without_iap_is_refused(public):
 def test_an_internal_gateway_may_serve_plain_http(run):
     assert inputs(run, GATEWAY, "webui-gateway")["spec"]["listeners"][0]["protocol"] == "HTTP"
     assert violations_of(run, POLICY) == []
+
+
+def test_the_cluster_runs_the_gke_gateway_controller_with_the_standard_crds(run):
+    cluster = run.one("gcp:container/cluster:Cluster").inputs
+    assert cluster["gatewayApiConfig"] == {"channel": "CHANNEL_STANDARD"}
+    assert cluster["addonsConfig"]["httpLoadBalancing"] == {"disabled": False}
