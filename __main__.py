@@ -94,6 +94,8 @@ autoscaling = Autoscaling(
         deployment=webui.deployment.metadata.name,
         service=webui.service.metadata.name,
         service_port=webui.service_port,
+        network=cluster.network.id,
+        control_plane_cidr=cfg.network.master_cidr,
     ),
     on_cluster,
 )

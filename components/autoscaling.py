@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from components.config import AutoscalingConfig
@@ -52,6 +53,12 @@ UI_REQUEST_RATE_PER_REPLICA = 50
 MARGIN_SECONDS = 30
 """Slack between links of the timeout chain: connection set-up, upload, the interceptor's own hop."""
 INTERCEPTOR_SHUTDOWN_DELAY_SECONDS = 5
+CONTROL_PLANE_PORTS = ("6443", "9443")
+"""What the API server calls on KEDA's pods: the metrics server (keda/values.yaml service.portHttpsTarget)
+and the admission webhooks (webhooks.port, default 9443). A private cluster's control plane reaches nodes
+on 443 and 10250 only until a firewall rule opens more
+(https://cloud.google.com/kubernetes-engine/docs/how-to/private-clusters#add_firewall_rules): without it the
+HPA gets no external metric (no scaling past one pod) and ScaledObjects fail admission."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class AutoscalingArgs:
     deployment: pulumi.Input[str]
     service: pulumi.Input[str]
     service_port: str
+    network: pulumi.Input[str]
+    control_plane_cidr: str
 
 
 def seconds(value: int) -> str:
@@ -188,6 +197,15 @@ class Autoscaling(pulumi.ComponentResource):
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={**labels, **pod_security_labels("restricted")}),
+            opts=child,
+        )
+        gcp.compute.Firewall(
+            f"{name}-control-plane-to-keda",
+            network=args.network,
+            direction="INGRESS",
+            source_ranges=[args.control_plane_cidr],
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=list(CONTROL_PLANE_PORTS))],
+            description="GKE control plane to KEDA's metrics server and admission webhooks",
             opts=child,
         )
         repository = k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY)

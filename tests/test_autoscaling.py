@@ -299,3 +299,11 @@ def test_the_add_on_pods_our_values_make_pass_pod_security_restricted(run):
                           "readOnlyRootFilesystem": True}}]}
     assert {v.check for v in pod_security.violations({}, chart_defaults, "restricted")} == {
         "runAsNonRoot", "seccompProfile_restricted"}
+
+
+def test_the_private_control_plane_may_call_keda_metrics_server_and_webhooks(run):
+    rule = run.one("gcp:compute/firewall:Firewall", "autoscaling-control-plane-to-keda").inputs
+    assert rule["sourceRanges"] == [stack_config(run).network.master_cidr]
+    assert rule["allows"] == [{"protocol": "tcp", "ports": ["6443", "9443"]}]
+    assert rule["network"] == run.one("gcp:compute/subnetwork:Subnetwork", "sd-subnet").inputs["network"]
+    assert rule["direction"] == "INGRESS"
