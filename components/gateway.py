@@ -29,6 +29,11 @@ INTERNAL_CLASS = "gke-l7-rilb"
 PUBLIC_CLASS = "gke-l7-global-external-managed"
 """GatewayClasses: https://cloud.google.com/kubernetes-engine/docs/concepts/gateway-api#gatewayclass"""
 CERTMAP_ANNOTATION = "networking.gke.io/certmap"
+HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+"""Where Google's health checks come from; the global external Application Load Balancer's proxies
+(GFEs) use the same ranges for zonal NEG backends, and an Envoy-based internal one sends from its
+proxy-only subnet (https://cloud.google.com/load-balancing/docs/firewall-rules, "Minimum required
+ingress allow firewall rules")."""
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 GKE_POLICY_API = "networking.gke.io/v1"
 
@@ -88,6 +93,16 @@ class Gateway(pulumi.ComponentResource):
         cfg, backend = args.config, args.backend
         child = pulumi.ResourceOptions(parent=self)
         labels = k8s_labels("gateway", args.environment)
+        sources = list(HEALTH_CHECK_RANGES) + ([] if args.public else [cfg.proxy_only_cidr])
+        gcp.compute.Firewall(
+            f"{name}-load-balancer-to-interceptor",
+            network=args.network,
+            direction="INGRESS",
+            source_ranges=sources,
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=[str(backend.port), str(backend.health_port)])],
+            description="The WebUI Gateway's load balancer and its health checks to the interceptor pods",
+            opts=child,
+        )
         depends = []
         if not args.public:
             depends.append(gcp.compute.Subnetwork(

@@ -6,6 +6,7 @@ import pytest
 
 from components import autoscaling, gateway
 from tests import crd_schemas
+from tests.test_cluster import stack_config
 from tests.test_policy import _drop, _set, mutate, violations_of
 
 PUBLIC_GATEWAY = {
@@ -140,3 +141,12 @@ def test_the_cluster_runs_the_gke_gateway_controller_with_the_standard_crds(run)
     cluster = run.one("gcp:container/cluster:Cluster").inputs
     assert cluster["gatewayApiConfig"] == {"channel": "CHANNEL_STANDARD"}
     assert cluster["addonsConfig"]["httpLoadBalancing"] == {"disabled": False}
+
+
+def test_the_load_balancer_and_its_health_checks_reach_the_interceptor_pods(run, public):
+    internal = inputs(run, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor")
+    proxy_only = stack_config(run).gateway.proxy_only_cidr
+    assert internal["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22", proxy_only]
+    assert internal["allows"] == [{"protocol": "tcp", "ports": ["8080", "9090"]}]
+    external = inputs(public, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor")
+    assert external["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]

@@ -14,6 +14,7 @@ EXPECTED = {
     ("docker-build:index:Image", "runtime-disk-image"),
     ("gcp:artifactregistry/repository:Repository", "sd-repository"),
     ("gcp:compute/firewall:Firewall", "autoscaling-control-plane-to-keda"),
+    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor"),
     ("gcp:compute/network:Network", "sd-network"),
     ("gcp:compute/router:Router", "sd-router"),
     ("gcp:compute/routerNat:RouterNat", "sd-nat"),
