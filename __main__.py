@@ -10,9 +10,18 @@ import pulumi_gcp as gcp
 
 from components import config
 from components.apis import ProjectApis, ProjectApisArgs
+from components.autoscaling import (
+    INTERCEPTOR_ADMIN_PORT,
+    INTERCEPTOR_PROXY,
+    INTERCEPTOR_PROXY_PORT,
+    INTERCEPTOR_READY_PATH,
+    Autoscaling,
+    AutoscalingArgs,
+)
 from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
+from components.gateway import Backend, Gateway, GatewayArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.labels import gcp_labels
 from components.registry import Registry, RegistryArgs
@@ -88,6 +97,40 @@ webui = Webui(
     ),
     on_cluster,
 )
+autoscaling = Autoscaling(
+    "autoscaling",
+    AutoscalingArgs(
+        config=cfg.autoscaling,
+        environment=cfg.environment,
+        generation_timeout_seconds=cfg.webui.generation_timeout_seconds,
+        namespace=webui.namespace,
+        deployment=webui.deployment.metadata.name,
+        service=webui.service.metadata.name,
+        service_port=webui.service_port,
+        network=cluster.network.id,
+        control_plane_cidr=cfg.network.master_cidr,
+    ),
+    on_cluster,
+)
+gateway = Gateway(
+    "webui",
+    GatewayArgs(
+        config=cfg.gateway,
+        public=cfg.webui.public,
+        environment=cfg.environment,
+        region=cfg.region,
+        network=cluster.network.id,
+        backend=Backend(
+            namespace=autoscaling.interceptor_namespace,
+            service=INTERCEPTOR_PROXY,
+            port=INTERCEPTOR_PROXY_PORT,
+            health_port=INTERCEPTOR_ADMIN_PORT,
+            health_path=INTERCEPTOR_READY_PATH,
+        ),
+        backend_timeout_seconds=autoscaling.timeouts.load_balancer,
+    ),
+    on_cluster,
+)
 
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
@@ -97,6 +140,7 @@ pulumi.export("runtime_image", runtime_image.self_link)
 pulumi.export("runtime_hash", runtime_image.identity_hash)
 pulumi.export("webui_namespace", webui.namespace)
 pulumi.export("webui_service", webui.service.metadata.name)
+pulumi.export("webui_gateway", gateway.name)
 if webui.api_password is not None:
     pulumi.export("webui_api_user", API_USER)
     pulumi.export("webui_api_password", webui.api_password.result)

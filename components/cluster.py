@@ -155,6 +155,10 @@ class Cluster(pulumi.ComponentResource):
                 ),
                 http_load_balancing=gcp.container.ClusterAddonsConfigHttpLoadBalancingArgs(disabled=False),
             ),
+            # The GKE Gateway controller and the standard Gateway API CRDs, which the WebUI's Gateway needs
+            # (https://cloud.google.com/kubernetes-engine/docs/how-to/deploying-gateways, "Enable the Gateway API
+            # in your cluster"; `gcloud container clusters create --gateway-api=standard` on Standard clusters).
+            gateway_api_config=gcp.container.ClusterGatewayApiConfigArgs(channel="CHANNEL_STANDARD"),
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
                 recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW),
             ),

@@ -130,11 +130,33 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class WebuiConfig:
-    replicas: int = 1
     model_path: str = "models/Stable-diffusion"
     api_auth: bool = True
     public: bool = False
     generation_timeout_seconds: int = 120
+
+
+@dataclass(frozen=True)
+class AutoscalingConfig:
+    """Demand-driven WebUI replicas (KEDA and its HTTP add-on): the autoscaler owns the replica count."""
+
+    min_replicas: int = 0
+    max_replicas: int = 2
+    cooldown_seconds: int = 300
+    cold_start_timeout_seconds: int = 600
+    keda_chart_version: str = "2.20.2"
+    http_add_on_chart_version: str = "0.15.0"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The way in: a GKE Gateway in front of the interceptor; public only with TLS and IAP."""
+
+    proxy_only_cidr: str = "10.24.0.0/23"
+    hostname: str = ""
+    certificate_map: str = ""
+    iap_client_id: str = ""
+    iap_secret_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,6 +171,8 @@ class StackConfig:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     deletion_protection: bool | None = None
     """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
@@ -293,7 +317,9 @@ _RUNTIME = {
     "bakeMachineType": ("bake_machine_type", _machine_type),
 }
 _WEBUI = {
-    "replicas": ("replicas", lambda r, k, v: r.integer(k, v, 0, 100)),
+    "replicas": ("replicas", lambda r, k, v: r.fail(
+        k, v, "no value: the key is gone, the autoscaler owns the replica count; set autoscaling.minReplicas "
+              "and autoscaling.maxReplicas instead")),
     "modelPath": (
         "model_path",
         lambda r, k, v: r.string(k, v, _RELATIVE_PATH, "a relative path inside /runtime without '..'"),
@@ -304,6 +330,34 @@ _WEBUI = {
         "generation_timeout_seconds",
         lambda r, k, v: r.integer(k, v, 10, 1800),
     ),
+}
+
+
+KEDA_CHART_VERSIONS = ("2.20.2",)
+HTTP_ADD_ON_CHART_VERSIONS = ("0.15.0",)
+"""Chart versions whose CRD schemas tests/schemas holds: a new version is vendored and checked first."""
+_HOSTNAME = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
+_RESOURCE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_AUTOSCALING = {
+    "minReplicas": ("min_replicas", lambda r, k, v: r.integer(k, v, 0, 100)),
+    "maxReplicas": ("max_replicas", lambda r, k, v: r.integer(k, v, 1, 100)),
+    "cooldownSeconds": ("cooldown_seconds", lambda r, k, v: r.integer(k, v, 30, 86400)),
+    # At least the published cold start from zero GPU nodes (about 3.5 min, node boot to a warm WebUI)
+    # with room to spare: a shorter wait fails every request that wakes the WebUI.
+    "coldStartTimeoutSeconds": ("cold_start_timeout_seconds", lambda r, k, v: r.integer(k, v, 300, 3600)),
+    "kedaChartVersion": ("keda_chart_version", lambda r, k, v: r.choice(k, v, KEDA_CHART_VERSIONS)),
+    "httpAddOnChartVersion": (
+        "http_add_on_chart_version", lambda r, k, v: r.choice(k, v, HTTP_ADD_ON_CHART_VERSIONS),
+    ),
+}
+_GATEWAY = {
+    "proxyOnlyCidr": ("proxy_only_cidr", lambda r, k, v: r.cidr(k, v, (23, 26))),
+    "hostname": ("hostname", lambda r, k, v: r.string(k, v, _HOSTNAME, "a DNS name such as sd.example.com")),
+    "certificateMap": ("certificate_map", lambda r, k, v: r.string(
+        k, v, _RESOURCE_NAME, "the name of a Certificate Manager certificate map")),
+    "iapClientId": ("iap_client_id", lambda r, k, v: r.string(k, v, allowed="an OAuth client id")),
+    "iapSecretName": ("iap_secret_name", lambda r, k, v: r.string(
+        k, v, _RESOURCE_NAME, "the name of the Secret holding the OAuth client secret")),
 }
 
 
@@ -319,7 +373,8 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
-    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "deletionProtection",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "autoscaling", "gateway",
+    "deletionProtection",
 )
 
 
@@ -365,17 +420,30 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     gpu_pool = r.section("gpuPool", raw.get("gpuPool"), GpuPoolConfig, _GPU_POOL)
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
+    autoscaling = r.section("autoscaling", raw.get("autoscaling"), AutoscalingConfig, _AUTOSCALING)
+    gateway = r.section("gateway", raw.get("gateway"), GatewayConfig, _GATEWAY)
     deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
+    _check_demand_scaling(r, environment, gpu_pool, webui, autoscaling, gateway, network)
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
-        runtime=runtime, webui=webui, deletion_protection=deletion_protection,
+        runtime=runtime, webui=webui, autoscaling=autoscaling, gateway=gateway,
+        deletion_protection=deletion_protection,
     )
+
+
+def _network_ranges(network: NetworkConfig) -> dict[str, str]:
+    return {
+        "network.subnetCidr": network.subnet_cidr,
+        "network.podsCidr": network.pods_cidr,
+        "network.servicesCidr": network.services_cidr,
+        "network.masterCidr": network.master_cidr,
+    }
 
 
 def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPoolConfig,
@@ -398,12 +466,7 @@ def _check_relations(r: _Reader, network: NetworkConfig, system_pool: SystemPool
         if r.valid(f"{key}.minNodes", f"{key}.maxNodes") and pool.min_nodes > pool.max_nodes:
             r.fail(f"{key}.minNodes", pool.min_nodes, f"at most {key}.maxNodes ({pool.max_nodes})")
 
-    ranges = {
-        "network.subnetCidr": network.subnet_cidr,
-        "network.podsCidr": network.pods_cidr,
-        "network.servicesCidr": network.services_cidr,
-        "network.masterCidr": network.master_cidr,
-    }
+    ranges = _network_ranges(network)
     names = [k for k in ranges if r.valid(k)]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -447,6 +510,33 @@ def _check_deployable(r: _Reader, environment: str, network: NetworkConfig, syst
 def _pd_types(machine_type: Any) -> tuple[str, ...] | None:
     """The Persistent Disk types a machine type's series takes; None where the table does not say."""
     return PD_TYPES_BY_SERIES.get(machine_type.split("-")[0]) if isinstance(machine_type, str) else None
+
+
+def _check_demand_scaling(r: _Reader, environment: str, gpu_pool: GpuPoolConfig, webui: WebuiConfig,
+                          autoscaling: AutoscalingConfig, gateway: GatewayConfig, network: NetworkConfig) -> None:
+    """The scaler fits the GPU pool, idles at zero outside prod, and a public way in has TLS and IAP."""
+    if r.valid("autoscaling.minReplicas", "autoscaling.maxReplicas") and autoscaling.min_replicas > autoscaling.max_replicas:
+        r.fail("autoscaling.minReplicas", autoscaling.min_replicas,
+               f"at most autoscaling.maxReplicas ({autoscaling.max_replicas})")
+    if r.valid("autoscaling.maxReplicas", "gpuPool.maxNodes", "gpuPool.acceleratorCount"):
+        capacity = gpu_pool.max_nodes * gpu_pool.accelerator_count
+        if autoscaling.max_replicas > capacity:
+            r.fail("autoscaling.maxReplicas", autoscaling.max_replicas,
+                   f"at most {capacity}, the GPUs the pool holds (gpuPool.maxNodes x gpuPool.acceleratorCount; "
+                   "one GPU per WebUI pod)")
+    if r.valid("autoscaling.minReplicas", "environment") and environment != "prod" and autoscaling.min_replicas:
+        r.fail("autoscaling.minReplicas", autoscaling.min_replicas,
+               "0 outside prod: an idle stack keeps no GPU node")
+    if r.valid("webui.public", "gateway") and webui.public:
+        for key, value in (("gateway.hostname", gateway.hostname), ("gateway.certificateMap", gateway.certificate_map),
+                           ("gateway.iapClientId", gateway.iap_client_id),
+                           ("gateway.iapSecretName", gateway.iap_secret_name)):
+            if not value:
+                r.problems.append(f"{key}: missing; a public WebUI (webui.public: true) needs TLS and IAP")
+    if r.valid("gateway.proxyOnlyCidr"):
+        for key, cidr in _network_ranges(network).items():
+            if r.valid(key) and ipaddress.IPv4Network(gateway.proxy_only_cidr).overlaps(ipaddress.IPv4Network(cidr)):
+                r.fail("gateway.proxyOnlyCidr", gateway.proxy_only_cidr, f"a range that does not overlap {key} ({cidr})")
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:

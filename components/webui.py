@@ -22,6 +22,8 @@ from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VEN
 from components.source import load_source
 
 PORT = 7860
+SERVICE_PORT = "http"
+"""The Service's port name, which the interceptor's routes target."""
 DATA_DIR = "/data"
 PROBE_DIR = "/etc/sd-probe"
 PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "webui" / "probe.py"
@@ -47,11 +49,6 @@ warm-up (STARTUP_WINDOW_SECONDS alone is 15 minutes): no timeout bounds that, an
 deploy decides. With the annotation the provider skips its readiness await for create and update
 (pulumi-kubernetes provider/pkg/metadata/overrides.go ReadyCondition, SkipAwaitLogic); the rollout
 itself stays safe (maxUnavailable 0 keeps old pods serving until new ones are ready)."""
-LOAD_BALANCER_ADDRESS = {"pulumi.com/waitFor": "jsonpath={.status.loadBalancer.ingress}"}
-"""A public Service waits for its address only. Its built-in await also waits until no endpoint is
-unready (provider/pkg/await/service.go checkAndLogStatus), i.e. for warming GPU pods; a waitFor
-annotation replaces the built-in await (provider/pkg/await/await.go: built-in logic only without
-await overrides)."""
 
 
 @dataclass
@@ -197,8 +194,8 @@ class Webui(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels,
                                                 annotations={**checkov_skips(CHECKOV_SKIPS), **SKIP_AWAIT}),
+            # No `replicas`: KEDA's ScaledObject owns the count (components/autoscaling.py), from zero.
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=cfg.replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
@@ -305,17 +302,19 @@ class Webui(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # Cluster-internal even when the WebUI is public: the way in is the Gateway, through the
+        # interceptor that wakes the pods (components/gateway.py).
         self.service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels,
-                                                annotations=LOAD_BALANCER_ADDRESS if cfg.public else SKIP_AWAIT),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels, annotations=SKIP_AWAIT),
             spec=k8s.core.v1.ServiceSpecArgs(
-                type="LoadBalancer" if cfg.public else "ClusterIP",
+                type="ClusterIP",
                 selector=selector,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http")],
+                ports=[k8s.core.v1.ServicePortArgs(name=SERVICE_PORT, port=80, target_port="http")],
             ),
             opts=child,
         )
         self.namespace = ns
+        self.service_port = SERVICE_PORT
         self.launch_command = shlex.join([VENV_PYTHON, *launch_args(cfg)])
         self.register_outputs({"namespace": ns, "service": self.service.metadata.name})

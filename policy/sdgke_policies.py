@@ -396,6 +396,130 @@ def _gpu_pods_do_not_block_up(args: StackValidationArgs, report):
                    "the cold start.", r.urn)
 
 
+# --- demand-driven scaling and the way in ----------------------------------------------------
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+BACKEND_POLICY = "kubernetes:networking.gke.io/v1:GCPBackendPolicy"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+PINNED_ANNOTATION = "sd-gke/replicas-pinned"
+"""A GPU Deployment that is not demand-scaled says why its replica count is fixed, in this annotation."""
+EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+INTERNAL_GATEWAY_CLASSES = ("gke-l7-rilb", "gke-l7-rilb-mc", "gke-l7-cross-regional-internal-managed-mc")
+"""Internal Application Load Balancers: reachable from the VPC only
+(https://cloud.google.com/kubernetes-engine/docs/how-to/gatewayclass-capabilities). Every other class is public."""
+CERTIFICATE_ANNOTATIONS = ("networking.gke.io/certmap",)
+PRE_SHARED_CERTS = "networking.gke.io/pre-shared-certs"
+
+
+def _scale_targets(resources) -> set[tuple[str | None, str | None]]:
+    return {(_identity(r.props)[0], _get(r.props, "spec", "scaleTargetRef", "name"))
+            for r in resources if r.resource_type == SCALED_OBJECT
+            and (_get(r.props, "spec", "scaleTargetRef", "kind") or "Deployment") == "Deployment"}
+
+
+def _gpu_deployments_demand_scaled(args: StackValidationArgs, report):
+    """A GPU Deployment is either scaled on demand (a ScaledObject targets it, and it sets no `replicas` to
+    fight the autoscaler over) or pinned on purpose (`replicas` plus an annotation that says why)."""
+    targets = _scale_targets(args.resources)
+    for r in args.resources:
+        if r.resource_type != DEPLOYMENT or not _gpu_pods(_pod_spec(r.resource_type, r.props) or {}):
+            continue
+        namespace, name = _identity(r.props)
+        replicas = _get(r.props, "spec", "replicas")
+        pinned = (_get(r.props, "metadata", "annotations") or {}).get(PINNED_ANNOTATION)
+        if (namespace, name) in targets:
+            if replicas is not None:
+                report(f"Deployment {namespace}/{name} is demand-scaled but sets replicas: {replicas}; every apply "
+                       "would reset what the autoscaler chose. Drop spec.replicas.", r.urn)
+        elif replicas is None or not pinned:
+            report(f"GPU Deployment {namespace}/{name} is neither demand-scaled (no ScaledObject targets it) nor "
+                   f"pinned (spec.replicas and a {PINNED_ANNOTATION} annotation saying why): a GPU node would run "
+                   "whether or not anyone asks for it.", r.urn)
+
+
+def _pool_gpus(pool: dict) -> int | None:
+    autoscaling = pool.get("autoscaling") or {}
+    nodes = autoscaling.get("totalMaxNodeCount")
+    if nodes is None and autoscaling.get("maxNodeCount") is not None:
+        nodes = autoscaling["maxNodeCount"] * max(len(pool.get("nodeLocations") or []), 1)
+    if nodes is None:
+        return None
+    return nodes * sum(a.get("count") or 0 for a in _get(pool, "nodeConfig", "guestAccelerators") or [])
+
+
+def _pod_gpus(pod: dict) -> int:
+    return sum(int(_get(c, "resources", "limits", "nvidia.com/gpu") or _get(c, "resources", "requests", "nvidia.com/gpu") or 0)
+               for c in pod.get("containers") or [])
+
+
+def _scaler_fits_pool(args: StackValidationArgs, report):
+    """A ScaledObject never asks for more GPU pods than the GPU pools can hold: beyond that, pods only wait."""
+    pools = [_pool_gpus(r.props) for r in args.resources if r.resource_type == NODE_POOL and _is_gpu_pool(r.props)]
+    if not pools or any(p is None for p in pools):
+        return
+    gpus = sum(pools)
+    deployments = {_identity(r.props): r for r in args.resources if r.resource_type == DEPLOYMENT}
+    for so in (r for r in args.resources if r.resource_type == SCALED_OBJECT):
+        namespace, _ = _identity(so.props)
+        target = deployments.get((namespace, _get(so.props, "spec", "scaleTargetRef", "name")))
+        per_pod = _pod_gpus(_pod_spec(DEPLOYMENT, target.props) or {}) if target else 0
+        maximum = _get(so.props, "spec", "maxReplicaCount")
+        if not per_pod or maximum is None:
+            continue
+        if maximum * per_pod > gpus:
+            report(f"ScaledObject {namespace}/{_identity(so.props)[1]} may ask for {maximum} pods of {per_pod} GPU(s); "
+                   f"the GPU pools hold {gpus} GPU(s) at most.", so.urn)
+
+
+def _public_gateway_tls_and_auth(args: StackValidationArgs, report):
+    """A public Gateway listens on HTTPS only, with a certificate, and every backend behind it requires IAP."""
+    routes = [r for r in args.resources if r.resource_type == HTTP_ROUTE]
+    policies = {(_identity(r.props)[0], _get(r.props, "spec", "targetRef", "name")): r
+                for r in args.resources if r.resource_type == BACKEND_POLICY}
+    for gw in (r for r in args.resources if r.resource_type == GATEWAY):
+        if _get(gw.props, "spec", "gatewayClassName") in INTERNAL_GATEWAY_CLASSES:
+            continue
+        namespace, name = _identity(gw.props)
+        annotations = _get(gw.props, "metadata", "annotations") or {}
+        for listener in _get(gw.props, "spec", "listeners") or []:
+            if listener.get("protocol") != "HTTPS":
+                report(f"Public Gateway {namespace}/{name} has a {listener.get('protocol')} listener "
+                       f"{listener.get('name')!r}: a public endpoint serves HTTPS only.", gw.urn)
+                continue
+            tls = listener.get("tls") or {}
+            if not (any(annotations.get(a) for a in CERTIFICATE_ANNOTATIONS) or tls.get("certificateRefs")
+                    or (tls.get("options") or {}).get(PRE_SHARED_CERTS)):
+                report(f"Public Gateway {namespace}/{name}: HTTPS listener {listener.get('name')!r} has no certificate "
+                       "(networking.gke.io/certmap, tls.certificateRefs or pre-shared-certs).", gw.urn)
+        for route in routes:
+            route_ns = _identity(route.props)[0]
+            parents = _get(route.props, "spec", "parentRefs") or []
+            if not any(p.get("name") == name and (p.get("namespace") or route_ns) == namespace for p in parents):
+                continue
+            for rule in _get(route.props, "spec", "rules") or []:
+                for ref in rule.get("backendRefs") or []:
+                    backend_ns = ref.get("namespace") or route_ns
+                    policy = policies.get((backend_ns, ref.get("name")))
+                    if _get(policy.props if policy else {}, "spec", "default", "iap", "enabled") is not True:
+                        report(f"Public Gateway {namespace}/{name} reaches Service {backend_ns}/{ref.get('name')} "
+                               "without authentication: enable IAP in its GCPBackendPolicy.", route.urn)
+
+
+def _helm_releases_pinned(args, report):
+    """Helm releases install exactly the chart version whose CRDs the tests checked, from an https repository.
+    Their images are the charts' own (public ghcr.io/kedacore images tagged with the chart's appVersion):
+    k8s-images-from-artifact-registry-by-digest covers the pod specs sd-gke writes, not a chart's."""
+    version = args.props.get("version")
+    if not isinstance(version, str) or not EXACT_VERSION.match(version):
+        report(f"Helm release {args.props.get('chart')!r} has version {version!r}: pin an exact chart version (X.Y.Z).")
+    repo = _get(args.props, "repositoryOpts", "repo")
+    if not isinstance(repo, str) or not repo.startswith("https://"):
+        report(f"Helm release {args.props.get('chart')!r} comes from {repo!r}: use an https chart repository.")
+
+
 # --- advisory -------------------------------------------------------------------------------
 
 def _probes(args, report):
@@ -469,6 +593,17 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                                       "wait out the cold start.",
                           validate=_gpu_pods_do_not_block_up, enforcement_level=EnforcementLevel.MANDATORY,
                           config_schema=PolicyConfigSchema(properties=AWAIT_CONFIG)),
+    StackValidationPolicy(name="k8s-gpu-deployments-demand-scaled",
+                          description="A GPU Deployment is scaled on demand by a ScaledObject, or pinned with a reason.",
+                          validate=_gpu_deployments_demand_scaled, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="keda-scaler-fits-gpu-pool",
+                          description="A ScaledObject's maximum fits the GPUs the GPU pools can hold.",
+                          validate=_scaler_fits_pool, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="gateway-public-requires-tls-and-auth",
+                          description="A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
+                          validate=_public_gateway_tls_and_auth, enforcement_level=EnforcementLevel.MANDATORY),
+    _validation("helm-releases-pinned", "Helm releases pin an exact chart version from an https repository.",
+                (HELM_RELEASE,), _helm_releases_pinned),
     _validation("k8s-deployment-probes", "Deployments have startup and readiness probes.",
                 POD_TYPES, _probes, level=EnforcementLevel.ADVISORY),
     _validation("k8s-memory-limits", "Every container has a memory limit.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tests.test_gateway import PUBLIC_GATEWAY
 from tests.test_policy import mutate, violations_of
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -31,10 +32,10 @@ def test_up_does_not_wait_for_the_cluster_internal_service_endpoints(run):
     assert await_annotations(run.one(SERVICE, "webui-service")) == {"pulumi.com/skipAwait": "true"}
 
 
-def test_a_public_service_waits_for_its_address_only(run_stack):
-    run = run_stack("dev", webui={"public": True, "apiAuth": True})
-    assert await_annotations(run.one(SERVICE, "webui-service")) == {
-        "pulumi.com/waitFor": "jsonpath={.status.loadBalancer.ingress}"}
+def test_a_public_webui_service_skips_the_await_too(run_stack):
+    """Public or not, the Service is cluster-internal: the Gateway is the way in."""
+    run = run_stack("dev", webui={"public": True, "apiAuth": True}, gateway=PUBLIC_GATEWAY)
+    assert await_annotations(run.one(SERVICE, "webui-service")) == {"pulumi.com/skipAwait": "true"}
 
 
 def test_up_waits_for_the_disk_attacher_rollout(run):

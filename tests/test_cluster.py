@@ -76,7 +76,7 @@ def test_nodes_are_private_behind_cloud_nat(run):
 
 def test_subnet_is_vpc_native_with_private_google_access(run):
     net = stack_config(run).network
-    subnet = run.one("gcp:compute/subnetwork:Subnetwork").inputs
+    subnet = run.one("gcp:compute/subnetwork:Subnetwork", "sd-subnet").inputs
     assert subnet["privateIpGoogleAccess"] is True, "Image Streaming from private nodes needs it"
     assert subnet["ipCidrRange"] == net.subnet_cidr
     assert {r["rangeName"]: r["ipCidrRange"] for r in subnet["secondaryIpRanges"]} == {

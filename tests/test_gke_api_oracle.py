@@ -20,6 +20,7 @@ SCHEMAS = json.loads(DISCOVERY.read_text())["schemas"]
 SENT_ENUMS = [
     ("gcp:container/cluster:Cluster", "clusterAutoscaling.autoscalingProfile", "ClusterAutoscaling", "autoscalingProfile"),
     ("gcp:container/cluster:Cluster", "releaseChannel.channel", "ReleaseChannel", "channel"),
+    ("gcp:container/cluster:Cluster", "gatewayApiConfig.channel", "GatewayAPIConfig", "channel"),
     ("gcp:container/cluster:Cluster", "nodeConfig.workloadMetadataConfig.mode", "WorkloadMetadataConfig", "mode"),
     ("gcp:container/nodePool:NodePool", "autoscaling.locationPolicy", "NodePoolAutoscaling", "locationPolicy"),
     ("gcp:container/nodePool:NodePool", "nodeConfig.workloadMetadataConfig.mode", "WorkloadMetadataConfig", "mode"),

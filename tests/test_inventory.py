@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import pytest
 
+from components.autoscaling import RESPONSE_BODY_LABEL
+
 EXPECTED = {
     ("docker-build:index:Image", "base-image"),
     ("docker-build:index:Image", "runtime-disk-image"),
     ("gcp:artifactregistry/repository:Repository", "sd-repository"),
+    ("gcp:compute/firewall:Firewall", "autoscaling-control-plane-to-keda"),
+    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor"),
     ("gcp:compute/network:Network", "sd-network"),
     ("gcp:compute/router:Router", "sd-router"),
     ("gcp:compute/routerNat:RouterNat", "sd-nat"),
     ("gcp:compute/subnetwork:Subnetwork", "sd-subnet"),
+    ("gcp:compute/subnetwork:Subnetwork", "webui-proxy-only"),
     ("gcp:container/cluster:Cluster", "sd-gke"),
     ("gcp:container/nodePool:NodePool", "sd-gpu"),
     ("gcp:container/nodePool:NodePool", "sd-system"),
@@ -45,6 +50,8 @@ EXPECTED = {
     ("kubernetes:apps/v1:Deployment", "webui-deployment"),
     ("kubernetes:batch/v1:CronJob", "runtime-disk-gc"),
     ("kubernetes:core/v1:ConfigMap", "webui-probe"),
+    ("kubernetes:core/v1:ConfigMap", "autoscaling-starting-page"),
+    ("kubernetes:core/v1:Namespace", "autoscaling-namespace"),
     ("kubernetes:core/v1:Namespace", "runtime-disk-namespace"),
     ("kubernetes:core/v1:Namespace", "webui-namespace"),
     ("kubernetes:core/v1:Secret", "webui-api-auth"),
@@ -53,6 +60,15 @@ EXPECTED = {
     ("kubernetes:core/v1:ServiceAccount", "runtime-disk-gc-ksa"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "runtime-disk-network-policy"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy"),
+    ("kubernetes:gateway.networking.k8s.io/v1:Gateway", "webui-gateway"),
+    ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "webui-route"),
+    ("kubernetes:helm.sh/v3:Release", "autoscaling-http-add-on"),
+    ("kubernetes:helm.sh/v3:Release", "autoscaling-keda"),
+    ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-api"),
+    ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-ui"),
+    ("kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object"),
+    ("kubernetes:networking.gke.io/v1:GCPBackendPolicy", "webui-backend-policy"),
+    ("kubernetes:networking.gke.io/v1:HealthCheckPolicy", "webui-health-check"),
     ("kubernetes:policy/v1:PodDisruptionBudget", "webui-pdb"),
     ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "runtime-disk-node-patcher"),
     ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "runtime-disk-node-patcher-binding"),
@@ -63,9 +79,11 @@ EXPECTED = {
     ("pulumi:providers:kubernetes", "sd-k8s"),
     ("random:index/randomPassword:RandomPassword", "webui-api-password"),
     ("sdgke:apis:ProjectApis", "apis"),
+    ("sdgke:autoscaling:Autoscaling", "autoscaling"),
     ("sdgke:base_image:BaseImage", "base"),
     ("sdgke:cluster:Cluster", "sd"),
     ("sdgke:disk_attacher:DiskAttacher", "runtime-disk"),
+    ("sdgke:gateway:Gateway", "webui"),
     ("sdgke:gpu_pool:GpuPool", "sd"),
     ("sdgke:registry:Registry", "sd"),
     ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
@@ -95,7 +113,8 @@ def test_every_kubernetes_object_carries_the_common_labels(run):
     environment = stack_config(run).environment
     for o in run.kubernetes_objects():
         labels = dict(o.inputs["metadata"].get("labels", {}))
-        labels = {k: v for k, v in labels.items() if not k.startswith("pod-security.kubernetes.io/")}
+        labels = {k: v for k, v in labels.items()
+                  if not k.startswith("pod-security.kubernetes.io/") and k not in RESPONSE_BODY_LABEL}
         assert labels == k8s_labels(labels.get("app.kubernetes.io/name", "?"), environment), o.name
 
 

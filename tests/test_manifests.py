@@ -1,7 +1,8 @@
 """Every Kubernetes object the program registers is a valid manifest for the cluster's Kubernetes.
 
 kubernetes-validate checks each object against the real OpenAPI schemas of the minor version the
-cluster config targets, in strict mode, so an unknown or misspelt field fails.
+cluster config targets, in strict mode, so an unknown or misspelt field fails; custom resources
+against their CRDs' schemas at the pinned chart and API versions (tests/crd_schemas.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
+from tests import crd_schemas
 from tests.test_cluster import stack_config
 from tools import plan
 
@@ -22,6 +24,9 @@ def test_every_object_is_valid_for_the_target_kubernetes_version(run):
     minor = stack_config(run).cluster.kubernetes_minor
     errors = []
     for name, manifest in plan.manifests(run).items():
+        if crd_schemas.knows(manifest):
+            errors += [f"{name}: {e}" for e in crd_schemas.validate(manifest)]
+            continue
         try:
             kubernetes_validate.validate(manifest, minor, strict=True)
         except kubernetes_validate.ValidationError as err:

@@ -6,6 +6,7 @@ import pytest
 
 from components import webui as webui_module
 from components.runtime_layout import GPU_TAINT, HOST_MOUNT_PATH, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON
+from tests.test_gateway import PUBLIC_GATEWAY
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -114,9 +115,9 @@ def test_service_is_cluster_internal_by_default(run):
     assert run.one("kubernetes:core/v1:Service", "webui-service").inputs["spec"]["type"] == "ClusterIP"
 
 
-def test_public_service_is_a_load_balancer_with_auth(run_stack):
-    run = run_stack("dev", webui={"public": True, "apiAuth": True})
-    assert run.one("kubernetes:core/v1:Service", "webui-service").inputs["spec"]["type"] == "LoadBalancer"
+def test_a_public_webui_keeps_its_service_inside_the_cluster_behind_the_gateway(run_stack):
+    run = run_stack("dev", webui={"public": True, "apiAuth": True}, gateway=PUBLIC_GATEWAY)
+    assert run.one("kubernetes:core/v1:Service", "webui-service").inputs["spec"]["type"] == "ClusterIP"
     assert "--api-auth" in container(run)["args"]
 
 
@@ -167,9 +168,8 @@ def test_pod_disruption_budget_lets_the_autoscaler_drain_one_pod_at_a_time(run):
     assert pdb["selector"]["matchLabels"] == run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["selector"]["matchLabels"]
 
 
-def test_replicas_follow_the_stack(runs):
-    assert runs["dev"].one(DEPLOYMENT, "webui-deployment").inputs["spec"]["replicas"] == 1
-    assert runs["prod"].one(DEPLOYMENT, "webui-deployment").inputs["spec"]["replicas"] == 2
+def test_the_deployment_leaves_its_replica_count_to_the_autoscaler(run):
+    assert "replicas" not in run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]
 
 
 def test_pod_runs_the_base_image_by_digest(run):

@@ -20,6 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "sd-gke"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+"""A Helm release is not a Kubernetes object: its chart's objects are made in the cluster by Helm."""
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Run:
 
     def kubernetes_objects(self) -> list[Recorded]:
         return [r for r in self.resources if r.type.startswith("kubernetes:") and r.custom
-                and r.type != "pulumi:providers:kubernetes"]
+                and r.type != "pulumi:providers:kubernetes" and r.type != HELM_RELEASE]
 
     def to_json(self) -> dict[str, Any]:
         return {"stack": self.stack, "resources": [r.to_json() for r in self.resources]}

@@ -57,6 +57,11 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "pulumi-python:dynamic:Resource": ("image_name", "family", "identity_hash"),
     "kubernetes:apps/v1:Deployment": ("metadata.namespace", "spec.replicas"),
     "kubernetes:apps/v1:DaemonSet": ("metadata.namespace",),
+    "kubernetes:helm.sh/v3:Release": ("chart", "version", "namespace"),
+    "kubernetes:keda.sh/v1alpha1:ScaledObject": ("spec.minReplicaCount", "spec.maxReplicaCount", "spec.cooldownPeriod"),
+    "kubernetes:http.keda.sh/v1beta1:InterceptorRoute": ("spec.rules.0.paths.0.value", "spec.timeouts.readiness"),
+    "kubernetes:gateway.networking.k8s.io/v1:Gateway": ("spec.gatewayClassName",),
+    "kubernetes:networking.gke.io/v1:GCPBackendPolicy": ("spec.default.timeoutSec",),
 }
 
 
