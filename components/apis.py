@@ -37,6 +37,7 @@ RESOURCE_APIS: dict[str, tuple[str, ...]] = {
     "gcp:compute/subnetwork:Subnetwork": ("compute.googleapis.com",),
     "gcp:compute/router:Router": ("compute.googleapis.com",),
     "gcp:compute/routerNat:RouterNat": ("compute.googleapis.com",),
+    "gcp:compute/firewall:Firewall": ("compute.googleapis.com",),
     # Image Streaming needs the Container File System API (REFERENCE.md section 3;
     # https://cloud.google.com/kubernetes-engine/docs/how-to/image-streaming#requirements).
     "gcp:container/cluster:Cluster": ("container.googleapis.com", "containerfilesystem.googleapis.com"),
