@@ -138,6 +138,14 @@ class WebuiConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    notification_email: str | None = None
+    """Where alerts go (a Cloud Monitoring email channel); None: alerts open incidents that notify nobody."""
+    cold_start_budget_seconds: int = 300
+    """How long a wanted WebUI replica may stay unavailable before the cold-start alert fires."""
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     region: str
@@ -149,6 +157,7 @@ class StackConfig:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     deletion_protection: bool | None = None
     """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
@@ -306,6 +315,26 @@ _WEBUI = {
     ),
 }
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}$")
+_OBSERVABILITY = {
+    "notificationEmail": (
+        "notification_email", lambda r, k, v: r.string(k, v, _EMAIL, "an email address such as oncall@your-domain"),
+    ),
+    "coldStartBudgetSeconds": ("cold_start_budget_seconds", lambda r, k, v: r.integer(k, v, 60, 3600)),
+}
+DOCUMENTATION_DOMAINS = ("example.com", "example.net", "example.org")
+"""RFC 2606 section 3: reserved "for use in documentation"; mail to them reaches nobody."""
+
+
+def _check_observability(r: _Reader, environment: str, observability: ObservabilityConfig) -> None:
+    """Prod alerts must reach someone: a documentation address is refused there (dev may keep one)."""
+    email = observability.notification_email
+    if environment == "prod" and r.valid("observability.notificationEmail") and email is not None \
+            and email.rsplit("@", 1)[-1].lower() in DOCUMENTATION_DOMAINS:
+        r.fail("observability.notificationEmail", email,
+               "the address your on-call reads: that domain is reserved for documentation (RFC 2606), mail to it "
+               "reaches nobody. Set yours with `pulumi config set --path sd-gke:observability.notificationEmail <address>`")
+
 
 def _master_version(r: _Reader, key: str, value: Any) -> Any:
     allowed = "a GKE version such as 1.33 or 1.33.5-gke.1000 with minor " + " to ".join(
@@ -319,7 +348,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
-    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "deletionProtection",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "observability", "deletionProtection",
 )
 
 
@@ -365,16 +394,18 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     gpu_pool = r.section("gpuPool", raw.get("gpuPool"), GpuPoolConfig, _GPU_POOL)
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
+    observability = r.section("observability", raw.get("observability"), ObservabilityConfig, _OBSERVABILITY)
     deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
+    _check_observability(r, environment, observability)
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
-        runtime=runtime, webui=webui, deletion_protection=deletion_protection,
+        runtime=runtime, webui=webui, observability=observability, deletion_protection=deletion_protection,
     )
 
 
