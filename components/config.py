@@ -322,20 +322,6 @@ _OBSERVABILITY = {
     ),
     "coldStartBudgetSeconds": ("cold_start_budget_seconds", lambda r, k, v: r.integer(k, v, 60, 3600)),
 }
-DOCUMENTATION_DOMAINS = ("example.com", "example.net", "example.org")
-"""RFC 2606 section 3: reserved "for use in documentation"; mail to them reaches nobody."""
-
-
-def _check_observability(r: _Reader, environment: str, observability: ObservabilityConfig) -> None:
-    """Prod alerts must reach someone: a documentation address is refused there (dev may keep one)."""
-    email = observability.notification_email
-    if environment == "prod" and r.valid("observability.notificationEmail") and email is not None \
-            and email.rsplit("@", 1)[-1].lower() in DOCUMENTATION_DOMAINS:
-        r.fail("observability.notificationEmail", email,
-               "the address your on-call reads: that domain is reserved for documentation (RFC 2606), mail to it "
-               "reaches nobody. Set yours with `pulumi config set --path sd-gke:observability.notificationEmail <address>`")
-
-
 def _master_version(r: _Reader, key: str, value: Any) -> Any:
     allowed = "a GKE version such as 1.33 or 1.33.5-gke.1000 with minor " + " to ".join(
         (KUBERNETES_MINORS[0], KUBERNETES_MINORS[-1])
@@ -399,7 +385,6 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
-    _check_observability(r, environment, observability)
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(

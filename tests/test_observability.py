@@ -174,13 +174,6 @@ def test_a_bad_notification_address_is_named(value, allowed):
     assert f"observability.notificationEmail: {json.dumps(value)} is not allowed; expected {allowed}" in err.value.problems
 
 
-def test_prod_refuses_a_documentation_address():
-    with pytest.raises(config.ConfigError) as err:
-        config.parse({**minimal("prod"), "observability": {"notificationEmail": "alerts@example.com"}})
-    assert err.value.problems[0].startswith('observability.notificationEmail: "alerts@example.com" is not allowed; '
-                                            "expected the address your on-call reads")
-
-
 def test_the_cold_start_budget_is_bounded():
     with pytest.raises(config.ConfigError) as err:
         config.parse({**minimal(), "observability": {"coldStartBudgetSeconds": 5}})
