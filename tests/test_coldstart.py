@@ -237,6 +237,33 @@ def test_live_mode_reads_the_cluster_through_kubectl_and_parses_the_same(tmp_pat
     assert json.loads((saved / "pods.json").read_text())["items"]
 
 
+def fake_gcloud(directory: Path, bin_dir: Path) -> None:
+    """A gcloud whose `logging read` prints the recording's Cloud Logging entries, checking the filter asked for."""
+    script = bin_dir / "gcloud"
+    script.write_text(f"""#!{sys.executable}
+import pathlib, sys
+args = sys.argv[1:]
+assert args[:2] == ["logging", "read"], args
+assert 'resource.labels.container_name="agent"' in args[2] and 'jsonPayload.event="step"' in args[2], args[2]
+assert args[3:5] == ["--project", "sd-gke-dev"] and "--format=json" in args, args
+sys.stdout.write((pathlib.Path({str(directory)!r}) / "cloud-logging.json").read_text())
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_live_mode_reads_the_attacher_lines_of_gone_pods_from_cloud_logging(tmp_path, monkeypatch, capsys):
+    fake_kubectl(fx.ROOT / "three-cold-starts", tmp_path)
+    fake_gcloud(fx.ROOT / "three-cold-starts", tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert cli.main(["--context", "gke_sd", "--project", "sd-gke-dev", "--cluster", "sd-gke"]) == 0
+    assert "not found: node untainted" not in capsys.readouterr().out
+
+
+def test_cloud_logging_needs_both_project_and_cluster(capsys):
+    assert cli.main(["--context", "gke_sd", "--project", "sd-gke-dev"]) == 2
+    assert "--project and --cluster go together" in capsys.readouterr().err
+
+
 def test_live_mode_without_kubectl_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert cli.main(["--context", "gke_sd"]) == 2

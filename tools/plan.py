@@ -57,6 +57,9 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "pulumi-python:dynamic:Resource": ("image_name", "family", "identity_hash"),
     "kubernetes:apps/v1:Deployment": ("metadata.namespace", "spec.replicas"),
     "kubernetes:apps/v1:DaemonSet": ("metadata.namespace",),
+    "gcp:logging/metric:Metric": ("name", "metricDescriptor.valueType"),
+    "gcp:monitoring/alertPolicy:AlertPolicy": ("displayName", "severity"),
+    "gcp:monitoring/notificationChannel:NotificationChannel": ("type",),
 }
 
 
