@@ -23,7 +23,10 @@ Shapes and texts, with their sources:
   steps in the order of images/attacher/attacher/agent.py run_pass.
 - the WebUI's --api-log line `API {t} {code} {prot}/{ver} {method} {endpoint} {cli} {duration}`
   (AUTOMATIC1111 v1.10.1 modules/api/api.py api_middleware), behind `kubectl logs --timestamps` stamps.
-- Cloud Logging LogEntry (logging.v2): resource {type k8s_container, labels}, timestamp, jsonPayload.
+- Cloud Logging LogEntry (logging.v2): resource {type k8s_container, labels}, timestamp, jsonPayload; GKE's
+  cluster autoscaler visibility log `container.googleapis.com/cluster-autoscaler-visibility`, jsonPayload.decision
+  {decideTime (Unix seconds, a string), eventId, scaleUp {increasedMigs, triggeringPods [{name, namespace,
+  controller}], triggeringPodsTotalCount}} (https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-autoscaler-visibility).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tools.startup.recording import ATTACHER_NAMESPACE, WEBUI_NAMESPACE, Recording, save
+from tools.startup.recording import ATTACHER_NAMESPACE, VISIBILITY_LOG, WEBUI_NAMESPACE, Recording, save
 
 ROOT = Path(__file__).parent / "fixtures" / "coldstart"
 IMAGE = "us-central1-docker.pkg.dev/sd-gke-dev/sd/sd-base@sha256:" + "a" * 64
@@ -66,7 +69,7 @@ class Story:
     first_image: float | None = 204.5
     attacher_pod: str = ""
     attacher_logs_in: str = "pod"  # pod | cloud | none
-    scale_up_event: bool = True
+    scale_up_in: str = "event"  # event | visibility (the event expired; GKE's decision log remains) | none
 
 
 def _t(start: datetime, seconds: float) -> datetime:
@@ -181,12 +184,27 @@ def attacher_lines(story: Story) -> list[tuple[datetime, dict[str, Any]]]:
     return lines
 
 
+def visibility_entry(story: Story) -> dict[str, Any]:
+    decided = _t(story.created, story.scale_up)
+    return {"insertId": f"sd{story.pod[-5:]}", "logName": f"projects/sd-gke-dev/logs/{VISIBILITY_LOG.replace('/', '%2F')}",
+            "receiveTimestamp": _nano(decided + timedelta(seconds=1)), "timestamp": _nano(decided),
+            "resource": {"type": "k8s_cluster", "labels": {"project_id": "sd-gke-dev", "location": "us-central1",
+                                                           "cluster_name": "sd-gke"}},
+            "jsonPayload": {"decision": {
+                "decideTime": str(int(decided.timestamp())), "eventId": f"ed5cb16d-{_digest(story.pod)[:8]}",
+                "scaleUp": {"increasedMigs": [{"mig": {"name": GROUP.rsplit("/", 1)[1], "nodepool": "sd-gpu-5c3e",
+                                                       "zone": "us-central1-a"}, "requestedNodes": 1}],
+                            "triggeringPods": [{"name": story.pod, "namespace": WEBUI_NAMESPACE, "controller": {
+                                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": story.pod.rsplit("-", 1)[0]}}],
+                            "triggeringPodsTotalCount": 1}}}}
+
+
 def events_of(story: Story, pod: dict[str, Any]) -> list[dict[str, Any]]:
     c = story.created
     found = [event(pod, "FailedScheduling", "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. "
                    "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.",
                    _t(c, 0.4), "default-scheduler", series=True)]
-    if story.scale_up_event:
+    if story.scale_up_in == "event":
         found.append(event(pod, "TriggeredScaleUp", f"pod triggered scale-up: [{{{GROUP} 0->1 (max: 2)}}]",
                            _t(c, story.scale_up), "cluster-autoscaler"))
     found += [
@@ -249,6 +267,8 @@ def recording(stories: list[Story], *, warm: list[Story] = (), shuffle_seed: int
                                        "container_name": "agent"}},
                                    "severity": "INFO", "timestamp": _nano(at), "jsonPayload": line}
                                   for i, (at, line) in enumerate(lines) if line["event"] == "step"]
+        if story.scale_up_in == "visibility":
+            rec.cloud_logging.append(visibility_entry(story))
     if shuffle_seed is not None:  # the API lists events in no promised order
         random.Random(shuffle_seed).shuffle(rec.events)
     return rec
@@ -258,7 +278,8 @@ DAY = datetime(2026, 11, 20, 9, 14, 2, tzinfo=UTC)
 THREE = [
     Story("webui-6b9f7c5d84-2xk7p", "gke-sd-gke-sd-gpu-5c3e-8f2a1c3d-7m4q", DAY,
           scale_up=41.0, node_registered=101.0, node_ready=126.0, attacher_start=128.2, scheduled=135.0, pulling=143.0,
-          started=146.0, ready=211.0, first_image=218.2, attacher_pod="disk-attacher-4hz8t", attacher_logs_in="cloud"),
+          started=146.0, ready=211.0, first_image=218.2, attacher_pod="disk-attacher-4hz8t", attacher_logs_in="cloud",
+          scale_up_in="visibility"),
     Story("webui-6b9f7c5d84-q8w3n", "gke-sd-gke-sd-gpu-5c3e-8f2a1c3d-b9ds", DAY + timedelta(hours=3, minutes=7),
           scale_up=35.0, node_registered=88.0, node_ready=110.0, attacher_start=112.4, scheduled=119.0, pulling=126.0,
           pull_s=2.4, started=129.0, ready=190.0, first_image=195.8, attacher_pod="disk-attacher-x2v9c"),
@@ -270,7 +291,7 @@ WARM = Story("webui-6b9f7c5d84-zz9kd", THREE[2].node, THREE[2].created + timedel
 
 def scenarios() -> dict[str, Recording]:
     gaps = Story("webui-6b9f7c5d84-g4p2s", "gke-sd-gke-sd-gpu-5c3e-8f2a1c3d-t1kw", DAY, first_image=None,
-                 attacher_logs_in="none", scale_up_event=False)
+                 attacher_logs_in="none", scale_up_in="none")
     skewed = Story("webui-6b9f7c5d84-s7j1x", "gke-sd-gke-sd-gpu-5c3e-8f2a1c3d-u2ne", DAY, node_ready=131.0,
                    attacher_start=118.0, scheduled=125.0, attacher_pod="disk-attacher-s9k2d")
     return {

@@ -64,6 +64,12 @@ def test_go_durations_as_the_kubelet_prints_them():
     assert (go_seconds("1m5.2s"), go_seconds("850ms"), go_seconds("1.9s"), go_seconds("soon")) == (65.2, 0.85, 1.9, None)
 
 
+def test_the_scale_up_comes_from_gkes_visibility_log_once_the_event_expired():
+    cold = only([replace(STORY, scale_up_in="visibility")])
+    assert seconds(cold, "autoscaler") == 38.0
+    assert cold.milestones["scale-up triggered"].source.startswith("GKE autoscaler visibility: scale-up decision")
+
+
 def test_the_runtime_disk_breaks_down_into_the_attachers_steps():
     cold = only([STORY])
     assert [s.name for s in cold.steps] == list(fx.ATTACHER_STEPS)
@@ -91,7 +97,7 @@ def test_a_repeated_event_counts_from_its_first_record():
 
 
 def test_a_missing_scale_up_event_is_reported_not_found_with_what_was_looked_for():
-    cold = only([replace(STORY, scale_up_event=False)])
+    cold = only([replace(STORY, scale_up_in="none")])
     assert seconds(cold, "autoscaler") is None
     assert problem(cold, "autoscaler").startswith("not found: scale-up triggered (no TriggeredScaleUp event")
     assert problem(cold, "node create").startswith("not found: scale-up triggered")
@@ -129,7 +135,7 @@ def test_a_pod_whose_node_predates_it_is_not_a_cold_start():
 
 
 def test_a_pod_without_its_node_or_a_scale_up_event_cannot_be_told_apart():
-    rec = fx.recording([replace(STORY, scale_up_event=False)])
+    rec = fx.recording([replace(STORY, scale_up_in="none")])
     rec.nodes = []
     result = reconstruct(rec)
     assert result.cold_starts == []
@@ -232,21 +238,28 @@ def test_live_mode_reads_the_cluster_through_kubectl_and_parses_the_same(tmp_pat
     live = capsys.readouterr().out
     assert cli.main(["--from", str(fx.ROOT / "three-cold-starts")]) == 0
     offline = capsys.readouterr().out
-    # Cloud Logging was not asked (no --project): the first cold start's attacher lines are not found live.
-    assert live.count("not found: node untainted") == 2 and offline.count("not found: node untainted") == 0
+    # Cloud Logging was not asked (no --project): the first cold start's attacher lines and its scale-up
+    # decision (its event expired) are not found live.
+    assert live.count("not found: node untainted") == 2 and live.count("not found: scale-up triggered") == 2
+    assert "not found" not in offline
     assert json.loads((saved / "pods.json").read_text())["items"]
 
 
 def fake_gcloud(directory: Path, bin_dir: Path) -> None:
-    """A gcloud whose `logging read` prints the recording's Cloud Logging entries, checking the filter asked for."""
+    """A gcloud whose `logging read` prints the recording's Cloud Logging entries that the filter asks for."""
     script = bin_dir / "gcloud"
     script.write_text(f"""#!{sys.executable}
-import pathlib, sys
+import json, pathlib, sys
 args = sys.argv[1:]
-assert args[:2] == ["logging", "read"], args
-assert 'resource.labels.container_name="agent"' in args[2] and 'jsonPayload.event="step"' in args[2], args[2]
-assert args[3:5] == ["--project", "sd-gke-dev"] and "--format=json" in args, args
-sys.stdout.write((pathlib.Path({str(directory)!r}) / "cloud-logging.json").read_text())
+assert args[:2] == ["logging", "read"] and args[3:5] == ["--project", "sd-gke-dev"] and "--format=json" in args, args
+entries = json.loads((pathlib.Path({str(directory)!r}) / "cloud-logging.json").read_text())
+if 'jsonPayload.event="step"' in args[2] and 'resource.labels.container_name="agent"' in args[2]:
+    entries = [e for e in entries if e["jsonPayload"].get("event") == "step"]
+elif 'logs/container.googleapis.com%2Fcluster-autoscaler-visibility"' in args[2] and "scaleUp:*" in args[2]:
+    entries = [e for e in entries if "scaleUp" in e["jsonPayload"].get("decision", {{}})]
+else:
+    sys.exit("unexpected filter: " + args[2])
+print(json.dumps(entries))
 """)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
@@ -256,7 +269,8 @@ def test_live_mode_reads_the_attacher_lines_of_gone_pods_from_cloud_logging(tmp_
     fake_gcloud(fx.ROOT / "three-cold-starts", tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert cli.main(["--context", "gke_sd", "--project", "sd-gke-dev", "--cluster", "sd-gke"]) == 0
-    assert "not found: node untainted" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not found" not in out and "GKE autoscaler visibility" in out
 
 
 def test_cloud_logging_needs_both_project_and_cluster(capsys):

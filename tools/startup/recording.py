@@ -8,6 +8,7 @@ A recording directory holds exactly what the APIs return, so live and offline ru
   logs/NS/POD/C.log    `kubectl logs -n NS POD -c C --timestamps` (each line prefixed with its RFC 3339 time)
   cloud-logging.json   `gcloud logging read FILTER --format=json` (LogEntry list): the attacher's step lines
                        of pods that no longer exist (its logs are gone with the pod, Cloud Logging keeps them)
+                       and GKE's autoscaler scale-up decisions (its events expire after an hour, these do not)
 
 Nothing here interprets a record; tools/startup/timeline.py does.
 """
@@ -26,6 +27,9 @@ ATTACHER_NAMESPACE = "sd-system"  # components/disk_attacher.py NAMESPACE
 ATTACHER_CONTAINER = "agent"
 FILES = ("pods.json", "nodes.json", "events.json")
 CLOUD_LOGGING = "cloud-logging.json"
+VISIBILITY_LOG = "container.googleapis.com/cluster-autoscaler-visibility"
+"""GKE's cluster autoscaler decisions, kept in Cloud Logging long after the pod's events expired
+(https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-autoscaler-visibility)."""
 
 
 class RecordingError(Exception):
@@ -111,6 +115,11 @@ def attacher_filter(cluster: str) -> str:
             f'AND resource.labels.container_name="{ATTACHER_CONTAINER}" AND jsonPayload.event="step"')
 
 
+def visibility_filter(project: str, cluster: str) -> str:
+    return (f'logName="projects/{project}/logs/{VISIBILITY_LOG.replace("/", "%2F")}" '
+            f'AND resource.labels.cluster_name="{cluster}" AND jsonPayload.decision.scaleUp:*')
+
+
 def collect(context: str, project: str | None = None, cluster: str | None = None, freshness: str = "1d") -> Recording:
     """Read a live cluster through kubectl (and Cloud Logging when a project and cluster are given)."""
     kubectl = ["kubectl", "--context", context]
@@ -134,7 +143,7 @@ def collect(context: str, project: str | None = None, cluster: str | None = None
             continue
         recording.logs[(namespace, name, container)] = text.splitlines()
     if project and cluster:
-        entries = json.loads(_run(["gcloud", "logging", "read", attacher_filter(cluster), "--project", project,
-                                   "--format=json", f"--freshness={freshness}", "--order=asc"]) or "[]")
-        recording.cloud_logging = entries
+        for query in (attacher_filter(cluster), visibility_filter(project, cluster)):
+            recording.cloud_logging += json.loads(_run(["gcloud", "logging", "read", query, "--project", project,
+                                                        "--format=json", f"--freshness={freshness}", "--order=asc"]) or "[]")
     return recording

@@ -5,7 +5,9 @@ A cold start is a WebUI pod that waited for a new node: the cluster autoscaler r
 
   pod created          pod metadata.creationTimestamp
   scale-up triggered   Event reason TriggeredScaleUp on the pod, from cluster-autoscaler: "pod triggered scale-up: [...]"
-                       (kubernetes/autoscaler cluster-autoscaler/processors/status/eventing_scale_up_processor.go)
+                       (kubernetes/autoscaler cluster-autoscaler/processors/status/eventing_scale_up_processor.go),
+                       or GKE's visibility log: a scale-up decision whose triggeringPods name the pod, at decideTime
+                       (https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-autoscaler-visibility)
   node registered      Node metadata.creationTimestamp (the kubelet registers the Node once the VM has booted)
   node Ready           Node condition Ready=True, lastTransitionTime
   node untainted       the disk attacher's `untaint` step line (images/attacher/attacher/log.py: one JSON line per
@@ -34,7 +36,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tools.startup.recording import ATTACHER_NAMESPACE, WEBUI_CONTAINER, WEBUI_NAMESPACE, Recording
@@ -58,7 +60,8 @@ PHASES: tuple[tuple[str, str, str], ...] = (
 TOTAL = "total"
 
 WHERE = {
-    "scale-up triggered": "no TriggeredScaleUp event on the pod (events expire: kube-apiserver --event-ttl, 1 h by default)",
+    "scale-up triggered": "no TriggeredScaleUp event on the pod (events expire: kube-apiserver --event-ttl, 1 h by default) "
+                          "and no scale-up decision naming it in GKE's autoscaler visibility log",
     "node registered": "the pod's node is not in the node list (scaled down and deleted since?)",
     "node Ready": "the node has no Ready=True condition",
     "node untainted": "no `untaint` step line from the disk attacher on the node (pod logs gone and no Cloud Logging entries?)",
@@ -230,6 +233,19 @@ def _steps_and_untaint(records: list[dict[str, Any]]) -> tuple[list[Phase], Mile
     return steps, None
 
 
+def _scale_up_decision(recording: Recording, meta: dict[str, Any]) -> Milestone | None:
+    """The earliest GKE autoscaler visibility decision to scale up for this pod."""
+    found = []
+    for entry in recording.cloud_logging:
+        decision = (entry.get("jsonPayload") or {}).get("decision") or {}
+        pods = (decision.get("scaleUp") or {}).get("triggeringPods") or []
+        if any(p.get("name") == meta["name"] and p.get("namespace", meta.get("namespace")) == meta.get("namespace")
+               for p in pods) and str(decision.get("decideTime", "")).isdigit():
+            found.append(Milestone(datetime.fromtimestamp(int(decision["decideTime"]), UTC),
+                                   f"GKE autoscaler visibility: scale-up decision {decision.get('eventId', '')}"))
+    return min(found, key=lambda m: m.time, default=None)
+
+
 def _first_image(recording: Recording, pod: dict[str, Any]) -> Milestone | None:
     meta = pod["metadata"]
     for line in recording.logs.get((meta.get("namespace", WEBUI_NAMESPACE), meta["name"], WEBUI_CONTAINER), []):
@@ -279,6 +295,8 @@ def _cold_start(recording: Recording, pod: dict[str, Any], nodes: dict[str, dict
     notes: list[str] = []
     if (event := _first(events, "TriggeredScaleUp")) is not None:
         m["scale-up triggered"] = Milestone(_event_time(event), f"TriggeredScaleUp: {event.get('message', '')}")
+    elif (decided := _scale_up_decision(recording, meta)) is not None:
+        m["scale-up triggered"] = decided
     node_created = parse_time(node["metadata"]["creationTimestamp"]) if node else None
     if "scale-up triggered" not in m and (node_created is None or node_created < created):
         why = ("its node predates it" if node_created else
