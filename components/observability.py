@@ -100,6 +100,8 @@ def log_metrics() -> dict[str, dict[str, Any]]:
         "bake-failures": dict(
             name=BAKE_FAILURES_METRIC,
             description="Runtime disk image bakes that failed (the builder VM's `sd-bake: FAILED` line).",
+            # The builder's script output reaches Cloud Logging through COS's logging agent (journald); which payload
+            # field carries the line is the agent's choice, so the filter searches every field for it.
             filter='resource.type="gce_instance" AND "sd-bake: FAILED"',
             metric_descriptor=dict(metric_kind="DELTA", value_type="INT64", unit="1"),
         ),
@@ -110,7 +112,6 @@ def _user_metric(name: str) -> str:
     return f"logging.googleapis.com/user/{name}"
 
 
-@dataclass(frozen=True)
 class Queries:
     """The PromQL the dashboard charts and the alerts evaluate, in one place."""
 
