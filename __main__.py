@@ -24,6 +24,7 @@ from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.gateway import Backend, Gateway, GatewayArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.labels import gcp_labels
+from components.observability import Observability, ObservabilityArgs
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
 from components.webui import API_USER, Webui, WebuiArgs
@@ -131,6 +132,12 @@ gateway = Gateway(
     ),
     on_cluster,
 )
+observability = Observability(
+    "sd",
+    ObservabilityArgs(project=cfg.project, environment=cfg.environment, config=cfg.observability,
+                      gpu_max_nodes=cfg.gpu_pool.max_nodes),
+    on_google,
+)
 
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
@@ -141,6 +148,7 @@ pulumi.export("runtime_hash", runtime_image.identity_hash)
 pulumi.export("webui_namespace", webui.namespace)
 pulumi.export("webui_service", webui.service.metadata.name)
 pulumi.export("webui_gateway", gateway.name)
+pulumi.export("dashboard", observability.dashboard.id)
 if webui.api_password is not None:
     pulumi.export("webui_api_user", API_USER)
     pulumi.export("webui_api_password", webui.api_password.result)

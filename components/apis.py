@@ -44,6 +44,10 @@ RESOURCE_APIS: dict[str, tuple[str, ...]] = {
     "gcp:container/nodePool:NodePool": ("container.googleapis.com", "containerfilesystem.googleapis.com"),
     "docker-build:index:Image": ("artifactregistry.googleapis.com",),  # pushes to the repository
     "pulumi-python:dynamic:Resource": ("compute.googleapis.com",),  # the bake: VMs, disks, images
+    "gcp:logging/metric:Metric": ("logging.googleapis.com",),
+    "gcp:monitoring/dashboard:Dashboard": ("monitoring.googleapis.com",),
+    "gcp:monitoring/alertPolicy:AlertPolicy": ("monitoring.googleapis.com",),
+    "gcp:monitoring/notificationChannel:NotificationChannel": ("monitoring.googleapis.com",),
 }
 """Resource type -> the APIs creating it calls. A new resource type needs a row here (the plan test
 refuses a gcp: type it cannot place)."""

@@ -28,6 +28,12 @@ NODE_ROLES = (
 """What a node needs: ship logs and metrics, pull from Artifact Registry, and use the Container
 File System API for Image Streaming (a custom node service account needs serviceUsageConsumer)."""
 NODE_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+MONITORING_COMPONENTS = ("SYSTEM_COMPONENTS", "POD", "DEPLOYMENT", "DAEMONSET", "DCGM")
+"""What components/observability.py charts and alerts on, collected by GKE itself into Managed Service for
+Prometheus (which must be on): kube state metrics of pods, Deployments and DaemonSets
+(https://cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics) and the GPUs' DCGM metrics
+(https://cloud.google.com/kubernetes-engine/docs/how-to/dcgm-metrics: GKE-installed NVIDIA drivers, GKE
+1.30.1-gke.1204000 or later). Values are container.v1 MonitoringComponentConfig.enableComponents."""
 MAINTENANCE_WINDOW = {"start_time": "2026-01-03T02:00:00Z", "end_time": "2026-01-03T08:00:00Z",
                       "recurrence": "FREQ=WEEKLY;BYDAY=SA,SU"}
 """Upgrades and repairs that recreate nodes happen at weekend nights (UTC), not under load."""
@@ -159,6 +165,10 @@ class Cluster(pulumi.ComponentResource):
             # (https://cloud.google.com/kubernetes-engine/docs/how-to/deploying-gateways, "Enable the Gateway API
             # in your cluster"; `gcloud container clusters create --gateway-api=standard` on Standard clusters).
             gateway_api_config=gcp.container.ClusterGatewayApiConfigArgs(channel="CHANNEL_STANDARD"),
+            monitoring_config=gcp.container.ClusterMonitoringConfigArgs(
+                enable_components=list(MONITORING_COMPONENTS),
+                managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(enabled=True),
+            ),
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
                 recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW),
             ),

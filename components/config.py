@@ -160,6 +160,14 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    notification_email: str | None = None
+    """Where alerts go (a Cloud Monitoring email channel); None: alerts open incidents that notify nobody."""
+    cold_start_budget_seconds: int = 300
+    """How long a wanted WebUI replica may stay unavailable before the cold-start alert fires."""
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     region: str
@@ -173,6 +181,7 @@ class StackConfig:
     webui: WebuiConfig = field(default_factory=WebuiConfig)
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     deletion_protection: bool | None = None
     """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
@@ -360,6 +369,14 @@ _GATEWAY = {
         k, v, _RESOURCE_NAME, "the name of the Secret holding the OAuth client secret")),
 }
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}$")
+_OBSERVABILITY = {
+    "notificationEmail": (
+        "notification_email", lambda r, k, v: r.string(k, v, _EMAIL, "an email address such as oncall@your-domain"),
+    ),
+    "coldStartBudgetSeconds": ("cold_start_budget_seconds", lambda r, k, v: r.integer(k, v, 60, 3600)),
+}
+
 
 def _master_version(r: _Reader, key: str, value: Any) -> Any:
     allowed = "a GKE version such as 1.33 or 1.33.5-gke.1000 with minor " + " to ".join(
@@ -374,7 +391,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
     "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "autoscaling", "gateway",
-    "deletionProtection",
+    "observability", "deletionProtection",
 )
 
 
@@ -422,6 +439,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
     autoscaling = r.section("autoscaling", raw.get("autoscaling"), AutoscalingConfig, _AUTOSCALING)
     gateway = r.section("gateway", raw.get("gateway"), GatewayConfig, _GATEWAY)
+    observability = r.section("observability", raw.get("observability"), ObservabilityConfig, _OBSERVABILITY)
     deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
@@ -433,7 +451,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
         runtime=runtime, webui=webui, autoscaling=autoscaling, gateway=gateway,
-        deletion_protection=deletion_protection,
+        observability=observability, deletion_protection=deletion_protection,
     )
 
 

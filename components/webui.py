@@ -92,6 +92,7 @@ def launch_args(cfg: WebuiConfig) -> list[str]:
         WEBUI_DIR + "/launch.py",
         "--listen", "--port", str(PORT),
         "--api",
+        "--api-log",  # one line per API call (modules/api/api.py api_middleware): tools/coldstart.py's first image
         "--skip-prepare-environment", "--skip-install", "--skip-version-check",
         "--no-download-sd-model", "--no-hashing",
         "--xformers",

@@ -28,6 +28,8 @@ NODE_POOL = "gcp:container/nodePool:NodePool"
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 SERVICE = "kubernetes:core/v1:Service"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+NOTIFICATION_CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
 WORKLOADS = {
     "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
     "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
@@ -250,6 +252,16 @@ def _exactly_one_cluster(args: StackValidationArgs, report):
     clusters = [r for r in args.resources if r.resource_type == CLUSTER]
     if len(clusters) != 1:
         report(f"A stack holds exactly one GKE cluster; this one declares {len(clusters)}.")
+
+
+def _alerts_page_the_channel(args: StackValidationArgs, report):
+    """With a notification channel in the stack, an alert that pages nobody is an alert nobody sees."""
+    if not any(r.resource_type == NOTIFICATION_CHANNEL for r in args.resources):
+        return
+    for r in args.resources:  # an unknown list (preview) arrives as None: only a known empty one is judged
+        if r.resource_type == ALERT_POLICY and ("notificationChannels" not in r.props or r.props["notificationChannels"] == []):
+            report(f"Alert policy {r.name} ({r.props.get('displayName')}) pages no notification channel, though the "
+                   "stack has one (observability.notificationEmail).")
 
 
 def _runtime_paths_agree(args: StackValidationArgs, report):
@@ -576,6 +588,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 (CUSTOM_ROLE,), _custom_role_scope),
     StackValidationPolicy(name="stack-exactly-one-cluster", description="A stack declares exactly one GKE cluster.",
                           validate=_exactly_one_cluster, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="stack-alerts-page-the-channel",
+                          description="Every alert policy pages the stack's notification channel, when it has one.",
+                          validate=_alerts_page_the_channel, enforcement_level=EnforcementLevel.MANDATORY),
     StackValidationPolicy(name="stack-runtime-paths-agree",
                           description="The WebUI mounts the runtime from where the disk attacher mounts it.",
                           validate=_runtime_paths_agree, enforcement_level=EnforcementLevel.MANDATORY),

@@ -258,6 +258,7 @@ def test_every_policy_has_a_non_compliant_case():
         "stack-runtime-selection-agrees",  # tests/test_upgrade.py
         "k8s-gpu-deployments-demand-scaled", "keda-scaler-fits-gpu-pool", "helm-releases-pinned",  # test_autoscaling.py
         "gateway-public-requires-tls-and-auth",  # tests/test_gateway.py
+        "stack-alerts-page-the-channel",
     }
     assert {p.name for p in policy_check.policies()} == covered
 
@@ -279,3 +280,11 @@ def test_advisory_policies_are_advisory():
 def test_pack_entry_point_only_builds_the_pack():
     source = (policy_check.POLICY_DIR / "__main__.py").read_text()
     assert "PolicyPack(" in source and "def " not in source
+
+
+def test_an_alert_that_pages_nobody_is_refused_when_the_stack_has_a_channel(runs):
+    resources = mutate(runs["dev"], "gcp:monitoring/alertPolicy:AlertPolicy", "sd-gpu-pool-at-max",
+                       _set("notificationChannels", []))
+    assert violations_of(runs["dev"], "stack-alerts-page-the-channel", resources) == [
+        "Alert policy sd-gpu-pool-at-max (sd-gke dev: GPU pool at its maximum) pages no notification channel, though "
+        "the stack has one (observability.notificationEmail)."]

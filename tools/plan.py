@@ -62,6 +62,9 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "kubernetes:http.keda.sh/v1beta1:InterceptorRoute": ("spec.rules.0.paths.0.value", "spec.timeouts.readiness"),
     "kubernetes:gateway.networking.k8s.io/v1:Gateway": ("spec.gatewayClassName",),
     "kubernetes:networking.gke.io/v1:GCPBackendPolicy": ("spec.default.timeoutSec",),
+    "gcp:logging/metric:Metric": ("name", "metricDescriptor.valueType"),
+    "gcp:monitoring/alertPolicy:AlertPolicy": ("displayName", "severity"),
+    "gcp:monitoring/notificationChannel:NotificationChannel": ("type",),
 }
 
 

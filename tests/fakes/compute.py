@@ -90,9 +90,9 @@ _FILTER_TERM = re.compile(
 
 
 @functools.cache
-def discovery_document() -> dict[str, Any]:
-    """The compute.v1 discovery document google-api-python-client ships (parsed once per process)."""
-    path = importlib.resources.files("googleapiclient") / "discovery_cache" / "documents" / "compute.v1.json"
+def discovery_document(api: str = "compute.v1") -> dict[str, Any]:
+    """A discovery document google-api-python-client ships, compute.v1 by default (parsed once per process)."""
+    path = importlib.resources.files("googleapiclient") / "discovery_cache" / "documents" / f"{api}.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -161,7 +161,8 @@ class _Route:
 
 
 class SchemaChecker:
-    """Routes HTTP requests to compute.v1 methods and checks values against the methods' schemas."""
+    """Routes HTTP requests to a discovery document's methods (compute.v1 for the fake) and checks values
+    against the methods' schemas; tests/test_observability.py checks monitoring and logging bodies with it."""
 
     def __init__(self, document: dict[str, Any]):
         self.schemas: dict[str, Any] = document["schemas"]
