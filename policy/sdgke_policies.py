@@ -153,8 +153,7 @@ def _gpu_spot(args, report):
     if _is_gpu_pool(args.props) and _config(args, "requireSpot", SPOT_CONFIG) and \
             _get(args.props, "nodeConfig", "spot") is not True and \
             not _get(args.props, "nodeConfig", "labels", COMPUTE_CLASS_LABEL):
-        report("This stack requires Spot GPU nodes: set nodeConfig.spot = true, or make this pool the "
-               "on-demand fallback of a ComputeClass.")
+        report("This stack requires Spot GPU nodes: set nodeConfig.spot = true.")
 
 
 def _boot_disk_images(props: dict) -> list[str]:
@@ -252,8 +251,8 @@ def _host_paths(args, report):
         return
     for name, path in host_volumes.items():
         if path != RUNTIME_HOST_PATH and not (isinstance(path, str) and BOOT_DISK_HOST_PATH.match(path)):
-            report(f"WebUI hostPath {path!r}: only the runtime ({RUNTIME_HOST_PATH}, or a runtime secondary boot "
-                   f"disk, {BOOT_DISK_HOST_PATH.pattern}) may come from the host.")
+            report(f"WebUI hostPath {path!r}: only the runtime ({RUNTIME_HOST_PATH}) may come from the host, "
+                   f"or the runtime's secondary boot disk ({BOOT_DISK_HOST_PATH.pattern}).")
         for container in _containers(pod):
             for mount in container.get("volumeMounts") or []:
                 if mount.get("name") == name and mount.get("readOnly") is not True:
