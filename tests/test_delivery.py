@@ -1,0 +1,229 @@
+"""Runtime delivery: the disk attacher DaemonSet, or the GPU pool's own secondary boot disk.
+
+Every test runs over the registered plan of dev and prod in both capacity settings (tests/variants.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from components import config
+from components.gpu_pool import REPLACED_ON
+from components.runtime_layout import (
+    MANIFEST,
+    READY_MARKER,
+    RUNTIME_NODE_LABEL,
+    RUNTIME_ROOT,
+    STARTUP_TAINT,
+    secondary_boot_disk_path,
+)
+from tests.test_cluster import stack_config
+from tests.test_config import stack_values
+from tests.variants import CAPACITIES, IDS, STACKS, VARIANTS, variant
+from tools import plan, policy_check
+
+NODE_POOL = "gcp:container/nodePool:NodePool"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+BOOT = [(s, c) for s in STACKS for c in CAPACITIES]
+BOOT_IDS = [f"{s}-{c}" for s, c in BOOT]
+
+
+def gpu_pools(run) -> list[dict]:
+    return [r.inputs for r in run.of_type(NODE_POOL) if r.inputs["nodeConfig"].get("guestAccelerators")]
+
+
+def webui_pod(run) -> dict:
+    return run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["template"]["spec"]
+
+
+def image_path(run) -> str:
+    image = run.one(DYNAMIC, "runtime-image").inputs
+    return f"projects/{image['project']}/global/images/{image['image_name']}"
+
+
+def hash12(run) -> str:
+    return run.one(DYNAMIC, "runtime-image").inputs["identity_hash"][:12]
+
+
+@pytest.fixture(params=BOOT, ids=BOOT_IDS)
+def boot(request):
+    return variant(request.param[0], "secondaryBootDisk", request.param[1])
+
+
+@pytest.fixture(params=BOOT, ids=BOOT_IDS)
+def daemonset(request):
+    return variant(request.param[0], "daemonset", request.param[1])
+
+
+# --- secondaryBootDisk ----------------------------------------------------------------------------
+
+def test_every_gpu_pool_carries_the_runtime_image_as_a_data_mode_secondary_boot_disk(boot):
+    for pool in gpu_pools(boot):
+        assert pool["nodeConfig"]["secondaryBootDisks"] == [{"diskImage": image_path(boot)}], "no mode: data"
+
+
+def test_boot_disk_delivery_needs_no_attacher_no_custom_role_and_nothing_privileged(boot):
+    types = {r.type for r in boot.resources}
+    assert "kubernetes:apps/v1:DaemonSet" not in types
+    assert "gcp:projects/iAMCustomRole:IAMCustomRole" not in types
+    assert not [r.name for r in boot.resources if r.type.startswith("sdgke:disk_attacher")]
+    pods = [plan._get(r.inputs, "spec.template.spec") or plan._get(r.inputs, "spec.jobTemplate.spec.template.spec")
+            for r in boot.kubernetes_objects()]
+    privileged = [c["name"] for p in pods if p for c in p.get("containers", []) + p.get("initContainers", [])
+                  if (c.get("securityContext") or {}).get("privileged")]
+    assert privileged == []
+
+
+def test_webui_mounts_the_runtime_where_gke_mounts_the_boot_disk(boot):
+    image = boot.one(DYNAMIC, "runtime-image").inputs["image_name"]
+    runtime = next(v for v in webui_pod(boot)["volumes"] if v["name"] == "runtime")
+    assert runtime["hostPath"] == {"path": f"/mnt/disks/gke-secondary-disks/gke-{image}-disk", "type": "Directory"}
+    mount = next(m for m in webui_pod(boot)["containers"][0]["volumeMounts"] if m["name"] == "runtime")
+    assert mount == {"name": "runtime", "mountPath": RUNTIME_ROOT, "readOnly": True}, "GKE mounts it before kubelet"
+
+
+def test_boot_disk_pools_carry_no_startup_taint_since_no_agent_lifts_it(boot):
+    for pool in gpu_pools(boot):
+        assert STARTUP_TAINT["key"] not in [t["key"] for t in pool["nodeConfig"].get("taints", [])]
+
+
+def test_a_new_runtime_image_replaces_the_boot_disk_pools(boot):
+    assert REPLACED_ON == ["nodeConfig.labels", "nodeConfig.secondaryBootDisks"]
+    for r in boot.of_type(NODE_POOL):
+        if r.inputs["nodeConfig"].get("guestAccelerators"):
+            assert r.replace_on_changes == REPLACED_ON
+            assert r.inputs["nodeConfig"]["labels"][RUNTIME_NODE_LABEL] == hash12(boot)
+
+
+def test_boot_disk_path_is_the_image_name_between_gke_and_disk():
+    assert secondary_boot_disk_path("projects/p/global/images/sd-runtime-0123456789ab") == \
+        "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789ab-disk"
+    assert secondary_boot_disk_path("sd-runtime-0123456789ab") == \
+        "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789ab-disk"
+
+
+@pytest.mark.parametrize("stack, delivery, capacity", VARIANTS, ids=IDS)
+def test_every_variant_passes_the_policy_pack(stack, delivery, capacity):
+    run = variant(stack, delivery, capacity)
+    assert [str(v) for v in policy_check.mandatory(policy_check.evaluate(run, policy_check.stack_config(stack)))] == []
+
+
+# --- daemonset ------------------------------------------------------------------------------------
+
+def test_daemonset_delivery_keeps_the_attacher_its_startup_taint_and_no_boot_disk(daemonset):
+    assert daemonset.one("kubernetes:apps/v1:DaemonSet", "runtime-disk-daemonset")
+    for pool in gpu_pools(daemonset):
+        assert "secondaryBootDisks" not in pool["nodeConfig"]
+        assert STARTUP_TAINT["key"] in [t["key"] for t in pool["nodeConfig"]["taints"]]
+    runtime = next(v for v in webui_pod(daemonset)["volumes"] if v["name"] == "runtime")
+    assert runtime["hostPath"]["path"] == "/mnt/disks/sd-runtime"
+
+
+def test_the_shipped_stacks_deliver_with_the_daemonset(runs):
+    for run in runs.values():
+        assert stack_config(run).runtime.delivery == "daemonset"
+        assert run.outputs["runtime_delivery"] == "daemonset"
+
+
+# --- the init check: the pod refuses a runtime that is not the one it is for ----------------------
+
+def prepare(run, tmp_path):
+    """The WebUI's init step with /runtime and /data moved under tmp_path."""
+    command = next(c for c in webui_pod(run)["initContainers"] if c["name"] == "prepare")["command"]
+    script = command[-1].replace(RUNTIME_ROOT + "/", f"{tmp_path}/runtime/").replace("/data/", f"{tmp_path}/data/")
+    (tmp_path / "runtime").mkdir(exist_ok=True)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return subprocess.run([*command[:-1], script], capture_output=True, text=True, check=False)
+
+
+def bake(tmp_path, marker: str | None, recipe_hash: str | None):
+    root = tmp_path / "runtime"
+    root.mkdir()
+    if recipe_hash is not None:  # as images/runtime/bake.py writes it
+        (root / MANIFEST.rsplit("/", 1)[1]).write_text(json.dumps({"recipe_hash": recipe_hash}, indent=2, sort_keys=True))
+    if marker is not None:
+        (root / READY_MARKER).write_text(marker + "\n")
+
+
+def test_the_init_check_passes_the_runtime_the_pod_is_for(boot, tmp_path):
+    full = boot.one(DYNAMIC, "runtime-image").inputs["identity_hash"]
+    bake(tmp_path, full, full)
+    result = prepare(boot, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("marker, recipe_hash, says", [
+    (None, "RIGHT", ".sd-runtime-ready is missing"),
+    ("0" * 64, "RIGHT", ".sd-runtime-ready is not runtime"),
+    ("RIGHT", "0" * 64, "MANIFEST.json: recipe_hash is not runtime"),
+    ("RIGHT", None, "MANIFEST.json: recipe_hash is not runtime"),
+], ids=["unfinished", "other-marker", "other-manifest", "no-manifest"])
+def test_the_init_check_refuses_a_runtime_that_is_not_finished_or_not_this_one(runs, tmp_path, marker, recipe_hash, says):
+    run = runs["dev"]
+    full = run.one(DYNAMIC, "runtime-image").inputs["identity_hash"]
+    bake(tmp_path, marker and marker.replace("RIGHT", full), recipe_hash and recipe_hash.replace("RIGHT", full))
+    result = prepare(run, tmp_path)
+    assert result.returncode == 1
+    assert says in result.stderr
+    assert not (tmp_path / "data" / "home").exists(), "nothing laid out for a refused runtime"
+
+
+# --- the config loader refuses what cannot work -----------------------------------------------------
+
+def parse(stack: str, **sections):
+    values = stack_values(stack)
+    for key, change in sections.items():
+        values[key] = {**values.get(key, {}), **change}
+    return config.parse(values)
+
+
+def test_delivery_must_be_one_the_program_knows():
+    with pytest.raises(config.ConfigError) as err:
+        parse("dev", runtime={"delivery": "nfs"})
+    assert err.value.problems == ['runtime.delivery: "nfs" is not allowed; expected one of daemonset, secondaryBootDisk']
+
+
+def test_boot_disk_delivery_refuses_a_runtime_disk_type_gke_would_not_give_it():
+    with pytest.raises(config.ConfigError) as err:
+        parse("prod", runtime={"delivery": "secondaryBootDisk"})
+    assert err.value.problems == [
+        'runtime.diskType: "pd-ssd" is not allowed; expected unset or \'pd-balanced\' (gpuPool.diskType) with delivery '
+        "secondaryBootDisk: GKE gives the runtime disk the type of the node's boot disk"]
+
+
+def test_boot_disk_delivery_takes_a_runtime_disk_type_equal_to_the_boot_disk():
+    assert parse("prod", runtime={"delivery": "secondaryBootDisk", "diskType": "pd-balanced"}).runtime.delivery == \
+        "secondaryBootDisk"
+
+
+def test_every_master_version_the_loader_takes_has_secondary_boot_disks():
+    """1.28.3-gke.1067000 is below every minor the loader takes (config.KUBERNETES_MINORS)."""
+    for minor in config.KUBERNETES_MINORS:
+        assert config.version_at_least(minor, config.SECONDARY_BOOT_DISK_MIN_VERSION)
+        parse("dev", cluster={"minMasterVersion": minor}, runtime={"delivery": "secondaryBootDisk"})
+
+
+@pytest.mark.parametrize("version, enough", [
+    ("1.33", True), ("1.31", True), ("1.30", False), ("1.30.4", True), ("1.30.3", False),
+    ("1.30.3-gke.1451000", True), ("1.30.3-gke.1450999", False), ("1.29.9-gke.9999999", False),
+])
+def test_gke_versions_compare_by_what_they_guarantee(version, enough):
+    assert config.version_at_least(version, config.COMPUTE_CLASS_MIN_VERSION) is enough
+
+
+# --- every GKE field the boot disk delivery sends is one container.v1 defines -----------------------
+
+def test_secondary_boot_disk_fields_are_the_apis(boot):
+    from tests.test_gke_api_oracle import SCHEMAS
+
+    assert SCHEMAS["NodeConfig"]["properties"]["secondaryBootDisks"]["items"] == {"$ref": "SecondaryBootDisk"}
+    allowed = SCHEMAS["SecondaryBootDisk"]["properties"]
+    for pool in gpu_pools(boot):
+        for disk in pool["nodeConfig"]["secondaryBootDisks"]:
+            assert set(disk) <= set(allowed)
+            assert disk.get("mode", "MODE_UNSPECIFIED") in allowed["mode"]["enum"]
+            assert disk.get("mode") != "CONTAINER_IMAGE_CACHE", "the runtime is data, not a container image cache"
