@@ -227,3 +227,51 @@ def test_secondary_boot_disk_fields_are_the_apis(boot):
             assert set(disk) <= set(allowed)
             assert disk.get("mode", "MODE_UNSPECIFIED") in allowed["mode"]["enum"]
             assert disk.get("mode") != "CONTAINER_IMAGE_CACHE", "the runtime is data, not a container image cache"
+
+
+# --- the policy pack follows the chosen mode ---------------------------------------------------------
+
+def policy_messages(run, policy, resources):
+    from tests.test_policy import violations_of
+
+    assert violations_of(run, policy) == [], "compliant as recorded"
+    return violations_of(run, policy, resources)
+
+
+def test_policy_refuses_a_webui_that_mounts_another_boot_disk(boot):
+    from tests.test_policy import mutate
+
+    def elsewhere(d):
+        runtime = next(v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "runtime")
+        runtime["hostPath"]["path"] = "/mnt/disks/gke-secondary-disks/gke-sd-runtime-000000000000-disk"
+
+    found = policy_messages(boot, "stack-runtime-paths-agree", mutate(boot, DEPLOYMENT, "webui-deployment", elsewhere))
+    assert found == ["The WebUI mounts the runtime from ['/mnt/disks/gke-secondary-disks/gke-sd-runtime-000000000000-disk'] "
+                     f"but GKE mounts the pools' secondary boot disk at ['{secondary_boot_disk_path(image_path(boot))}']."]
+
+
+def test_policy_refuses_a_pool_whose_boot_disk_is_another_runtime(boot):
+    from tests.test_policy import _set, mutate
+
+    other = mutate(boot, NODE_POOL, "sd-gpu", _set(f"nodeConfig.labels.{RUNTIME_NODE_LABEL}", "000000000000"))
+    found = policy_messages(boot, "stack-runtime-selection-agrees", other)
+    assert found == [f"A GPU pool labelled {RUNTIME_NODE_LABEL}=000000000000 carries the runtime image {image_path(boot)}: "
+                     "its nodes would hold another runtime than their label says."]
+
+
+def test_policy_refuses_boot_disks_without_image_streaming(boot):
+    from tests.test_policy import _set, mutate
+
+    found = policy_messages(boot, "gke-secondary-boot-disks-supported",
+                            mutate(boot, NODE_POOL, "sd-gpu", _set("nodeConfig.gcfsConfig.enabled", False)))
+    assert found == ["Node pool with secondary boot disks but without Image Streaming: GKE requires "
+                     "nodeConfig.gcfsConfig.enabled = true for them."]
+
+
+def test_policy_refuses_both_deliveries_at_once(daemonset):
+    from tests.test_policy import _set, mutate
+
+    both = mutate(daemonset, NODE_POOL, "sd-gpu", _set("nodeConfig.secondaryBootDisks", [{"diskImage": image_path(daemonset)}]))
+    found = policy_messages(daemonset, "stack-runtime-paths-agree", both)
+    assert found[0] == ("The GPU pools carry the runtime as a secondary boot disk and a disk attacher mounts it too: "
+                        "choose one delivery (runtime.delivery).")
