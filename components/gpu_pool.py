@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-
 import pulumi_kubernetes as k8s
 
 from components.cluster import Cluster, per_zone
