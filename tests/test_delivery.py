@@ -275,3 +275,35 @@ def test_policy_refuses_both_deliveries_at_once(daemonset):
     found = policy_messages(daemonset, "stack-runtime-paths-agree", both)
     assert found[0] == ("The GPU pools carry the runtime as a secondary boot disk and a disk attacher mounts it too: "
                         "choose one delivery (runtime.delivery).")
+
+
+# --- the offline plan in either mode -----------------------------------------------------------------
+
+def test_the_offline_plan_runs_the_stack_in_boot_disk_delivery(tmp_path):
+    from tests.test_plan import plan as run_plan
+
+    result = run_plan(tmp_path, "--stack", "dev", "--set", "runtime.delivery=secondaryBootDisk",
+                      "--set", "gpuPool.onDemandFallback=true")
+    assert result.returncode == 0, result.stderr
+    assert "diskImage=projects/sd-gke-dev/global/images/sd-runtime-" in result.stdout
+    assert "kubernetes:cloud.google.com/v1:ComputeClass gpu-compute-class  [name=sd-gpu, optimizeRulePriority=True]" \
+        in result.stdout
+    assert "DaemonSet" not in result.stdout and "policy pack: " in result.stdout and " 0 violation(s)" in result.stdout
+
+
+def test_plan_settings_set_one_key_of_a_section_and_read_values_as_yaml():
+    from tools.plan import with_settings
+
+    config = {"sd-gke:runtime": '{"recipe": "r.yaml"}', "sd-gke:project": "p"}
+    out = with_settings(config, ["runtime.delivery=secondaryBootDisk", "gpuPool.spot=false", "project=q"])
+    assert json.loads(out["sd-gke:runtime"]) == {"recipe": "r.yaml", "delivery": "secondaryBootDisk"}
+    assert json.loads(out["sd-gke:gpuPool"]) == {"spot": False}
+    assert out["sd-gke:project"] == "q" and config["sd-gke:project"] == "p"
+
+
+def test_a_plan_setting_without_a_value_is_refused_with_an_example():
+    from tools.mockrun import StackFileError
+    from tools.plan import with_settings
+
+    with pytest.raises(StackFileError, match=r"--set 'runtime\.delivery': expected KEY=VALUE"):
+        with_settings({}, ["runtime.delivery"])

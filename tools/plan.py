@@ -48,7 +48,9 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "gcp:container/nodePool:NodePool": (
         "nodeConfig.machineType", "nodeConfig.guestAccelerators.0.type", "autoscaling.totalMinNodeCount",
         "autoscaling.totalMaxNodeCount", "nodeConfig.spot", "nodeConfig.gcfsConfig.enabled",
+        "nodeConfig.secondaryBootDisks.0.diskImage",
     ),
+    "kubernetes:cloud.google.com/v1:ComputeClass": ("metadata.name", "spec.activeMigration.optimizeRulePriority"),
     "gcp:compute/subnetwork:Subnetwork": ("ipCidrRange", "privateIpGoogleAccess"),
     "gcp:projects/service:Service": ("service",),
     "gcp:projects/iAMMember:IAMMember": ("role",),
