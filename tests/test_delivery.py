@@ -307,3 +307,10 @@ def test_a_plan_setting_without_a_value_is_refused_with_an_example():
 
     with pytest.raises(StackFileError, match=r"--set 'runtime\.delivery': expected KEY=VALUE"):
         with_settings({}, ["runtime.delivery"])
+
+
+@pytest.mark.parametrize("stack, delivery, capacity", VARIANTS, ids=IDS)
+def test_every_variant_registers_valid_kubernetes_objects(stack, delivery, capacity):
+    from tests.test_manifests import manifest_errors
+
+    assert manifest_errors(variant(stack, delivery, capacity)) == []
