@@ -29,7 +29,7 @@ HASH_LABEL = "sdgke-runtime-hash"
 
 STARTUP_TAINT_KEY = "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime"
 STARTUP_TAINT = {"key": STARTUP_TAINT_KEY, "value": "pending", "effect": "NoSchedule"}
-"""GPU nodes start with this taint; the disk attacher removes it once the runtime is mounted.
+"""GPU nodes of the daemonset delivery start with this taint; the disk attacher removes it once the runtime is mounted.
 The cluster autoscaler ignores the prefix when it simulates a scale-up (1.29+)."""
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 """GKE adds this taint to every GPU node by itself."""
