@@ -7,9 +7,11 @@ https://cloud.google.com/kubernetes-engine/docs/concepts/about-custom-compute-cl
 1.30.3-gke.1451000 and later). Its priorities here name this runtime's own pools, Spot then on demand
 (`nodepools`: "preference of specific, preexisting nodepools"), rather than letting GKE create pools: the
 pools carry the runtime label and, in secondaryBootDisk delivery, the runtime image, and the cluster runs
-no node auto-provisioning. `activeMigration.optimizeRulePriority` moves the WebUI back to Spot when Spot
-returns ("whether workloads affected by given ComputeClass should be migrated to nodepool defined by
-higher priority rule, if possible"); each move is a node drain the WebUI's PodDisruptionBudget paces.
+no node auto-provisioning ("ComputeClasses work with both manually created and auto-created node pools",
+https://cloud.google.com/kubernetes-engine/docs/best-practices/computeclasses).
+`activeMigration.optimizeRulePriority` moves the WebUI back to Spot when Spot returns ("whether workloads
+affected by given ComputeClass should be migrated to nodepool defined by higher priority rule, if
+possible"); each move is a node drain the WebUI's PodDisruptionBudget paces.
 
 Manually created pools serve a ComputeClass only when they carry its node label and taint,
 `cloud.google.com/compute-class=<name>` and `cloud.google.com/compute-class=<name>:NoSchedule`
