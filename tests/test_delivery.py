@@ -314,3 +314,24 @@ def test_every_variant_registers_valid_kubernetes_objects(stack, delivery, capac
     from tests.test_manifests import manifest_errors
 
     assert manifest_errors(variant(stack, delivery, capacity)) == []
+
+
+def test_checkov_finds_nothing_in_the_boot_disk_and_compute_class_manifests(tmp_path):
+    from tools import checks
+
+    run = variant("dev", "secondaryBootDisk", "spotFirst")
+    plan.write(run, tmp_path)
+    report = checks.run_checkov(tmp_path / "dev" / "manifests", frameworks=("kubernetes",))
+    assert [str(f) for f in report.failed] == []
+    assert list(report.unexplained_skips) == []
+
+
+def test_the_policy_pack_and_the_layout_agree_on_where_gke_mounts_the_runtime():
+    policy_check.policies()  # puts the pack on the import path
+    import sdgke_policies
+
+    from components.runtime_layout import IMAGE_FAMILY
+
+    path = secondary_boot_disk_path(f"projects/p/global/images/{IMAGE_FAMILY}-0123456789ab")
+    assert sdgke_policies.BOOT_DISK_HOST_PATH.match(path)
+    assert not sdgke_policies.BOOT_DISK_HOST_PATH.match(path.replace("gke-secondary-disks", "sd-runtime"))
