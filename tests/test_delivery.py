@@ -33,7 +33,11 @@ BOOT_IDS = [f"{s}-{c}" for s, c in BOOT]
 
 
 def gpu_pools(run) -> list[dict]:
-    return [r.inputs for r in run.of_type(NODE_POOL) if r.inputs["nodeConfig"].get("guestAccelerators")]
+    """The GPU pools' inputs by resource name (`sd-gpu`, then `sd-gpu-on-demand`): pools whose inputs
+    resolve together register in either order."""
+    pools = sorted((r for r in run.of_type(NODE_POOL) if r.inputs["nodeConfig"].get("guestAccelerators")),
+                   key=lambda r: r.name)
+    return [r.inputs for r in pools]
 
 
 def webui_pod(run) -> dict:
