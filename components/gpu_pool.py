@@ -48,6 +48,7 @@ from components.config import GpuPoolConfig
 from components.runtime_layout import (
     GPU_NODE_LABEL,
     GPU_TAINT,
+    RUNTIME_DELIVERY_LABEL,
     RUNTIME_NODE_LABEL,
     STARTUP_TAINT,
     secondary_boot_disk_path,
@@ -78,6 +79,7 @@ class GpuPool(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuPoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdgke:gpu_pool:GpuPool", name, None, opts)
         gpu = args.config
+        self.delivery = "daemonset" if args.runtime_image is None else "secondaryBootDisk"
         self.compute_class = gpu.on_demand_fallback
         """Whether the pools serve a ComputeClass (Spot first, on demand when Spot is gone)."""
         self.workload_taints = [COMPUTE_CLASS_TAINT] if self.compute_class else []
@@ -93,7 +95,8 @@ class GpuPool(pulumi.ComponentResource):
             lambda node_config: node_config.labels[RUNTIME_NODE_LABEL]
         )
         """The runtime label as the pool reports it: whoever selects on it waits for this pool."""
-        self.node_selector = {GPU_NODE_LABEL: gpu.accelerator_type, RUNTIME_NODE_LABEL: self.runtime_hash12}
+        self.node_selector = {GPU_NODE_LABEL: gpu.accelerator_type, RUNTIME_NODE_LABEL: self.runtime_hash12,
+                              RUNTIME_DELIVERY_LABEL: self.delivery}
         self.tolerations = [GPU_TAINT, *self.taints]
         self.workload_tolerations = [GPU_TAINT, *self.workload_taints]
         self.runtime_volume: RuntimeVolume | None = None
@@ -109,7 +112,7 @@ class GpuPool(pulumi.ComponentResource):
 
     def _pool(self, resource_name: str, spot: bool, min_nodes: int, args: GpuPoolArgs) -> gcp.container.NodePool:
         gpu = args.config
-        labels = {"sd-gke/pool": "gpu", RUNTIME_NODE_LABEL: args.runtime_hash12}
+        labels = {"sd-gke/pool": "gpu", RUNTIME_NODE_LABEL: args.runtime_hash12, RUNTIME_DELIVERY_LABEL: self.delivery}
         if self.compute_class:
             labels[COMPUTE_CLASS_LABEL] = COMPUTE_CLASS_TAINT["value"]
         return gcp.container.NodePool(

@@ -35,6 +35,10 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 """GKE adds this taint to every GPU node by itself."""
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 RUNTIME_NODE_LABEL = "sd-gke/runtime"
+RUNTIME_DELIVERY_LABEL = "sd-gke/runtime-delivery"
+"""Node label naming how the runtime reached a GPU node (runtime.delivery): its pool sets it and the WebUI
+selects on it, so after a switch of delivery a WebUI pod never lands on a node of the other mode, whose
+runtime sits at another host path."""
 """Node label naming the runtime (hash12) a GPU node is for: its pool sets it, the disk attacher and
 the WebUI select on it, so a runtime's pods only ever land on nodes of that runtime's pool."""
 

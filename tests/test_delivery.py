@@ -339,3 +339,14 @@ def test_the_policy_pack_and_the_layout_agree_on_where_gke_mounts_the_runtime():
     path = secondary_boot_disk_path(f"projects/p/global/images/{IMAGE_FAMILY}-0123456789ab")
     assert sdgke_policies.BOOT_DISK_HOST_PATH.match(path)
     assert not sdgke_policies.BOOT_DISK_HOST_PATH.match(path.replace("gke-secondary-disks", "sd-runtime"))
+
+
+@pytest.mark.parametrize("stack, delivery, capacity", VARIANTS, ids=IDS)
+def test_webui_pods_land_only_on_nodes_of_the_delivery_they_mount(stack, delivery, capacity):
+    """After a switch of delivery the old pool lives on until the rollout is done; its nodes hold the
+    runtime at the other mode's path."""
+    from components.runtime_layout import RUNTIME_DELIVERY_LABEL
+
+    run = variant(stack, delivery, capacity)
+    assert webui_pod(run)["nodeSelector"][RUNTIME_DELIVERY_LABEL] == delivery
+    assert {p["nodeConfig"]["labels"][RUNTIME_DELIVERY_LABEL] for p in gpu_pools(run)} == {delivery}
