@@ -1,5 +1,6 @@
 # Two entry points, each installs what it needs on a fresh clone:
 #   make plan STACK=dev   the offline plan (Pulumi mocks, no cloud credentials)
+#   make plan STACK=dev SET=runtime.delivery=secondaryBootDisk   the same with config keys overridden
 #   make test             the test suite (what .ci/run runs)
 # and `make lock`, which re-resolves every lock file on purpose and prints what moved (tools/lock.py).
 PYTHON ?= python3
@@ -22,7 +23,7 @@ lock: setup
 	@$(PY) -m tools.lock lock
 
 plan: setup
-	$(PY) -m tools.plan --stack $(STACK)
+	$(PY) -m tools.plan --stack $(STACK) $(foreach s,$(SET),--set $(s))
 
 test: setup scanners
 	$(PY) -m pytest -q -p no:cacheprovider

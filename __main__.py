@@ -20,6 +20,7 @@ from components.autoscaling import (
 )
 from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
+from components.compute_class import GpuComputeClass, GpuComputeClassArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.gateway import Backend, Gateway, GatewayArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
@@ -63,38 +64,52 @@ runtime_image = RuntimeDiskImage(
     on_google,
 )
 
+runtime_image_path = pulumi.Output.concat("projects/", cfg.project, "/global/images/", runtime_image.image_name)
+boot_disk_delivery = cfg.runtime.delivery == "secondaryBootDisk"
 gpu_pool = GpuPool(
     "sd",
     GpuPoolArgs(cluster=cluster, config=cfg.gpu_pool, region=cfg.region, zones=cfg.zones,
-                runtime_hash12=runtime_image.hash12),
+                runtime_hash12=runtime_image.hash12,
+                runtime_image=runtime_image_path if boot_disk_delivery else None),
     on_google,
 )
 
 on_cluster = pulumi.ResourceOptions(providers=[google, cluster.provider])
-disk_attacher = DiskAttacher(
-    "runtime-disk",
-    DiskAttacherArgs(
-        project=cfg.project,
-        region=cfg.region,
-        zones=cfg.zones,
-        environment=cfg.environment,
-        registry=registry,
-        runtime_image=pulumi.Output.concat("projects/", cfg.project, "/global/images/", runtime_image.image_name),
-        runtime_hash12=gpu_pool.runtime_hash12,
-        disk_type=cfg.runtime.disk_type,
-        disk_size_gb=cfg.runtime.disk_size_gb,
-        tolerations=gpu_pool.tolerations,
-    ),
-    on_cluster,
-)
+if boot_disk_delivery:
+    runtime_volume = gpu_pool.runtime_volume
+else:
+    disk_attacher = DiskAttacher(
+        "runtime-disk",
+        DiskAttacherArgs(
+            project=cfg.project,
+            region=cfg.region,
+            zones=cfg.zones,
+            environment=cfg.environment,
+            registry=registry,
+            runtime_image=runtime_image_path,
+            runtime_hash12=gpu_pool.runtime_hash12,
+            disk_type=cfg.runtime.disk_type,
+            disk_size_gb=cfg.runtime.disk_size_gb,
+            tolerations=gpu_pool.tolerations,
+        ),
+        on_cluster,
+    )
+    runtime_volume = disk_attacher.runtime_volume
+node_selector = gpu_pool.node_selector
+if gpu_pool.compute_class:
+    compute_class = GpuComputeClass(
+        "gpu", GpuComputeClassArgs(environment=cfg.environment, pool_names=[p.name for p in gpu_pool.pools]), on_cluster,
+    )
+    node_selector = {**node_selector, **compute_class.node_selector}
 webui = Webui(
     "webui",
     WebuiArgs(
         config=cfg.webui,
         environment=cfg.environment,
         image=base_image.ref,
-        runtime=disk_attacher.runtime_volume,
-        node_selector=gpu_pool.node_selector,
+        runtime=runtime_volume,
+        node_selector=node_selector,
+        tolerations=gpu_pool.workload_tolerations,
     ),
     on_cluster,
 )
@@ -142,6 +157,7 @@ observability = Observability(
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
 pulumi.export("gpu_pool", gpu_pool.pool.name)
+pulumi.export("runtime_delivery", cfg.runtime.delivery)
 pulumi.export("base_image", base_image.ref)
 pulumi.export("runtime_image", runtime_image.self_link)
 pulumi.export("runtime_hash", runtime_image.identity_hash)

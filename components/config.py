@@ -22,6 +22,15 @@ LOCATION_POLICIES = ("BALANCED", "ANY")
 GPU_DRIVER_VERSIONS = ("DEFAULT", "LATEST")
 DISK_TYPES = ("pd-balanced", "pd-ssd", "pd-standard")
 RUNTIME_DISK_TYPES = ("pd-balanced", "pd-ssd")
+DELIVERIES = ("daemonset", "secondaryBootDisk")
+"""How the runtime image reaches a GPU node: the disk attacher DaemonSet (components/disk_attacher.py), or
+GKE itself, as a secondary boot disk of the GPU pool (components/gpu_pool.py)."""
+SECONDARY_BOOT_DISK_MIN_VERSION = "1.28.3-gke.1067000"
+"""Secondary boot disks in Standard clusters: "Starting in GKE version 1.28.3-gke.1067000 in Standard clusters"
+(https://cloud.google.com/kubernetes-engine/docs/how-to/data-container-image-preloading, Overview)."""
+COMPUTE_CLASS_MIN_VERSION = "1.30.3-gke.1451000"
+"""Custom ComputeClasses: "available to use in GKE Autopilot mode and GKE Standard mode in version
+1.30.3-gke.1451000 and later" (https://cloud.google.com/kubernetes-engine/docs/concepts/about-custom-compute-classes)."""
 
 # GPU model -> machine family that carries it (GKE accepts no other pairing).
 GPU_MACHINE_FAMILIES = {
@@ -117,6 +126,8 @@ class GpuPoolConfig:
     disk_size_gb: int = 100
     location_policy: str = "ANY"
     gpu_driver_version: str = "LATEST"
+    on_demand_fallback: bool = False
+    """With `spot`: a second, on-demand pool, used only when Spot capacity is gone (components/compute_class.py)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class RuntimeConfig:
     disk_size_gb: int = 50
     bake_timeout_minutes: int = 90
     bake_machine_type: str = "e2-standard-8"
+    delivery: str = "daemonset"
 
 
 @dataclass(frozen=True)
@@ -314,6 +326,7 @@ _GPU_POOL = {
         "gpu_driver_version",
         lambda r, k, v: r.choice(k, v, GPU_DRIVER_VERSIONS),
     ),
+    "onDemandFallback": ("on_demand_fallback", lambda r, k, v: r.boolean(k, v)),
 }
 _RUNTIME = {
     "recipe": (
@@ -324,6 +337,7 @@ _RUNTIME = {
     "diskSizeGb": ("disk_size_gb", lambda r, k, v: r.integer(k, v, 20, 1000)),
     "bakeTimeoutMinutes": ("bake_timeout_minutes", lambda r, k, v: r.integer(k, v, 10, 240)),
     "bakeMachineType": ("bake_machine_type", _machine_type),
+    "delivery": ("delivery", lambda r, k, v: r.choice(k, v, DELIVERIES)),
 }
 _WEBUI = {
     "replicas": ("replicas", lambda r, k, v: r.fail(
@@ -445,6 +459,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
     _check_demand_scaling(r, environment, gpu_pool, webui, autoscaling, gateway, network)
+    _check_delivery_and_capacity(r, cluster, gpu_pool, runtime, raw.get("runtime"))
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
@@ -523,6 +538,43 @@ def _check_deployable(r: _Reader, environment: str, network: NetworkConfig, syst
         if supported is not None and FIXED_DISK_TYPE not in supported and r.valid(key):
             r.fail(key, machine_type, f"a machine type that takes {FIXED_DISK_TYPE} disks ({disks} are "
                    f"{FIXED_DISK_TYPE}); it takes {', '.join(supported) or 'no Persistent Disk, only Hyperdisk'}")
+
+
+def _check_delivery_and_capacity(r: _Reader, cluster: ClusterConfig, gpu_pool: GpuPoolConfig,
+                                 runtime: RuntimeConfig, raw_runtime: Any) -> None:
+    """What the runtime delivery and the Spot fallback need from the cluster and the pools."""
+    if r.valid("gpuPool.onDemandFallback", "gpuPool.spot") and gpu_pool.on_demand_fallback and not gpu_pool.spot:
+        r.fail("gpuPool.onDemandFallback", True, "false unless gpuPool.spot is true: the fallback is for Spot capacity "
+               "that is gone, and a stack without Spot runs on demand already")
+    needs = []
+    if r.valid("runtime.delivery") and runtime.delivery == "secondaryBootDisk":
+        needs.append(("runtime.delivery", runtime.delivery, SECONDARY_BOOT_DISK_MIN_VERSION, "secondary boot disks"))
+        # "The secondary boot disk type is the same as the node boot disk" (data-container-image-preloading).
+        chosen = raw_runtime.get("diskType") if isinstance(raw_runtime, dict) else None
+        if chosen is not None and r.valid("runtime.diskType", "gpuPool.diskType") and chosen != gpu_pool.disk_type:
+            r.fail("runtime.diskType", chosen, f"unset or {gpu_pool.disk_type!r} (gpuPool.diskType) with delivery "
+                   "secondaryBootDisk: GKE gives the runtime disk the type of the node's boot disk")
+    if r.valid("gpuPool.onDemandFallback") and gpu_pool.on_demand_fallback:
+        needs.append(("gpuPool.onDemandFallback", True, COMPUTE_CLASS_MIN_VERSION, "custom ComputeClasses"))
+    if not r.valid("cluster.minMasterVersion"):
+        return
+    for key, value, minimum, feature in needs:
+        if not version_at_least(cluster.min_master_version, minimum):
+            r.fail("cluster.minMasterVersion", cluster.min_master_version,
+                   f"a GKE version of at least {minimum} for {key}={json.dumps(value)} ({feature} need it); "
+                   f"a bare minor such as 1.30 may resolve to an older patch, so give a later minor or a full version")
+
+
+def version_at_least(version: str, minimum: str) -> bool:
+    """GKE versions compare as (major, minor, patch, gke build). A shorter version stands for any of its
+    later parts (`1.30` is any 1.30 patch), so it is at least `minimum` only when what it gives is later."""
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", v))
+
+    have, need = parts(version), parts(minimum)
+    if len(have) < len(need):
+        return have > need[:len(have)]
+    return have >= need
 
 
 def _pd_types(machine_type: Any) -> tuple[str, ...] | None:

@@ -273,6 +273,7 @@ class DiskAttacher(pulumi.ComponentResource):
         )
         self.runtime_volume = RuntimeVolume(
             source={"host_path": k8s.core.v1.HostPathVolumeSourceArgs(path=HOST_MOUNT_PATH, type="Directory")},
+            hash12=args.runtime_hash12,
             propagation="HostToContainer",
         )
         self.register_outputs({

@@ -18,6 +18,20 @@ recompute the default values"). The order of one `pulumi up` with a new recipe:
   4. the old pool is deleted last, after its dependents moved: GKE drains its nodes ("GKE drains
      all the nodes in the node pool", https://cloud.google.com/kubernetes-engine/docs/how-to/node-pools#deleting_a_node_pool)
      and the old runtime disks go with their nodes (autoDelete).
+
+With `runtime.delivery: secondaryBootDisk` GKE itself gives every node of the pool a disk made from the
+runtime image, in data mode (no `mode`: the enum's other value, CONTAINER_IMAGE_CACHE, is for container
+images), created "in parallel with the node provisioning process" and deleted with the node, and mounts
+it at secondary_boot_disk_path(image)
+(https://cloud.google.com/kubernetes-engine/docs/how-to/data-container-image-preloading). The image must be
+in the pool's project (it is: the bake makes it there) and hold a file system GKE mounts: the bake's
+`mkfs.ext4` of the whole device (images/runtime/builder-startup.sh) is what GKE's own data disk builder
+does (GoogleCloudPlatform/ai-on-gke@0808213391a6604cd80e5519e032fc32cd3816da:
+gke-disk-image-builder/script/startup.sh, "Set ext4 as the file system"). Nothing lifts a startup taint
+in that mode, so the pool carries none; the WebUI's init check refuses a node without the runtime.
+
+With `gpuPool.onDemandFallback` there are two pools per runtime, Spot and on-demand, both scaling from
+zero, both labelled and tainted for the ComputeClass that orders them (components/compute_class.py).
 """
 
 from __future__ import annotations
@@ -26,14 +40,25 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_kubernetes as k8s
 
 from components.cluster import Cluster, per_zone
+from components.compute_class import COMPUTE_CLASS_LABEL, COMPUTE_CLASS_TAINT
 from components.config import GpuPoolConfig
-from components.runtime_layout import GPU_NODE_LABEL, GPU_TAINT, RUNTIME_NODE_LABEL, STARTUP_TAINT
+from components.runtime_layout import (
+    GPU_NODE_LABEL,
+    GPU_TAINT,
+    RUNTIME_DELIVERY_LABEL,
+    RUNTIME_NODE_LABEL,
+    STARTUP_TAINT,
+    secondary_boot_disk_path,
+)
+from components.webui import RuntimeVolume
 
-REPLACED_ON = ["nodeConfig.labels"]
+REPLACED_ON = ["nodeConfig.labels", "nodeConfig.secondaryBootDisks"]
 """The runtime label changes only with the runtime: GKE could relabel nodes in place, but a node
-keeps the runtime disk it has, so a new label must mean new nodes."""
+keeps the runtime disk it has, so a new label must mean new nodes. A new secondary boot disk image
+needs a new pool as well (data-container-image-preloading: the image is set at pool creation)."""
 
 
 @dataclass
@@ -44,24 +69,60 @@ class GpuPoolArgs:
     zones: tuple[str, ...]
     runtime_hash12: pulumi.Input[str]
     """The runtime this pool's nodes are for (the runtime image's hash12)."""
+    runtime_image: pulumi.Input[str] | None = None
+    """With it, GKE puts this image on every node as a secondary boot disk: `projects/P/global/images/NAME`."""
 
 
 class GpuPool(pulumi.ComponentResource):
-    """A GPU node pool that scales from zero, labelled with the runtime its nodes serve."""
+    """GPU node pools of one runtime that scale from zero: one, or Spot and on-demand for a ComputeClass."""
 
     def __init__(self, name: str, args: GpuPoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdgke:gpu_pool:GpuPool", name, None, opts)
         gpu = args.config
-        self.taints = [STARTUP_TAINT]
-        """Taints the pool declares; GKE adds GPU_TAINT itself. Pods that run here tolerate both."""
-        self.pool = gcp.container.NodePool(
-            f"{name}-gpu",
+        self.delivery = "daemonset" if args.runtime_image is None else "secondaryBootDisk"
+        self.compute_class = gpu.on_demand_fallback
+        """Whether the pools serve a ComputeClass (Spot first, on demand when Spot is gone)."""
+        self.workload_taints = [COMPUTE_CLASS_TAINT] if self.compute_class else []
+        self.taints = [*([STARTUP_TAINT] if args.runtime_image is None else []), *self.workload_taints]
+        """Taints the pools declare; GKE adds GPU_TAINT itself. The WebUI tolerates all but the startup
+        taint, which the disk attacher lifts once the runtime is mounted."""
+        # The on-demand fallback keeps no node of its own: it is there for when Spot is gone.
+        capacity = [("gpu", gpu.spot, gpu.min_nodes)] + ([("gpu-on-demand", False, 0)] if self.compute_class else [])
+        self.pools = [self._pool(f"{name}-{role}", spot, min_nodes, args) for role, spot, min_nodes in capacity]
+        """In priority order: the ComputeClass lists them so."""
+        self.pool = self.pools[0]
+        self.runtime_hash12: pulumi.Output[str] = self.pool.node_config.apply(
+            lambda node_config: node_config.labels[RUNTIME_NODE_LABEL]
+        )
+        """The runtime label as the pool reports it: whoever selects on it waits for this pool."""
+        self.node_selector = {GPU_NODE_LABEL: gpu.accelerator_type, RUNTIME_NODE_LABEL: self.runtime_hash12,
+                              RUNTIME_DELIVERY_LABEL: self.delivery}
+        self.tolerations = [GPU_TAINT, *self.taints]
+        self.workload_tolerations = [GPU_TAINT, *self.workload_taints]
+        self.runtime_volume: RuntimeVolume | None = None
+        """The runtime as the pool's own secondary boot disk delivers it; None when a DaemonSet does."""
+        if args.runtime_image is not None:
+            image = self.pool.node_config.apply(lambda node_config: node_config.secondary_boot_disks[0].disk_image)
+            self.runtime_volume = RuntimeVolume(
+                source={"host_path": k8s.core.v1.HostPathVolumeSourceArgs(
+                    path=image.apply(secondary_boot_disk_path), type="Directory")},
+                hash12=self.runtime_hash12,
+            )
+        self.register_outputs({"names": [p.name for p in self.pools], "runtimeHash": self.runtime_hash12})
+
+    def _pool(self, resource_name: str, spot: bool, min_nodes: int, args: GpuPoolArgs) -> gcp.container.NodePool:
+        gpu = args.config
+        labels = {"sd-gke/pool": "gpu", RUNTIME_NODE_LABEL: args.runtime_hash12, RUNTIME_DELIVERY_LABEL: self.delivery}
+        if self.compute_class:
+            labels[COMPUTE_CLASS_LABEL] = COMPUTE_CLASS_TAINT["value"]
+        return gcp.container.NodePool(
+            resource_name,
             cluster=args.cluster.cluster.id,
             location=args.region,
             node_locations=list(args.zones),
-            initial_node_count=per_zone(gpu.min_nodes, len(args.zones)),
+            initial_node_count=per_zone(min_nodes, len(args.zones)),
             autoscaling=gcp.container.NodePoolAutoscalingArgs(
-                total_min_node_count=gpu.min_nodes,
+                total_min_node_count=min_nodes,
                 total_max_node_count=gpu.max_nodes,
                 location_policy=gpu.location_policy,
             ),
@@ -75,7 +136,7 @@ class GpuPool(pulumi.ComponentResource):
             ),
             node_config=gcp.container.NodePoolNodeConfigArgs(
                 machine_type=gpu.machine_type,
-                spot=gpu.spot,
+                spot=spot,
                 disk_type=gpu.disk_type,
                 disk_size_gb=gpu.disk_size_gb,
                 guest_accelerators=[
@@ -87,7 +148,9 @@ class GpuPool(pulumi.ComponentResource):
                         ),
                     )
                 ],
-                labels={"sd-gke/pool": "gpu", RUNTIME_NODE_LABEL: args.runtime_hash12},
+                labels=labels,
+                secondary_boot_disks=[gcp.container.NodePoolNodeConfigSecondaryBootDiskArgs(disk_image=args.runtime_image)]
+                if args.runtime_image is not None else None,
                 taints=[
                     gcp.container.NodePoolNodeConfigTaintArgs(
                         key=t["key"], value=t["value"], effect=_taint_effect(t["effect"])
@@ -98,13 +161,6 @@ class GpuPool(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, replace_on_changes=REPLACED_ON),
         )
-        self.runtime_hash12: pulumi.Output[str] = self.pool.node_config.apply(
-            lambda node_config: node_config.labels[RUNTIME_NODE_LABEL]
-        )
-        """The runtime label as the pool reports it: whoever selects on it waits for this pool."""
-        self.node_selector = {GPU_NODE_LABEL: gpu.accelerator_type, RUNTIME_NODE_LABEL: self.runtime_hash12}
-        self.tolerations = [GPU_TAINT, *self.taints]
-        self.register_outputs({"name": self.pool.name, "runtimeHash": self.runtime_hash12})
 
 
 def _taint_effect(effect: str) -> str:

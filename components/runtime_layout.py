@@ -9,6 +9,14 @@ RUNTIME_ROOT = "/runtime"
 HOST_MOUNT_PATH = "/mnt/disks/sd-runtime"
 """Where the disk attacher mounts the runtime disk on each GPU node."""
 HOST_MOUNT_PARENT = "/mnt/disks"
+SECONDARY_BOOT_DISK_PARENT = "/mnt/disks/gke-secondary-disks"
+"""Where GKE mounts a node pool's data-mode secondary boot disks on each node, one directory per disk image,
+`gke-<IMAGE_NAME>-disk`, as the Pod's hostPath in the data preloading guide uses it
+(https://cloud.google.com/kubernetes-engine/docs/how-to/data-container-image-preloading, "Preload data": hostPath
+/mnt/disks/gke-secondary-disks/gke-DISK_IMAGE_NAME-disk). The same rule in code: a node provisioner that mimics
+GKE writes `SECONDARY_BOOT_DISKS: /mnt/disks/gke-secondary-disks/gke-<image>-disk` into kube-env
+(cloudpilot-ai/karpenter-provider-gcp@6e5a811fc64a90f24382a277bd9ede1a77e98cd5:
+pkg/providers/instance/secondary_disks.go, secondaryBootDiskImageDeviceName)."""
 DEVICE_NAME = "sd-runtime"
 """deviceName of the runtime disk on the instance: /dev/disk/by-id/google-sd-runtime."""
 MANIFEST = f"{RUNTIME_ROOT}/MANIFEST.json"
@@ -21,11 +29,20 @@ HASH_LABEL = "sdgke-runtime-hash"
 
 STARTUP_TAINT_KEY = "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime"
 STARTUP_TAINT = {"key": STARTUP_TAINT_KEY, "value": "pending", "effect": "NoSchedule"}
-"""GPU nodes start with this taint; the disk attacher removes it once the runtime is mounted.
+"""GPU nodes of the daemonset delivery start with this taint; the disk attacher removes it once the runtime is mounted.
 The cluster autoscaler ignores the prefix when it simulates a scale-up (1.29+)."""
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 """GKE adds this taint to every GPU node by itself."""
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"
 RUNTIME_NODE_LABEL = "sd-gke/runtime"
+RUNTIME_DELIVERY_LABEL = "sd-gke/runtime-delivery"
+"""Node label naming how the runtime reached a GPU node (runtime.delivery): its pool sets it and the WebUI
+selects on it, so after a switch of delivery a WebUI pod never lands on a node of the other mode, whose
+runtime sits at another host path."""
 """Node label naming the runtime (hash12) a GPU node is for: its pool sets it, the disk attacher and
 the WebUI select on it, so a runtime's pods only ever land on nodes of that runtime's pool."""
+
+
+def secondary_boot_disk_path(image: str) -> str:
+    """The host path of a data-mode secondary boot disk made from `image` (a name or any path ending in it)."""
+    return f"{SECONDARY_BOOT_DISK_PARENT}/gke-{image.rsplit('/', 1)[-1]}-disk"

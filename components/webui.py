@@ -18,7 +18,7 @@ import pulumi_random as random
 from components.config import WebuiConfig
 from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.recipe import BAKE_SCRIPT
-from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
+from components.runtime_layout import GPU_TAINT, MANIFEST, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
 from components.source import load_source
 
 PORT = 7860
@@ -55,11 +55,13 @@ itself stays safe (maxUnavailable 0 keeps old pods serving until new ones are re
 class RuntimeVolume:
     """How the runtime reaches the pod: the seam between delivery mechanisms and the WebUI.
 
-    `source` is a Kubernetes volume source (hostPath for the disk attacher); `propagation` is
-    the mount propagation the delivery needs for a mount that may appear after the pod starts.
+    `source` is a Kubernetes volume source (a hostPath in both deliveries); `hash12` is the runtime
+    that volume must hold, checked before WebUI starts; `propagation` is the mount propagation the
+    delivery needs for a mount that may appear after the pod starts.
     """
 
     source: dict
+    hash12: pulumi.Input[str]
     propagation: str | None = None
 
 
@@ -69,7 +71,7 @@ class WebuiArgs:
     environment: str
     image: pulumi.Input[str]
     runtime: RuntimeVolume
-    node_selector: dict[str, str]
+    node_selector: dict[str, pulumi.Input[str]]
     tolerations: list[dict] = field(default_factory=lambda: [GPU_TAINT])
 
 
@@ -84,6 +86,18 @@ def tolerations(taints: list[dict]) -> list[k8s.core.v1.TolerationArgs]:
     """Tolerate exactly these taints (key, value and effect), nothing broader."""
     return [k8s.core.v1.TolerationArgs(key=t["key"], operator="Equal", value=t["value"], effect=t["effect"])
             for t in taints]
+
+
+def runtime_checks(hash12: str) -> list[str]:
+    """Refuse a runtime that is not mounted, not finished or not this one: the ready marker the bake writes
+    last holds the full identity hash, and so does MANIFEST.json's recipe_hash (images/runtime/bake.py)."""
+    marker = f"{RUNTIME_ROOT}/{READY_MARKER}"
+    return [
+        f'{{ test -f {marker} || {{ echo "{marker} is missing: no finished runtime is mounted here" >&2; exit 1; }}; }}',
+        f'{{ grep -q "^{hash12}" {marker} || {{ echo "{marker} is not runtime {hash12}" >&2; exit 1; }}; }}',
+        f"{{ grep -Eq '\"recipe_hash\": *\"{hash12}' {MANIFEST} || "
+        f'{{ echo "{MANIFEST}: recipe_hash is not runtime {hash12}" >&2; exit 1; }}; }}',
+    ]
 
 
 def launch_args(cfg: WebuiConfig) -> list[str]:
@@ -183,13 +197,13 @@ class Webui(pulumi.ComponentResource):
             name="runtime", mount_path=RUNTIME_ROOT, read_only=True, mount_propagation=args.runtime.propagation,
         )
         data_mount = k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR)
-        # The gate: refuse to start on a node whose runtime is not mounted and verified, and point
-        # WebUI's data dir at the baked extensions and models.
-        prepare = " && ".join([
-            f"test -f {RUNTIME_ROOT}/{READY_MARKER}",
+        # The gate: refuse to start on a node whose runtime is not mounted, finished and the one this
+        # Deployment is for, and point WebUI's data dir at the baked extensions and models.
+        prepare = pulumi.Output.from_input(args.runtime.hash12).apply(lambda hash12: " && ".join([
+            *runtime_checks(hash12),
             f"mkdir -p {DATA_DIR}/home {DATA_DIR}/cache {DATA_DIR}/outputs",
             *(f"ln -sfn {RUNTIME_ROOT}/{target} {DATA_DIR}/{name}" for name, target in BAKE.DATA_LINKS.items()),
-        ])
+        ]))
         grace = cfg.generation_timeout_seconds + 30
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",

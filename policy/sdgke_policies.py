@@ -39,6 +39,9 @@ WORKLOADS = {
     "kubernetes:core/v1:Pod": ("spec",),
 }
 RUNTIME_HOST_PATH = "/mnt/disks/sd-runtime"
+BOOT_DISK_HOST_PATH = re.compile(r"^/mnt/disks/gke-secondary-disks/gke-sd-runtime-[0-9a-f]{12}-disk$")
+"""Where GKE mounts a pool's runtime image as a data-mode secondary boot disk (components/runtime_layout.py)."""
+COMPUTE_CLASS_LABEL = "cloud.google.com/compute-class"
 RUNTIME_NODE_LABEL = "sd-gke/runtime"
 ATTACHER = ("sd-system", "disk-attacher")
 WEBUI_NAME = "webui"
@@ -147,9 +150,34 @@ SPOT_CONFIG = {"requireSpot": {"type": "boolean", "default": False}}
 
 
 def _gpu_spot(args, report):
+    """An on-demand pool that serves a ComputeClass is the fallback for when Spot is gone: the class
+    scales it up only then, and moves pods back to Spot when it can (components/compute_class.py)."""
     if _is_gpu_pool(args.props) and _config(args, "requireSpot", SPOT_CONFIG) and \
-            _get(args.props, "nodeConfig", "spot") is not True:
+            _get(args.props, "nodeConfig", "spot") is not True and \
+            not _get(args.props, "nodeConfig", "labels", COMPUTE_CLASS_LABEL):
         report("This stack requires Spot GPU nodes: set nodeConfig.spot = true.")
+
+
+def _boot_disk_images(props: dict) -> list[str]:
+    return [d.get("diskImage") for d in _get(props, "nodeConfig", "secondaryBootDisks") or []]
+
+
+def _secondary_boot_disks(args, report):
+    """Secondary boot disks need Image Streaming and Container-Optimized OS, and the runtime is data
+    (https://cloud.google.com/kubernetes-engine/docs/how-to/data-container-image-preloading)."""
+    disks = _get(args.props, "nodeConfig", "secondaryBootDisks") or []
+    if not disks:
+        return
+    if _get(args.props, "nodeConfig", "gcfsConfig", "enabled") is not True:
+        report("Node pool with secondary boot disks but without Image Streaming: GKE requires "
+               "nodeConfig.gcfsConfig.enabled = true for them.")
+    image_type = _get(args.props, "nodeConfig", "imageType")
+    if image_type is not None and not str(image_type).upper().startswith("COS"):
+        report(f"Node pool with secondary boot disks on image type {image_type}: they need Container-Optimized OS.")
+    for disk in disks:
+        if disk.get("mode") not in (None, "", "MODE_UNSPECIFIED"):
+            report(f"Secondary boot disk {disk.get('diskImage')} in mode {disk.get('mode')}: the runtime is data, "
+                   "which GKE mounts only without a mode.")
 
 
 def _workload_identity(args, report):
@@ -224,8 +252,9 @@ def _host_paths(args, report):
         report(f"hostPath volumes {sorted(host_volumes)} outside the disk attacher and the WebUI.")
         return
     for name, path in host_volumes.items():
-        if path != RUNTIME_HOST_PATH:
-            report(f"WebUI hostPath {path!r}: only the runtime ({RUNTIME_HOST_PATH}) may come from the host.")
+        if path != RUNTIME_HOST_PATH and not (isinstance(path, str) and BOOT_DISK_HOST_PATH.match(path)):
+            report(f"WebUI hostPath {path!r}: only the runtime ({RUNTIME_HOST_PATH}) may come from the host, "
+                   f"or the runtime's secondary boot disk ({BOOT_DISK_HOST_PATH.pattern}).")
         for container in _containers(pod):
             for mount in container.get("volumeMounts") or []:
                 if mount.get("name") == name and mount.get("readOnly") is not True:
@@ -265,8 +294,12 @@ def _alerts_page_the_channel(args: StackValidationArgs, report):
 
 
 def _runtime_paths_agree(args: StackValidationArgs, report):
-    """The WebUI's runtime hostPath is the very path the disk attacher mounts the disk at."""
+    """The WebUI's runtime hostPath is the very path the disk attacher mounts the disk at or, where the GPU
+    pools carry the runtime as a secondary boot disk, the path GKE mounts that disk at."""
     attacher_paths, webui_paths = set(), set()
+    boot_disk_paths = {f"/mnt/disks/gke-secondary-disks/gke-{image.rsplit('/', 1)[-1]}-disk"
+                       for r in args.resources if r.resource_type == NODE_POOL and _is_gpu_pool(r.props)
+                       for image in _boot_disk_images(r.props) if image}
     for r in args.resources:
         pod = _pod_spec(r.resource_type, r.props)
         if pod is None:
@@ -279,9 +312,14 @@ def _runtime_paths_agree(args: StackValidationArgs, report):
                         attacher_paths.add(env.get("value"))
         elif identity[1] == WEBUI_NAME:
             webui_paths |= {v["hostPath"].get("path") for v in pod.get("volumes") or [] if v.get("hostPath")}
-    if webui_paths and webui_paths != attacher_paths:
-        report(f"The WebUI mounts the runtime from {sorted(webui_paths)} but the disk attacher mounts it at "
-               f"{sorted(attacher_paths) or 'nothing'}.")
+    if boot_disk_paths and attacher_paths:
+        report("The GPU pools carry the runtime as a secondary boot disk and a disk attacher mounts it too: "
+               "choose one delivery (runtime.delivery).")
+    expected, source = (boot_disk_paths, "GKE mounts the pools' secondary boot disk") if boot_disk_paths else \
+        (attacher_paths, "the disk attacher mounts it")
+    if webui_paths and webui_paths != expected:
+        report(f"The WebUI mounts the runtime from {sorted(webui_paths)} but {source} at "
+               f"{sorted(expected) or 'nothing'}.")
 
 
 def _runtime_selection_agrees(args: StackValidationArgs, report):
@@ -305,6 +343,13 @@ def _runtime_selection_agrees(args: StackValidationArgs, report):
             agent_selected = set.intersection(*per_term)
         elif _identity(r.props)[1] == WEBUI_NAME:
             webui_selected.add((pod.get("nodeSelector") or {}).get(RUNTIME_NODE_LABEL, ""))
+    for r in args.resources:
+        if r.resource_type == NODE_POOL and _is_gpu_pool(r.props):
+            label = _get(r.props, "nodeConfig", "labels", RUNTIME_NODE_LABEL)
+            for image in _boot_disk_images(r.props):
+                if label and image and not image.endswith(f"sd-runtime-{label}"):
+                    report(f"A GPU pool labelled {RUNTIME_NODE_LABEL}={label} carries the runtime image {image}: "
+                           "its nodes would hold another runtime than their label says.")
     known = {h for h in agent_hashes if h}
     if len(known) != 1:
         return  # unknown in this preview, or no agent: nothing to judge
@@ -568,6 +613,8 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 (NODE_POOL,), _gpu_types, config=GPU_TYPES_CONFIG),
     _validation("gke-gpu-spot", "Where the stack requires it, GPU pools run on Spot VMs.",
                 (NODE_POOL,), _gpu_spot, config=SPOT_CONFIG),
+    _validation("gke-secondary-boot-disks-supported", "Secondary boot disks: Image Streaming, COS, data mode.",
+                (NODE_POOL,), _secondary_boot_disks),
     _validation("gke-workload-identity", "Workload Identity on the cluster and the GKE metadata server on nodes.",
                 (CLUSTER, NODE_POOL), _workload_identity),
     _validation("gke-no-default-compute-sa", "Nodes never run as the default compute service account.",

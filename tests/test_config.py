@@ -191,13 +191,14 @@ BAD_CONFIGS = [
     pytest.param(
         {"gpuPool": {"maxNode": 4}},
         "gpuPool.maxNode: unknown key; allowed keys are acceleratorCount, acceleratorType, diskSizeGb, "
-        "diskType, gpuDriverVersion, locationPolicy, machineType, maxNodes, minNodes, spot",
+        "diskType, gpuDriverVersion, locationPolicy, machineType, maxNodes, minNodes, onDemandFallback, spot",
         id="typo-nested",
     ),
     pytest.param(
         {"gpuPool": "big"},
         'gpuPool: "big" is not allowed; expected an object with keys acceleratorCount, acceleratorType, '
-        "diskSizeGb, diskType, gpuDriverVersion, locationPolicy, machineType, maxNodes, minNodes, spot",
+        "diskSizeGb, diskType, gpuDriverVersion, locationPolicy, machineType, maxNodes, minNodes, onDemandFallback, "
+        "spot",
         id="section-not-object",
     ),
     pytest.param(

@@ -115,7 +115,8 @@ def test_startup_taint_is_the_one_the_agent_removes(run):
 def test_attacher_and_webui_select_the_same_gpu_nodes(run):
     term = agent(run)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchExpressions"][0] == {"key": layout.GPU_NODE_LABEL, "operator": "Exists"}
-    assert sorted(webui_pod(run)["nodeSelector"]) == sorted([layout.GPU_NODE_LABEL, layout.RUNTIME_NODE_LABEL])
+    assert sorted(webui_pod(run)["nodeSelector"]) == sorted([layout.GPU_NODE_LABEL, layout.RUNTIME_NODE_LABEL,
+                                                             layout.RUNTIME_DELIVERY_LABEL])
 
 
 def test_runtime_disk_settings_reach_the_agent(run):

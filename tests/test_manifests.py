@@ -20,7 +20,9 @@ def test_program_registers_kubernetes_objects(run):
     assert {"Namespace", "Deployment", "DaemonSet", "Service", "CronJob"} <= kinds
 
 
-def test_every_object_is_valid_for_the_target_kubernetes_version(run):
+def manifest_errors(run) -> list[str]:
+    """Every object checked against the schemas of the stack's Kubernetes minor, custom resources against
+    their CRD's (tests/crd_schemas.py)."""
     minor = stack_config(run).cluster.kubernetes_minor
     errors = []
     for name, manifest in plan.manifests(run).items():
@@ -31,7 +33,11 @@ def test_every_object_is_valid_for_the_target_kubernetes_version(run):
             kubernetes_validate.validate(manifest, minor, strict=True)
         except kubernetes_validate.ValidationError as err:
             errors.append(f"{name}: {err.message} at {'.'.join(str(p) for p in err.path)}")
-    assert errors == []
+    return errors
+
+
+def test_every_object_is_valid_for_the_target_kubernetes_version(run):
+    assert manifest_errors(run) == []
 
 
 def test_validation_rejects_an_unknown_field(run):

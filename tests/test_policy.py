@@ -150,6 +150,9 @@ NON_COMPLIANT = [
      _set("permissions", ["compute.disks.*"]), "never wildcards"),
     ("stack-runtime-paths-agree", DAEMONSET, "runtime-disk-daemonset", _attacher_mount_path,
      "but the disk attacher mounts it at ['/mnt/disks/elsewhere']"),
+    ("gke-secondary-boot-disks-supported", NODE_POOL, "sd-gpu",
+     _set("nodeConfig.secondaryBootDisks", [{"diskImage": "global/images/x", "mode": "CONTAINER_IMAGE_CACHE"}]),
+     "which GKE mounts only without a mode"),
     ("k8s-deployment-probes", DEPLOYMENT, "webui-deployment", _webui_no_probes, "has no startupProbe"),
     ("k8s-memory-limits", DEPLOYMENT, "webui-deployment", _no_memory_limit, "has no memory limit"),
 ]

@@ -73,30 +73,39 @@ def replay(run, tree: Path, work: Path) -> dict[str, str | None]:
     return {pod: r["error"] for pod, r in zip(pod_paths, json.loads(result.stdout), strict=True)}
 
 
-def baked_tree(root: Path) -> Path:
-    """The paths the bake's webui-config step creates, by the bake's own code, and the ready marker."""
-    root.mkdir()
-    BAKE.Bake({}, root, "0" * 64).make_startup_paths()
-    (root / READY_MARKER).write_text("0" * 64 + "\n")
+def identity(run) -> str:
+    return run.one("pulumi-python:dynamic:Resource", "runtime-image").inputs["identity_hash"]
+
+
+def finish(root: Path, recipe_hash: str) -> Path:
+    """What the bake writes last: the manifest and the ready marker, both naming the runtime (bake.py)."""
+    (root / BAKE.MANIFEST).write_text(json.dumps({"recipe_hash": recipe_hash}, indent=2, sort_keys=True) + "\n")
+    (root / READY_MARKER).write_text(recipe_hash + "\n")
     return root
 
 
-def tree_without_startup_paths(root: Path) -> Path:
+def baked_tree(root: Path, recipe_hash: str) -> Path:
+    """The paths the bake's webui-config step creates, by the bake's own code, and the ready marker."""
+    root.mkdir()
+    BAKE.Bake({}, root, recipe_hash).make_startup_paths()
+    return finish(root, recipe_hash)
+
+
+def tree_without_startup_paths(root: Path, recipe_hash: str) -> Path:
     """What a bake laid out before it knew WebUI's startup writes: the model, the clones, the hub cache."""
     for d in ("models/Stable-diffusion", "webui/extensions", "cache/huggingface/hub/models--openai--clip/refs"):
         (root / d).mkdir(parents=True)
     (root / "models/Stable-diffusion/v1-5.safetensors").write_bytes(b"\0")
-    (root / READY_MARKER).write_text("0" * 64 + "\n")
-    return root
+    return finish(root, recipe_hash)
 
 
 def test_webui_starts_on_the_read_only_runtime_the_bake_lays_out(runs, tmp_path):
-    errors = replay(runs["dev"], baked_tree(tmp_path / "tree"), tmp_path)
+    errors = replay(runs["dev"], baked_tree(tmp_path / "tree", identity(runs["dev"])), tmp_path)
     assert {path: error for path, error in errors.items() if error} == {}
 
 
 def test_without_the_baked_startup_paths_webui_meets_a_read_only_file_system(runs, tmp_path):
-    tree = tree_without_startup_paths(tmp_path / "tree")
+    tree = tree_without_startup_paths(tmp_path / "tree", identity(runs["dev"]))
     errors = replay(runs["dev"], tree, tmp_path)
     missing = {pod_path(runs["dev"], w) for w in BAKE.WEBUI_STARTUP_WRITES
                if BAKE.runtime_path(w) is not None and not (tree / BAKE.runtime_path(w)).exists()}

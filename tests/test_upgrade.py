@@ -123,7 +123,7 @@ def test_the_upgrade_changes_only_the_pool_label_which_replaces_the_pool(upgrade
     old, new = before.one(NODE_POOL, "sd-gpu"), after.one(NODE_POOL, "sd-gpu")
     assert old.urn == new.urn
     assert changed_paths(old.inputs, new.inputs) == [f"nodeConfig.labels.{layout.RUNTIME_NODE_LABEL}"]
-    assert new.replace_on_changes == REPLACED_ON == ["nodeConfig.labels"]
+    assert new.replace_on_changes == REPLACED_ON == ["nodeConfig.labels", "nodeConfig.secondaryBootDisks"]
 
 
 def test_the_new_pool_is_created_before_the_old_one_is_deleted(upgrade):

@@ -39,7 +39,8 @@ def test_pods_run_only_on_gpu_nodes_of_the_configured_type_and_runtime(run):
 
     hash12 = run.one("pulumi-python:dynamic:Resource", "runtime-image").inputs["identity_hash"][:12]
     assert pod(run)["nodeSelector"] == {"cloud.google.com/gke-accelerator": stack_config(run).gpu_pool.accelerator_type,
-                                        "sd-gke/runtime": hash12}
+                                        "sd-gke/runtime": hash12,
+                                        "sd-gke/runtime-delivery": stack_config(run).runtime.delivery}
 
 
 def test_pods_tolerate_the_gpu_taint_but_not_the_startup_taint(run):

@@ -1,6 +1,7 @@
 """The offline plan: run the program for a stack under mocks, with no cloud credentials.
 
     python -m tools.plan --stack dev
+    python -m tools.plan --stack dev --set runtime.delivery=secondaryBootDisk
 
 Prints the resource tree with each resource's key settings, writes `build/plan/<stack>.json`
 (every registered resource with its inputs as registered, camelCase) and the Kubernetes manifests
@@ -47,7 +48,9 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "gcp:container/nodePool:NodePool": (
         "nodeConfig.machineType", "nodeConfig.guestAccelerators.0.type", "autoscaling.totalMinNodeCount",
         "autoscaling.totalMaxNodeCount", "nodeConfig.spot", "nodeConfig.gcfsConfig.enabled",
+        "nodeConfig.secondaryBootDisks.0.diskImage",
     ),
+    "kubernetes:cloud.google.com/v1:ComputeClass": ("metadata.name", "spec.activeMigration.optimizeRulePriority"),
     "gcp:compute/subnetwork:Subnetwork": ("ipCidrRange", "privateIpGoogleAccess"),
     "gcp:projects/service:Service": ("service",),
     "gcp:projects/iAMMember:IAMMember": ("role",),
@@ -119,21 +122,44 @@ def write(run: mockrun.Run, out: Path) -> Path:
     return path
 
 
+def with_settings(config: dict[str, str], settings: list[str]) -> dict[str, str]:
+    """The stack's config with `key.path=value` settings applied, as `pulumi config set --path` would
+    (the value read as YAML: `true` is a boolean, `3` a number)."""
+    out = dict(config)
+    for setting in settings:
+        path, sep, text = setting.partition("=")
+        if not sep or not path:
+            raise mockrun.StackFileError(f"--set {setting!r}: expected KEY=VALUE, e.g. runtime.delivery=secondaryBootDisk")
+        top, *keys = path.split(".")
+        full = f"{mockrun.PROJECT}:{top}"
+        value = yaml.safe_load(text)
+        if keys:
+            section = json.loads(out[full]) if full in out else {}
+            node = section
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = value
+            value = section
+        out[full] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml is read")
     parser.add_argument("--stack-file", type=Path, help="read the config from this file instead")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/plan)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key of the stack (without the sd-gke: prefix; a dotted path "
+                             "sets one key of a section), e.g. runtime.delivery=secondaryBootDisk")
     args = parser.parse_args(argv)
 
     import pulumi
 
     started = time.monotonic()
     try:
-        if args.stack_file:
-            run = mockrun.run(args.stack, config=mockrun.config_of(args.stack_file))
-        else:
-            run = mockrun.run(args.stack)
+        config = mockrun.config_of(args.stack_file) if args.stack_file else mockrun.read_stack_config(args.stack)
+        run = mockrun.run(args.stack, config=with_settings(config, args.set))
     except (FileNotFoundError, mockrun.StackFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
