@@ -14,10 +14,11 @@ from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
-from components.labels import gcp_labels
+from components.jobs import Jobs, JobsArgs
+from components.labels import gcp_labels, k8s_labels
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
-from components.webui import API_USER, Webui, WebuiArgs
+from components.webui import API_USER, NAMESPACE, SERVICE_ACCOUNT, Webui, WebuiArgs
 
 ROOT = Path(__file__).parent
 
@@ -77,6 +78,16 @@ disk_attacher = DiskAttacher(
     ),
     on_cluster,
 )
+jobs = None
+if cfg.jobs.enabled:
+    jobs = Jobs(
+        "jobs",
+        JobsArgs(config=cfg.jobs, project=cfg.project, region=cfg.region, protect=cfg.protected, registry=registry,
+                 webui_namespace=NAMESPACE, webui_service_account=SERVICE_ACCOUNT,
+                 generation_timeout_seconds=cfg.webui.generation_timeout_seconds,
+                 labels=k8s_labels("jobs", cfg.environment)),
+        on_cluster,
+    )
 webui = Webui(
     "webui",
     WebuiArgs(
@@ -85,6 +96,7 @@ webui = Webui(
         image=base_image.ref,
         runtime=disk_attacher.runtime_volume,
         node_selector=gpu_pool.node_selector,
+        queue=jobs.sidecar if jobs else None,
     ),
     on_cluster,
 )
@@ -100,3 +112,8 @@ pulumi.export("webui_service", webui.service.metadata.name)
 if webui.api_password is not None:
     pulumi.export("webui_api_user", API_USER)
     pulumi.export("webui_api_password", webui.api_password.result)
+if jobs is not None:
+    pulumi.export("jobs_topic", jobs.topic.id)
+    pulumi.export("results_bucket", jobs.bucket.name)
+    pulumi.export("jobs_dead_letter_subscription", jobs.dead_letters.id)
+    pulumi.export("keda_service_account", jobs.keda_service_account)

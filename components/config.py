@@ -138,6 +138,20 @@ class WebuiConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """The asynchronous job queue (components/jobs.py); ranges are Pub/Sub's own
+    (https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions)."""
+
+    enabled: bool = False
+    ack_deadline_seconds: int = 60
+    max_delivery_attempts: int = 5
+    min_retry_backoff_seconds: int = 10
+    max_retry_backoff_seconds: int = 600
+    result_retention_days: int = 30
+    jobs_per_pod: int = 5
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     region: str
@@ -149,6 +163,7 @@ class StackConfig:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     deletion_protection: bool | None = None
     """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
@@ -306,6 +321,16 @@ _WEBUI = {
     ),
 }
 
+_JOBS = {
+    "enabled": ("enabled", lambda r, k, v: r.boolean(k, v)),
+    "ackDeadlineSeconds": ("ack_deadline_seconds", lambda r, k, v: r.integer(k, v, 10, 600)),
+    "maxDeliveryAttempts": ("max_delivery_attempts", lambda r, k, v: r.integer(k, v, 5, 100)),
+    "minRetryBackoffSeconds": ("min_retry_backoff_seconds", lambda r, k, v: r.integer(k, v, 0, 600)),
+    "maxRetryBackoffSeconds": ("max_retry_backoff_seconds", lambda r, k, v: r.integer(k, v, 0, 600)),
+    "resultRetentionDays": ("result_retention_days", lambda r, k, v: r.integer(k, v, 1, 3650)),
+    "jobsPerPod": ("jobs_per_pod", lambda r, k, v: r.integer(k, v, 1, 1000)),
+}
+
 
 def _master_version(r: _Reader, key: str, value: Any) -> Any:
     allowed = "a GKE version such as 1.33 or 1.33.5-gke.1000 with minor " + " to ".join(
@@ -319,7 +344,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
-    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "deletionProtection",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "deletionProtection", "jobs",
 )
 
 
@@ -365,6 +390,10 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     gpu_pool = r.section("gpuPool", raw.get("gpuPool"), GpuPoolConfig, _GPU_POOL)
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
+    jobs = r.section("jobs", raw.get("jobs"), JobsConfig, _JOBS)
+    if r.valid("jobs") and jobs.min_retry_backoff_seconds > jobs.max_retry_backoff_seconds:
+        r.fail("jobs.minRetryBackoffSeconds", jobs.min_retry_backoff_seconds,
+               f"at most jobs.maxRetryBackoffSeconds ({jobs.max_retry_backoff_seconds})")
     deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
@@ -374,7 +403,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     return StackConfig(
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
-        runtime=runtime, webui=webui, deletion_protection=deletion_protection,
+        runtime=runtime, webui=webui, jobs=jobs, deletion_protection=deletion_protection,
     )
 
 
