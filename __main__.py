@@ -15,7 +15,7 @@ from components.cluster import Cluster, ClusterArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.jobs import Jobs, JobsArgs
-from components.labels import gcp_labels, k8s_labels
+from components.labels import gcp_labels
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
 from components.webui import API_USER, NAMESPACE, SERVICE_ACCOUNT, Webui, WebuiArgs
@@ -84,9 +84,8 @@ if cfg.jobs.enabled:
         "jobs",
         JobsArgs(config=cfg.jobs, project=cfg.project, region=cfg.region, protect=cfg.protected, registry=registry,
                  webui_namespace=NAMESPACE, webui_service_account=SERVICE_ACCOUNT,
-                 generation_timeout_seconds=cfg.webui.generation_timeout_seconds,
-                 labels=k8s_labels("jobs", cfg.environment)),
-        on_cluster,
+                 generation_timeout_seconds=cfg.webui.generation_timeout_seconds),
+        on_google,
     )
 webui = Webui(
     "webui",

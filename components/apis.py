@@ -43,6 +43,12 @@ RESOURCE_APIS: dict[str, tuple[str, ...]] = {
     "gcp:container/nodePool:NodePool": ("container.googleapis.com", "containerfilesystem.googleapis.com"),
     "docker-build:index:Image": ("artifactregistry.googleapis.com",),  # pushes to the repository
     "pulumi-python:dynamic:Resource": ("compute.googleapis.com",),  # the bake: VMs, disks, images
+    "gcp:pubsub/topic:Topic": ("pubsub.googleapis.com",),
+    "gcp:pubsub/subscription:Subscription": ("pubsub.googleapis.com",),
+    "gcp:pubsub/topicIAMMember:TopicIAMMember": ("pubsub.googleapis.com",),
+    "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": ("pubsub.googleapis.com",),
+    "gcp:storage/bucket:Bucket": ("storage.googleapis.com",),
+    "gcp:storage/bucketIAMMember:BucketIAMMember": ("storage.googleapis.com",),
 }
 """Resource type -> the APIs creating it calls. A new resource type needs a row here (the plan test
 refuses a gcp: type it cannot place)."""

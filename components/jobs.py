@@ -45,6 +45,16 @@ AGENT_ROLES = {
 KEDA_NAMESPACE = "keda"
 KEDA_OPERATOR = "keda-operator"
 """Where KEDA's Helm chart runs its operator, and the operator's service account."""
+KEDA_AUTHENTICATION = "sd-jobs-pubsub"
+KEDA_AUTHENTICATION_SPEC = {"podIdentity": {"provider": "gcp"}}
+
+
+HEARTBEAT_DIR = "/run/queue-agent"
+HEARTBEAT_ENV = {"JOBS_HEARTBEAT": f"{HEARTBEAT_DIR}/heartbeat", "JOBS_HEARTBEAT_MAX_AGE": "60"}
+"""The agent's loop beats at least every pull (10 s) and every second of a job: 60 s of silence is a hung agent."""
+HEARTBEAT_VOLUME = k8s.core.v1.VolumeArgs(name="queue-agent", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+    medium="Memory", size_limit="1Mi"))
+ALIVE = k8s.core.v1.ExecActionArgs(command=["python", "-m", "queue_agent.alive"])
 
 
 @dataclass
@@ -64,7 +74,10 @@ class QueueSidecar:
             name="queue-agent",
             image=self.image,
             image_pull_policy="IfNotPresent",
-            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in self.env.items()] + api_auth,
+            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in {**self.env, **HEARTBEAT_ENV}.items()] + api_auth,
+            readiness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=10, timeout_seconds=5),
+            liveness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=20, timeout_seconds=5, failure_threshold=3),
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name=HEARTBEAT_VOLUME.name, mount_path=HEARTBEAT_DIR)],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
                 limits={"memory": "256Mi", "ephemeral-storage": "256Mi"},
@@ -83,7 +96,6 @@ class JobsArgs:
     webui_namespace: str
     webui_service_account: str
     generation_timeout_seconds: int
-    labels: dict[str, str]
 
 
 class Jobs(pulumi.ComponentResource):
@@ -184,21 +196,15 @@ class Jobs(pulumi.ComponentResource):
         )
         self.keda_service_account = metrics_reader.email
         """For KEDA's install: the keda-operator service account's iam.gke.io/gcp-service-account annotation."""
-        auth = k8s.apiextensions.CustomResource(
-            f"{name}-keda-auth",
-            api_version="keda.sh/v1alpha1",
-            kind="ClusterTriggerAuthentication",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="sd-jobs-pubsub", labels=args.labels),
-            spec={"podIdentity": {"provider": "gcp"}},
-            opts=child,
-        )
         self.keda_trigger = {
             "type": "gcp-pubsub",
-            "authenticationRef": {"name": auth.metadata["name"], "kind": "ClusterTriggerAuthentication"},
+            "authenticationRef": {"name": KEDA_AUTHENTICATION},
             "metadata": {"subscriptionName": self.subscription.id, "mode": "SubscriptionSize",
                          "value": str(cfg.jobs_per_pod), "activationValue": "0"},
         }
-        """The queue's trigger for the WebUI's ScaledObject: one pod per jobs_per_pod undelivered jobs, from zero."""
+        """The queue's trigger for the WebUI's ScaledObject: one pod per jobs_per_pod undelivered jobs, from zero.
+        Its TriggerAuthentication (KEDA_AUTHENTICATION, spec KEDA_AUTHENTICATION_SPEC) belongs beside that
+        ScaledObject, in the WebUI's namespace."""
         self.register_outputs({"topic": self.topic.id, "subscription": self.subscription.id,
                                "bucket": self.bucket.name, "dead_letter": self.dead_letter.id})
 

@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.config import WebuiConfig
-from components.jobs import QueueSidecar
+from components.jobs import HEARTBEAT_VOLUME, QueueSidecar
 from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.recipe import BAKE_SCRIPT
 from components.runtime_layout import GPU_TAINT, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
@@ -298,6 +298,7 @@ class Webui(pulumi.ComponentResource):
                             k8s.core.v1.VolumeArgs(name="probe", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                                 name=probe.metadata.name, default_mode=0o444,
                             )),
+                            *([HEARTBEAT_VOLUME] if args.queue else []),
                         ],
                     ),
                 ),

@@ -5,6 +5,7 @@ subscription each), tests/fakes/storage.py and tests/fakes/webui.py, and agents,
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -202,10 +203,12 @@ class Ledger:
     dead_lettered: dict[str, str]  # job id -> reason
     duplicated: set[str]  # jobs whose result was committed more than once
     lost: set[str]
+    redelivered: int = 0  # results committed by a second or later delivery: the faults did bite
 
     def counts(self) -> dict[str, int]:
         return {"submitted": len(self.submitted), "completed": len(self.completed),
-                "dead_lettered": len(self.dead_lettered), "duplicated": len(self.duplicated), "lost": len(self.lost)}
+                "dead_lettered": len(self.dead_lettered), "duplicated": len(self.duplicated), "lost": len(self.lost),
+                "completed_after_redelivery": self.redelivered}
 
 
 def ledger(queue: Queue, fake: FakeStorage, bucket: str, submitted: set[str], dead: list | None = None) -> Ledger:
@@ -215,11 +218,130 @@ def ledger(queue: Queue, fake: FakeStorage, bucket: str, submitted: set[str], de
     reasons = {m.attributes.get("job_id"): m.attributes.get("reason", "(forwarded by Pub/Sub: "
                + m.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?") + " attempts)") for m in dead}
     completed = {job for job in commits if job in submitted}
+    redelivered = sum(json.loads(fake.read(bucket, contract.result_name(job)))["delivery_attempt"] > 1
+                      for job in completed)
     return Ledger(submitted=submitted, completed=completed, dead_lettered=reasons,
                   duplicated={job for job, n in commits.items() if n > 1},
-                  lost=submitted - completed - set(reasons))
+                  lost=submitted - completed - set(reasons), redelivered=redelivered)
 
 
 def stand_ins(generation_seconds: float = 0.0) -> tuple[FakeWebui, FakeStorage]:
     return (FakeWebui(auth=AUTH, generation_seconds=generation_seconds, model_loaded=True, image=PNG),
             FakeStorage(buckets=("results",)))
+
+
+class FaultyWebui(FakeWebui):
+    """The stand-in WebUI, failing every generation of the prompts in `doomed` (a job no retry can save)."""
+
+    def __init__(self, doomed: set[str], **kwargs):
+        super().__init__(**kwargs)
+        self.doomed = doomed
+
+    def _handle(self, request) -> None:
+        if request.command == "POST" and request.path == "/sdapi/v1/txt2img":
+            body = request.rfile.read(int(request.headers["Content-Length"]))
+            if json.loads(body).get("prompt") in self.doomed:
+                _fail(request)
+                return
+            request.rfile = io.BytesIO(body)
+        super()._handle(request)
+
+
+def _fail(request) -> None:
+    body = b'{"error":"OutOfMemoryError"}'
+    request.send_response(500)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)
+
+
+@dataclass
+class FaultPlan:
+    """The faults of one run: every `webui_fault_every`-th and `bucket_fault_every`-th job meets a failing
+    WebUI or bucket for one attempt, `duplicates` jobs are published twice, `doomed` jobs fail on every
+    attempt, `refused` jobs carry a payload no attempt can run, and agent 0 is SIGKILLed mid-job and
+    agent 1 SIGTERMed (then both replaced) once `kill_after` results are in."""
+
+    jobs: int = 30
+    pods: int = 2
+    webui_fault_every: int = 7
+    bucket_fault_every: int = 11
+    duplicates: int = 3
+    doomed: int = 2
+    refused: int = 2
+    kill_after: int = 5
+    generation_seconds: float = 0.05
+
+
+def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
+    """Submit plan.jobs jobs to `plan.pods` pods (agent processes + stand-in WebUIs) under the plan's
+    faults; the ledger once every job has a result or a dead letter (or `timeout` passed)."""
+    queue = Queue(max_attempts=5)
+    ids = [f"job-{i:04d}" for i in range(plan.jobs)]
+    doomed = {f"doomed {i}" for i in range(plan.doomed)}
+    payloads = {job: {"prompt": f"prompt {i}", "seed": i} for i, job in enumerate(ids)}
+    for job, prompt in zip(ids[plan.jobs - plan.doomed:], sorted(doomed), strict=True):
+        payloads[job] = {"prompt": prompt}
+    for job in ids[plan.jobs - plan.doomed - plan.refused:plan.jobs - plan.doomed]:
+        payloads[job] = {"prompt": "x", "stepz": 1}
+    with FakeStorage(buckets=("results",)) as bucket, ExitStackOf() as stack:
+        webuis = [stack.enter(FaultyWebui(doomed, auth=AUTH, generation_seconds=plan.generation_seconds,
+                                          model_loaded=True, image=PNG)) for _ in range(plan.pods)]
+        settings = [queue.settings("results", webui_url=w.url, drain_seconds=0.2) for w in webuis]
+        agents = [stack.process(agent_process(s, bucket.url)) for s in settings]
+        # faults start once every agent is ready: its readiness check would otherwise meet the WebUI's
+        wait_until(lambda: all(w.served for w in webuis), timeout=timeout, what="the agents' readiness")
+        for i, job in enumerate(ids):
+            if i % plan.webui_fault_every == 1:
+                webuis[i % plan.pods].failures += 1
+            if i % plan.bucket_fault_every == 2:
+                bucket.fail(3)
+            queue.publish(job, payloads[job], batch_id="faults")
+            if i < plan.duplicates:
+                queue.publish(job, payloads[job], batch_id="faults")
+        dead: list = []
+
+        def settled() -> bool:
+            dead.extend(queue.drain(queue.dead_letters))
+            return not ledger(queue, bucket, "results", set(ids), dead=list(dead)).lost
+
+        wait_until(lambda: sum(1 for (_, n) in bucket.creates if n.endswith("/" + contract.RESULT)) >= plan.kill_after,
+                   timeout=timeout, what="the first results")
+        agents[0].send_signal(signal.SIGKILL)
+        agents[1 % plan.pods].send_signal(signal.SIGTERM)
+        for i in {0, 1 % plan.pods}:
+            agents[i].wait(timeout=60)
+            agents[i] = stack.process(agent_process(settings[i], bucket.url))
+        wait_until(settled, timeout=timeout, what="every job settled")
+        result = ledger(queue, bucket, "results", set(ids), dead=list(dead))
+        problems = list(bucket.problems)
+    if problems:
+        raise AssertionError(f"requests the storage.v1 document refuses: {problems[:3]}")
+    return result
+
+
+class ExitStackOf:
+    """Servers entered and agent processes started, all stopped on exit."""
+
+    def __init__(self) -> None:
+        self.servers: list = []
+        self.processes: list[subprocess.Popen] = []
+
+    def enter(self, server):
+        self.servers.append(server.start())
+        return server
+
+    def process(self, process: subprocess.Popen) -> subprocess.Popen:
+        self.processes.append(process)
+        return process
+
+    def __enter__(self) -> ExitStackOf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        for server in self.servers:
+            server.stop()

@@ -35,7 +35,7 @@ def settings_from(env: dict[str, str]) -> agent.Settings:
             except ValueError:
                 raise SystemExit(f"queue agent: {key}={env[key]!r} is not a number") from None
     return agent.Settings(**values, webui_url=env.get("SD_API_URL", "http://127.0.0.1:7860"),
-                          webui_auth=env.get("SD_API_AUTH") or None)
+                          webui_auth=env.get("SD_API_AUTH") or None, heartbeat=env.get("JOBS_HEARTBEAT") or None)
 
 
 def main(env: dict[str, str] | None = None, stop: threading.Event | None = None) -> int:
@@ -49,8 +49,8 @@ def main(env: dict[str, str] | None = None, stop: threading.Event | None = None)
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     subscriber = pubsub_v1.SubscriberClient()
     publisher = pubsub_v1.PublisherClient()
-    worker = agent.Agent(settings, subscriber, publisher, BucketResults(storage.Client(), settings.bucket, settings.storage_retry_seconds),
-                         agent.Webui(settings.webui_url, settings.webui_auth))
+    results = BucketResults(storage.Client(), settings.bucket, settings.storage_retry_seconds)
+    worker = agent.Agent(settings, subscriber, publisher, results, agent.Webui(settings.webui_url, settings.webui_auth))
     worker.run(stop)
     logging.getLogger("queue_agent").info("stopped: %s", worker.outcomes)
     return 0

@@ -57,6 +57,8 @@ class Settings:
     ready_poll_seconds: float = 2.0
     storage_retry_seconds: float = 60.0
     pull_timeout_seconds: float = 10.0
+    heartbeat: str | None = None
+    """A file the agent touches while its loop runs; `python -m queue_agent.alive` reads its age."""
     """How long one pull waits for a job: also how long SIGTERM may wait for an idle agent."""
 
 
@@ -142,21 +144,31 @@ class Agent:
         self.results = results
         self.webui = webui
         self.ready = threading.Event()
+        self._last_beat = 0.0
         self.outcomes: dict[str, int] = {"completed": 0, "already_done": 0, "retried": 0,
                                          "dead_lettered": 0, "released": 0}
 
     def run(self, stop: threading.Event) -> None:
         """Wait for the WebUI, then work jobs one at a time until `stop` (SIGTERM)."""
         while not stop.is_set() and not self.webui.ready():
+            self._beat()
             stop.wait(self.settings.ready_poll_seconds)
         if stop.is_set():
             return
         self.ready.set()
         log.info("WebUI ready; pulling from %s", self.settings.subscription)
         while not stop.is_set():
+            self._beat()
             received = self._pull()
             if received is not None:
                 self._work(received, stop)
+
+    def _beat(self) -> None:
+        now = time.time()
+        if self.settings.heartbeat and now - self._last_beat >= 1.0:
+            with open(self.settings.heartbeat, "w") as beat:
+                beat.write(str(now))
+            self._last_beat = now
 
     def _pull(self) -> Any:
         from google.api_core import exceptions
@@ -175,7 +187,7 @@ class Agent:
             worker = threading.Thread(target=lambda: outcome.append(self._process(received)), name="job", daemon=True)
             worker.start()
             while worker.is_alive() and not stop.wait(0.05):
-                pass
+                self._beat()
             worker.join(self.settings.drain_seconds)
         if worker.is_alive():
             # Shutting down with the job unfinished: release it now rather than when its lease lapses.
