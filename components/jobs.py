@@ -75,6 +75,7 @@ class QueueSidecar:
             image=self.image,
             image_pull_policy="IfNotPresent",
             env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in {**self.env, **HEARTBEAT_ENV}.items()] + api_auth,
+            startup_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=5, timeout_seconds=5, failure_threshold=12),
             readiness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=10, timeout_seconds=5),
             liveness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=20, timeout_seconds=5, failure_threshold=3),
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name=HEARTBEAT_VOLUME.name, mount_path=HEARTBEAT_DIR)],
