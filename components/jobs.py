@@ -57,6 +57,17 @@ HEARTBEAT_VOLUME = k8s.core.v1.VolumeArgs(name="queue-agent", empty_dir=k8s.core
 ALIVE = k8s.core.v1.ExecActionArgs(command=["python", "-m", "queue_agent.alive"])
 
 
+def queue_trigger(subscription: pulumi.Input[str], jobs_per_pod: int) -> dict:
+    """KEDA's Pub/Sub trigger: one pod per `jobs_per_pod` undelivered jobs, and the first pod as soon as one
+    job waits (activationValue 0: active above 0, https://keda.sh/docs/2.16/scalers/gcp-pub-sub/)."""
+    return {
+        "type": "gcp-pubsub",
+        "authenticationRef": {"name": KEDA_AUTHENTICATION},
+        "metadata": {"subscriptionName": subscription, "mode": "SubscriptionSize",
+                     "value": str(jobs_per_pod), "activationValue": "0"},
+    }
+
+
 @dataclass
 class QueueSidecar:
     """What the WebUI pod needs to run the queue agent beside WebUI."""
@@ -197,15 +208,9 @@ class Jobs(pulumi.ComponentResource):
         )
         self.keda_service_account = metrics_reader.email
         """For KEDA's install: the keda-operator service account's iam.gke.io/gcp-service-account annotation."""
-        self.keda_trigger = {
-            "type": "gcp-pubsub",
-            "authenticationRef": {"name": KEDA_AUTHENTICATION},
-            "metadata": {"subscriptionName": self.subscription.id, "mode": "SubscriptionSize",
-                         "value": str(cfg.jobs_per_pod), "activationValue": "0"},
-        }
-        """The queue's trigger for the WebUI's ScaledObject: one pod per jobs_per_pod undelivered jobs, from zero.
-        Its TriggerAuthentication (KEDA_AUTHENTICATION, spec KEDA_AUTHENTICATION_SPEC) belongs beside that
-        ScaledObject, in the WebUI's namespace."""
+        self.keda_trigger = queue_trigger(self.subscription.id, cfg.jobs_per_pod)
+        """For the WebUI's ScaledObject, beside its HTTP trigger; its TriggerAuthentication (KEDA_AUTHENTICATION,
+        spec KEDA_AUTHENTICATION_SPEC) belongs beside that ScaledObject, in the WebUI's namespace."""
         self.register_outputs({"topic": self.topic.id, "subscription": self.subscription.id,
                                "bucket": self.bucket.name, "dead_letter": self.dead_letter.id})
 
