@@ -33,7 +33,7 @@ from queue_agent import agent, contract  # noqa: E402
 from queue_agent.results import BucketResults  # noqa: E402
 
 from tests.fakes.storage import FakeStorage  # noqa: E402
-from tests.fakes.webui import FakeWebui  # noqa: E402
+from tests.fakes.webui import FakeWebui, _reply  # noqa: E402
 
 PROJECT = "sd-gke-test"
 AUTH = "sd:secret"
@@ -241,18 +241,10 @@ class FaultyWebui(FakeWebui):
         if request.command == "POST" and request.path == "/sdapi/v1/txt2img":
             body = request.rfile.read(int(request.headers["Content-Length"]))
             if json.loads(body).get("prompt") in self.doomed:
-                _fail(request)
+                _reply(request, 500, b'{"error":"OutOfMemoryError"}')
                 return
             request.rfile = io.BytesIO(body)
         super()._handle(request)
-
-
-def _fail(request) -> None:
-    body = b'{"error":"OutOfMemoryError"}'
-    request.send_response(500)
-    request.send_header("Content-Length", str(len(body)))
-    request.end_headers()
-    request.wfile.write(body)
 
 
 @dataclass
