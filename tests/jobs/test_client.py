@@ -34,7 +34,7 @@ class RecordingPublisher:
     ("prompt: a red fox", "prompts.jsonl:2: not a JSON object on one line (JSON lines)"),
     ('{"seed": 1}', "prompts.jsonl:2: prompt: missing"),
     ('{"prompt": "x", "stepz": 1}', "prompts.jsonl:2: stepz: unknown field; allowed fields are"),
-    ('{"prompt": "x", "steps": "20"}', 'prompts.jsonl:2: steps: "20" is not allowed; expected a int'),
+    ('{"prompt": "x", "steps": "20"}', 'prompts.jsonl:2: steps: "20" is not allowed; expected an integer'),
     ('["a red fox"]', "prompts.jsonl:2: a job is a JSON object"),
 ])
 def test_a_bad_line_is_named_and_nothing_is_submitted(tmp_path, capsys, line, message):

@@ -24,6 +24,7 @@ TXT2IMG_FIELDS = {
 """The txt2img fields a job may set (StableDiffusionTxt2ImgProcessingAPI, AUTOMATIC1111/stable-diffusion-webui
 @82a973c04367123ae98bd9abdf80d9eda9b910e2:modules/api/models.py); anything else is refused at submit
 time rather than failing on a GPU."""
+KIND_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list"}
 RESULT = "result.json"
 
 
@@ -56,8 +57,8 @@ def check_payload(payload: Any) -> dict[str, Any]:
         if kind is None:
             raise JobError(f"{key}: unknown field; allowed fields are " + ", ".join(sorted(TXT2IMG_FIELDS)))
         if isinstance(value, bool) or not isinstance(value, kind):
-            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise JobError(f"{key}: {json.dumps(value)} is not allowed; expected a {names}")
+            names = " or ".join(KIND_NAMES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise JobError(f"{key}: {json.dumps(value)} is not allowed; expected {names}")
     if not payload["prompt"].strip():
         raise JobError("prompt: \"\" is not allowed; expected a non-empty string")
     return payload
