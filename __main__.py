@@ -24,11 +24,12 @@ from components.compute_class import GpuComputeClass, GpuComputeClassArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
 from components.gateway import Backend, Gateway, GatewayArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
+from components.jobs import Jobs, JobsArgs
 from components.labels import gcp_labels
 from components.observability import Observability, ObservabilityArgs
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
-from components.webui import API_USER, Webui, WebuiArgs
+from components.webui import API_USER, NAMESPACE, SERVICE_ACCOUNT, Webui, WebuiArgs
 
 ROOT = Path(__file__).parent
 
@@ -101,6 +102,15 @@ if gpu_pool.compute_class:
         "gpu", GpuComputeClassArgs(environment=cfg.environment, pool_names=[p.name for p in gpu_pool.pools]), on_cluster,
     )
     node_selector = {**node_selector, **compute_class.node_selector}
+jobs = None
+if cfg.jobs.enabled:
+    jobs = Jobs(
+        "jobs",
+        JobsArgs(config=cfg.jobs, project=cfg.project, region=cfg.region, protect=cfg.protected, registry=registry,
+                 webui_namespace=NAMESPACE, webui_service_account=SERVICE_ACCOUNT,
+                 generation_timeout_seconds=cfg.webui.generation_timeout_seconds),
+        on_google,
+    )
 webui = Webui(
     "webui",
     WebuiArgs(
@@ -110,6 +120,7 @@ webui = Webui(
         runtime=runtime_volume,
         node_selector=node_selector,
         tolerations=gpu_pool.workload_tolerations,
+        queue=jobs.sidecar if jobs else None,
     ),
     on_cluster,
 )
@@ -168,3 +179,8 @@ pulumi.export("dashboard", observability.dashboard.id)
 if webui.api_password is not None:
     pulumi.export("webui_api_user", API_USER)
     pulumi.export("webui_api_password", webui.api_password.result)
+if jobs is not None:
+    pulumi.export("jobs_topic", jobs.topic.id)
+    pulumi.export("results_bucket", jobs.bucket.name)
+    pulumi.export("jobs_dead_letter_subscription", jobs.dead_letters.id)
+    pulumi.export("keda_service_account", jobs.keda_service_account)

@@ -48,6 +48,12 @@ RESOURCE_APIS: dict[str, tuple[str, ...]] = {
     "gcp:monitoring/dashboard:Dashboard": ("monitoring.googleapis.com",),
     "gcp:monitoring/alertPolicy:AlertPolicy": ("monitoring.googleapis.com",),
     "gcp:monitoring/notificationChannel:NotificationChannel": ("monitoring.googleapis.com",),
+    "gcp:pubsub/topic:Topic": ("pubsub.googleapis.com",),
+    "gcp:pubsub/subscription:Subscription": ("pubsub.googleapis.com",),
+    "gcp:pubsub/topicIAMMember:TopicIAMMember": ("pubsub.googleapis.com",),
+    "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": ("pubsub.googleapis.com",),
+    "gcp:storage/bucket:Bucket": ("storage.googleapis.com",),
+    "gcp:storage/bucketIAMMember:BucketIAMMember": ("storage.googleapis.com",),
 }
 """Resource type -> the APIs creating it calls. A new resource type needs a row here (the plan test
 refuses a gcp: type it cannot place)."""

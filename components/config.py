@@ -180,6 +180,20 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """The asynchronous job queue (components/jobs.py); ranges are Pub/Sub's own
+    (https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions)."""
+
+    enabled: bool = False
+    ack_deadline_seconds: int = 60
+    max_delivery_attempts: int = 5
+    min_retry_backoff_seconds: int = 10
+    max_retry_backoff_seconds: int = 600
+    result_retention_days: int = 30
+    jobs_per_pod: int = 5
+
+
+@dataclass(frozen=True)
 class StackConfig:
     project: str
     region: str
@@ -194,6 +208,7 @@ class StackConfig:
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     deletion_protection: bool | None = None
     """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
@@ -355,6 +370,16 @@ _WEBUI = {
     ),
 }
 
+_JOBS = {
+    "enabled": ("enabled", lambda r, k, v: r.boolean(k, v)),
+    "ackDeadlineSeconds": ("ack_deadline_seconds", lambda r, k, v: r.integer(k, v, 10, 600)),
+    "maxDeliveryAttempts": ("max_delivery_attempts", lambda r, k, v: r.integer(k, v, 5, 100)),
+    "minRetryBackoffSeconds": ("min_retry_backoff_seconds", lambda r, k, v: r.integer(k, v, 0, 600)),
+    "maxRetryBackoffSeconds": ("max_retry_backoff_seconds", lambda r, k, v: r.integer(k, v, 0, 600)),
+    "resultRetentionDays": ("result_retention_days", lambda r, k, v: r.integer(k, v, 1, 3650)),
+    "jobsPerPod": ("jobs_per_pod", lambda r, k, v: r.integer(k, v, 1, 1000)),
+}
+
 
 KEDA_CHART_VERSIONS = ("2.20.2",)
 HTTP_ADD_ON_CHART_VERSIONS = ("0.15.0",)
@@ -405,7 +430,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
     "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "autoscaling", "gateway",
-    "observability", "deletionProtection",
+    "observability", "jobs", "deletionProtection",
 )
 
 
@@ -454,6 +479,10 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     autoscaling = r.section("autoscaling", raw.get("autoscaling"), AutoscalingConfig, _AUTOSCALING)
     gateway = r.section("gateway", raw.get("gateway"), GatewayConfig, _GATEWAY)
     observability = r.section("observability", raw.get("observability"), ObservabilityConfig, _OBSERVABILITY)
+    jobs = r.section("jobs", raw.get("jobs"), JobsConfig, _JOBS)
+    if r.valid("jobs") and jobs.min_retry_backoff_seconds > jobs.max_retry_backoff_seconds:
+        r.fail("jobs.minRetryBackoffSeconds", jobs.min_retry_backoff_seconds,
+               f"at most jobs.maxRetryBackoffSeconds ({jobs.max_retry_backoff_seconds})")
     deletion_protection = r.boolean("deletionProtection", raw["deletionProtection"]) if "deletionProtection" in raw else None
 
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
@@ -466,7 +495,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
         runtime=runtime, webui=webui, autoscaling=autoscaling, gateway=gateway,
-        observability=observability, deletion_protection=deletion_protection,
+        observability=observability, jobs=jobs, deletion_protection=deletion_protection,
     )
 
 

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.config import WebuiConfig
+from components.jobs import HEARTBEAT_VOLUME, QueueSidecar
 from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.recipe import BAKE_SCRIPT
 from components.runtime_layout import GPU_TAINT, MANIFEST, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
@@ -24,6 +25,8 @@ from components.source import load_source
 PORT = 7860
 SERVICE_PORT = "http"
 """The Service's port name, which the interceptor's routes target."""
+NAMESPACE = "sd-webui"
+SERVICE_ACCOUNT = "webui"
 DATA_DIR = "/data"
 PROBE_DIR = "/etc/sd-probe"
 PROBE_SCRIPT = Path(__file__).resolve().parent.parent / "images" / "webui" / "probe.py"
@@ -51,6 +54,13 @@ deploy decides. With the annotation the provider skips its readiness await for c
 itself stays safe (maxUnavailable 0 keeps old pods serving until new ones are ready)."""
 
 
+QUEUE_EGRESS = k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=p, protocol="TCP") for p in (443, 80, 988)],
+)
+"""The queue agent's way out: Google APIs on 443, and the GKE metadata server it gets its Workload Identity
+token from (169.254.169.254:80, served on 988: https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#network-policy)."""
+
+
 @dataclass
 class RuntimeVolume:
     """How the runtime reaches the pod: the seam between delivery mechanisms and the WebUI.
@@ -73,6 +83,8 @@ class WebuiArgs:
     runtime: RuntimeVolume
     node_selector: dict[str, pulumi.Input[str]]
     tolerations: list[dict] = field(default_factory=lambda: [GPU_TAINT])
+    queue: QueueSidecar | None = None
+    """The queue agent beside WebUI (components/jobs.py), with its Google identity."""
 
 
 def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
@@ -135,7 +147,7 @@ class Webui(pulumi.ComponentResource):
         # Restricted, and the pack keeps that hostPath to the runtime, read-only (k8s-hostpath-runtime-only).
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="sd-webui", labels={
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={
                 **labels, **pod_security_labels("privileged"),
             }),
             opts=child,
@@ -205,6 +217,17 @@ class Webui(pulumi.ComponentResource):
             *(f"ln -sfn {RUNTIME_ROOT}/{target} {DATA_DIR}/{name}" for name, target in BAKE.DATA_LINKS.items()),
         ]))
         grace = cfg.generation_timeout_seconds + 30
+        sidecars, service_account = [], None
+        if args.queue is not None:
+            service_account = k8s.core.v1.ServiceAccount(
+                f"{name}-service-account",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=SERVICE_ACCOUNT, namespace=ns, labels=labels,
+                    annotations={"iam.gke.io/gcp-service-account": args.queue.google_service_account}),
+                automount_service_account_token=False,  # Workload Identity needs no Kubernetes token
+                opts=child,
+            ).metadata.name
+            sidecars.append(args.queue.container(restricted, [e for e in env if e.name == "SD_API_AUTH"]))
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels,
@@ -220,6 +243,7 @@ class Webui(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
+                        service_account_name=service_account,
                         enable_service_links=False,
                         termination_grace_period_seconds=grace,
                         node_selector=args.node_selector,
@@ -276,7 +300,7 @@ class Webui(pulumi.ComponentResource):
                                 k8s.core.v1.VolumeMountArgs(name="shm", mount_path="/dev/shm"),
                                 k8s.core.v1.VolumeMountArgs(name="probe", mount_path=PROBE_DIR, read_only=True),
                             ],
-                        )],
+                        ), *sidecars],
                         volumes=[
                             k8s.core.v1.VolumeArgs(name="runtime", **args.runtime.source),
                             k8s.core.v1.VolumeArgs(name="data", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="8Gi")),
@@ -286,6 +310,7 @@ class Webui(pulumi.ComponentResource):
                             k8s.core.v1.VolumeArgs(name="probe", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                                 name=probe.metadata.name, default_mode=0o444,
                             )),
+                            *([HEARTBEAT_VOLUME] if args.queue else []),
                         ],
                     ),
                 ),
@@ -313,7 +338,7 @@ class Webui(pulumi.ComponentResource):
                 )],
                 egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(
                     ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
-                )],
+                ), *([QUEUE_EGRESS] if args.queue else [])],
             ),
             opts=child,
         )

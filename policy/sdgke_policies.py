@@ -27,6 +27,8 @@ CLUSTER = "gcp:container/cluster:Cluster"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+BUCKET = "gcp:storage/bucket:Bucket"
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
 SERVICE = "kubernetes:core/v1:Service"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 NOTIFICATION_CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
@@ -602,6 +604,30 @@ def _spot_location_policy(args, report):
 
 
 POD_TYPES = tuple(WORKLOADS)
+# --- Storage and Pub/Sub ---------------------------------------------------------------------
+
+def _private_expiring_bucket(args, report):
+    """Results are users' images: never public, one access model (IAM), and they expire
+    (https://cloud.google.com/storage/docs/public-access-prevention, .../uniform-bucket-level-access)."""
+    if args.props.get("uniformBucketLevelAccess") is not True:
+        report("Bucket without uniform bucket-level access: set uniformBucketLevelAccess = true.")
+    if args.props.get("publicAccessPrevention") != "enforced":
+        report("Bucket without public access prevention: set publicAccessPrevention = \"enforced\".")
+    rules = args.props.get("lifecycleRules") or []
+    if not any(_get(r, "action", "type") == "Delete" and _get(r, "condition", "age") for r in rules):
+        report("Bucket keeps objects forever: add a lifecycle rule that deletes them after an age.")
+
+
+def _dead_letter_policy(args, report):
+    """A subscription that redelivers forever holds a poison job forever; the dead-letter topic's own
+    subscription (nothing redelivers there) is named after it, `*-dead-letter`."""
+    if str(args.props.get("name", "")).endswith("dead-letter"):
+        return
+    if not _get(args.props, "deadLetterPolicy", "deadLetterTopic"):
+        report(f"Subscription {args.props.get('name')!r} has no dead-letter policy: a job failing every attempt "
+               "would be redelivered until it expires.")
+
+
 POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _validation("gke-image-streaming-on-gpu-pools", "Every GPU node pool streams images (gcfsConfig).",
                 (NODE_POOL,), _image_streaming),
@@ -629,6 +655,10 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 POD_TYPES, _privileged_only_in_attacher),
     _validation("k8s-hostpath-runtime-only", "hostPath only in the disk attacher, and the WebUI's runtime read-only.",
                 POD_TYPES, _host_paths),
+    _validation("storage-private-expiring", "Buckets are private (uniform access, public access prevented) and expire objects.",
+                (BUCKET,), _private_expiring_bucket),
+    _validation("pubsub-dead-letter", "Job subscriptions dead-letter what fails every attempt.",
+                (SUBSCRIPTION,), _dead_letter_policy),
     _validation("iam-no-broad-roles", "No owner, editor, compute.admin or other admin grants.",
                 PROJECT_IAM + ("gcp:serviceaccount/iAMMember:IAMMember",), _no_broad_roles),
     _validation("iam-custom-roles-exact", "Custom roles list exact permissions, no wildcards or IAM admin.",

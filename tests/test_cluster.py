@@ -210,9 +210,11 @@ def test_lifting_deletion_protection_changes_only_the_protections(runs, run_stac
     changed_inputs = {lifted[u].name: sorted(k for k in set(lifted[u].inputs) | set(protected[u].inputs)
                                              if lifted[u].inputs.get(k) != protected[u].inputs.get(k))
                       for u in lifted if lifted[u].inputs != protected[u].inputs}
-    assert changed_inputs == {"sd-gke": ["deletionProtection"]}
+    # the results bucket's forceDestroy is its own deletion protection: a teardown deletes the results in it
+    assert changed_inputs == {"sd-gke": ["deletionProtection"], "jobs-results": ["forceDestroy"]}
     assert lifted[runs["prod"].one(CLUSTER).urn].inputs["deletionProtection"] is False
-    assert {lifted[u].name for u in lifted if lifted[u].protect != protected[u].protect} == {"sd-gke", "sd-repository"}
+    assert {lifted[u].name for u in lifted if lifted[u].protect != protected[u].protect} == {
+        "sd-gke", "sd-repository", "jobs-subscription", "jobs-dead-letters", "jobs-results"}
     assert not any(r.protect for r in lifted.values())
 
 

@@ -185,8 +185,18 @@ BAD_CONFIGS = [
     pytest.param(
         {"gpuPol": {"maxNodes": 4}},
         "sd-gke:gpuPol: unknown key; allowed keys are project, region, zones, environment, network, "
-        "cluster, systemPool, gpuPool, runtime, webui, autoscaling, gateway, observability, deletionProtection",
+        "cluster, systemPool, gpuPool, runtime, webui, autoscaling, gateway, observability, jobs, deletionProtection",
         id="typo-top-level",
+    ),
+    pytest.param(
+        {"jobs": {"maxDeliveryAttempts": 3}},
+        "jobs.maxDeliveryAttempts: 3 is not allowed; expected an integer from 5 to 100",
+        id="jobs-too-few-attempts-for-pubsub",
+    ),
+    pytest.param(
+        {"jobs": {"minRetryBackoffSeconds": 60, "maxRetryBackoffSeconds": 30}},
+        "jobs.minRetryBackoffSeconds: 60 is not allowed; expected at most jobs.maxRetryBackoffSeconds (30)",
+        id="jobs-backoff-inverted",
     ),
     pytest.param(
         {"gpuPool": {"maxNode": 4}},

@@ -100,6 +100,30 @@ EXPECTED = {
     ("sdgke:registry:Registry", "sd"),
     ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
     ("sdgke:webui:Webui", "webui"),
+    # the asynchronous job queue (components/jobs.py)
+    ("docker-build:index:Image", "jobs-agent-image"),
+    ("gcp:pubsub/topic:Topic", "jobs-topic"),
+    ("gcp:pubsub/topic:Topic", "jobs-completions"),
+    ("gcp:pubsub/topic:Topic", "jobs-dead-letter"),
+    ("gcp:pubsub/subscription:Subscription", "jobs-subscription"),
+    ("gcp:pubsub/subscription:Subscription", "jobs-dead-letters"),
+    ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "jobs-agent-subscription-subscriber"),
+    ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "jobs-forwarder-subscriber"),
+    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-agent-completions-publisher"),
+    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-agent-dead-letter-publisher"),
+    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-forwarder-publisher"),
+    ("gcp:storage/bucket:Bucket", "jobs-results"),
+    ("gcp:storage/bucketIAMMember:BucketIAMMember", "jobs-agent-bucket-objectCreator"),
+    ("gcp:storage/bucketIAMMember:BucketIAMMember", "jobs-agent-bucket-objectViewer"),
+    ("gcp:serviceaccount/account:Account", "jobs-agent"),
+    ("gcp:serviceaccount/account:Account", "jobs-keda-metrics"),
+    ("gcp:serviceaccount/iAMMember:IAMMember", "jobs-agent-workload-identity"),
+    ("gcp:serviceaccount/iAMMember:IAMMember", "jobs-keda-workload-identity"),
+    ("gcp:projects/iAMMember:IAMMember", "jobs-keda-monitoring-viewer"),
+    ("gcp:projects/service:Service", "apis-pubsub"),
+    ("gcp:projects/service:Service", "apis-storage"),
+    ("kubernetes:core/v1:ServiceAccount", "webui-service-account"),
+    ("sdgke:jobs:Jobs", "jobs"),
 }
 
 ONLY_IN = {"dev": {("gcp:monitoring/notificationChannel:NotificationChannel", "sd-email")}, "prod": set()}
@@ -133,6 +157,7 @@ def test_every_kubernetes_object_carries_the_common_labels(run):
         assert labels == k8s_labels(labels.get("app.kubernetes.io/name", "?"), environment), o.name
 
 
-@pytest.mark.parametrize("stack, protected", [("dev", set()), ("prod", {"sd-gke", "sd-repository"})])
+@pytest.mark.parametrize("stack, protected", [("dev", set()), ("prod", {"sd-gke", "sd-repository", "jobs-subscription",
+                                                                        "jobs-dead-letters", "jobs-results"})])
 def test_stateful_resources_are_protected_in_prod_only(runs, stack, protected):
     assert {r.name for r in runs[stack].resources if r.protect} == protected

@@ -153,6 +153,6 @@ def test_a_resource_that_does_not_wait_for_its_api_is_caught(runs):
 
 def test_a_gcp_resource_type_without_a_known_api_is_caught(runs):
     plan_json = runs["dev"].to_json()
-    plan_json["resources"].append({"urn": "urn:x", "type": "gcp:storage/bucket:Bucket", "name": "b",
+    plan_json["resources"].append({"urn": "urn:x", "type": "gcp:dns/policy:Policy", "name": "b",
                                    "dependencies": [], "provider": None, "inputs": {}})
-    assert unmet_apis(plan_json) == ["gcp:storage/bucket:Bucket b: no API known for this type; add it to components/apis.py"]
+    assert unmet_apis(plan_json) == ["gcp:dns/policy:Policy b: no API known for this type; add it to components/apis.py"]

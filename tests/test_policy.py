@@ -154,6 +154,12 @@ NON_COMPLIANT = [
      _set("nodeConfig.secondaryBootDisks", [{"diskImage": "global/images/x", "mode": "CONTAINER_IMAGE_CACHE"}]),
      "which GKE mounts only without a mode"),
     ("k8s-deployment-probes", DEPLOYMENT, "webui-deployment", _webui_no_probes, "has no startupProbe"),
+    ("storage-private-expiring", "gcp:storage/bucket:Bucket", "jobs-results", _set("publicAccessPrevention", "inherited"),
+     "without public access prevention"),
+    ("storage-private-expiring", "gcp:storage/bucket:Bucket", "jobs-results", _drop("lifecycleRules"),
+     "keeps objects forever"),
+    ("pubsub-dead-letter", "gcp:pubsub/subscription:Subscription", "jobs-subscription", _drop("deadLetterPolicy"),
+     "has no dead-letter policy"),
     ("k8s-memory-limits", DEPLOYMENT, "webui-deployment", _no_memory_limit, "has no memory limit"),
 ]
 

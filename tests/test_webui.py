@@ -186,12 +186,13 @@ def test_launch_args_carry_the_offline_flags_whatever_the_config(flag):
     assert flag in webui_module.launch_args(WebuiConfig(api_auth=False))
 
 
-def test_webui_only_serves_its_port_and_reaches_only_dns(run):
+def test_webui_only_serves_its_port_and_reaches_only_dns_google_apis_and_the_metadata_server(run):
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy").inputs["spec"]
     assert policy["podSelector"]["matchLabels"] == pod_labels_selector(run)
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == [{"ports": [{"port": webui_module.PORT, "protocol": "TCP"}]}]
-    assert policy["egress"] == [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
+    assert policy["egress"] == [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+                                {"ports": [{"port": p, "protocol": "TCP"} for p in (443, 80, 988)]}]
 
 
 def pod_labels_selector(run) -> dict:

