@@ -136,6 +136,7 @@ autoscaling = Autoscaling(
         service_port=webui.service_port,
         network=cluster.network.id,
         control_plane_cidr=cfg.network.master_cidr,
+        backlog=jobs.backlog_scaling if jobs else None,
     ),
     on_cluster,
 )

@@ -27,6 +27,8 @@ from components.config import AutoscalingConfig
 from components.labels import k8s_labels, pod_security_labels
 
 NAMESPACE = "keda"
+KEDA_OPERATOR_SERVICE_ACCOUNT = "keda-operator"
+"""The operator's service account as the chart names it (keda/values.yaml `serviceAccount.operator.name`, v2.20.2)."""
 CHART_REPOSITORY = "https://kedacore.github.io/charts"
 """kedacore/charts README: `helm repo add kedacore https://kedacore.github.io/charts`."""
 KEDA_CHART = "keda"
@@ -95,6 +97,21 @@ class AutoscalingArgs:
     service_port: str
     network: pulumi.Input[str]
     control_plane_cidr: str
+    backlog: BacklogScaling | None = None
+
+
+@dataclass
+class BacklogScaling:
+    """A queue's backlog as a second way to wake the WebUI: one ScaledObject carries it beside the HTTP
+    triggers (KEDA takes the largest replica count any trigger asks for,
+    https://keda.sh/docs/2.20/concepts/scaling-deployments/#scaledobject-spec), read by KEDA's operator
+    as `operator_google_service_account` through Workload Identity (TriggerAuthentication podIdentity gcp,
+    https://keda.sh/docs/2.20/authentication-providers/gcp-workload-identity/)."""
+
+    trigger: pulumi.Input[dict]
+    authentication: str
+    authentication_spec: dict
+    operator_google_service_account: pulumi.Input[str]
 
 
 def seconds(value: int) -> str:
@@ -102,9 +119,15 @@ def seconds(value: int) -> str:
     return f"{value}s"
 
 
-def keda_values() -> dict:
-    """KEDA's operator, metrics server and webhooks on the system pool (keda/values.yaml top-level nodeSelector)."""
-    return {"nodeSelector": SYSTEM_NODE_SELECTOR}
+def keda_values(operator_google_service_account: pulumi.Input[str] | None = None) -> dict:
+    """KEDA's operator, metrics server and webhooks on the system pool (keda/values.yaml top-level nodeSelector);
+    with a Google service account, the operator's Kubernetes one is bound to it for Workload Identity
+    (keda/values.yaml `serviceAccount.operator.annotations`, kedacore/charts v2.20.2)."""
+    values: dict = {"nodeSelector": SYSTEM_NODE_SELECTOR}
+    if operator_google_service_account is not None:
+        values["serviceAccount"] = {"operator": {"annotations": {
+            "iam.gke.io/gcp-service-account": operator_google_service_account}}}
+    return values
 
 
 def http_add_on_values(chain: TimeoutChain) -> dict:
@@ -162,7 +185,8 @@ def ui_route_spec(service: str, port: str, page: str, chain: TimeoutChain) -> di
     }
 
 
-def scaled_object_spec(cfg: AutoscalingConfig, deployment: str, routes: list[str]) -> dict:
+def scaled_object_spec(cfg: AutoscalingConfig, deployment: str, routes: list[str],
+                       extra_triggers: tuple[dict, ...] = ()) -> dict:
     """ScaledObject spec (keda.sh/v1alpha1): one external-push trigger per route, the cool-down both for
     1 -> 0 (cooldownPeriod) and for N -> N-1 (the HPA's scale-down stabilization window)."""
     return {
@@ -180,7 +204,7 @@ def scaled_object_spec(cfg: AutoscalingConfig, deployment: str, routes: list[str
             {"type": "external-push", "name": route,
              "metadata": {"scalerAddress": SCALER_ADDRESS, "interceptorRoute": route}}
             for route in routes
-        ],
+        ] + list(extra_triggers),
     }
 
 
@@ -212,7 +236,8 @@ class Autoscaling(pulumi.ComponentResource):
         keda = k8s.helm.v3.Release(
             f"{name}-keda",
             name=KEDA_CHART, chart=KEDA_CHART, version=cfg.keda_chart_version, repository_opts=repository,
-            namespace=namespace.metadata.name, values=keda_values(), atomic=True,
+            namespace=namespace.metadata.name,
+            values=keda_values(args.backlog.operator_google_service_account if args.backlog else None), atomic=True,
             opts=child,
         )
         # The add-on's chart creates a ScaledObject for its interceptors: KEDA's CRDs come first.
@@ -248,12 +273,25 @@ class Autoscaling(pulumi.ComponentResource):
             )
             for route, spec in routes.items()
         ]
+        backlog_triggers: list[pulumi.Input[dict]] = []
+        authentications = []
+        if args.backlog is not None:
+            authentications.append(k8s.apiextensions.CustomResource(
+                f"{name}-backlog-authentication",
+                api_version="keda.sh/v1alpha1", kind="TriggerAuthentication",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=args.backlog.authentication, namespace=args.namespace,
+                                                    labels=labels),
+                spec=args.backlog.authentication_spec,
+                opts=on_crds,
+            ))
+            backlog_triggers.append(args.backlog.trigger)
         self.scaled_object = k8s.apiextensions.CustomResource(
             f"{name}-scaled-object",
             api_version="keda.sh/v1alpha1", kind="ScaledObject",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=args.namespace, labels=labels),
-            spec=pulumi.Output.from_input(args.deployment).apply(lambda d: scaled_object_spec(cfg, d, list(routes))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[add_on, *self.routes]),
+            spec=pulumi.Output.all(args.deployment, *backlog_triggers).apply(
+                lambda a: scaled_object_spec(cfg, a[0], list(routes), tuple(a[1:]))),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[add_on, *self.routes, *authentications]),
         )
         self.interceptor_namespace = namespace.metadata.name
         self.register_outputs({"namespace": self.interceptor_namespace, "scaled_object": "webui"})

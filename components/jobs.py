@@ -28,6 +28,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
+from components.autoscaling import KEDA_OPERATOR_SERVICE_ACCOUNT, BacklogScaling
+from components.autoscaling import NAMESPACE as KEDA_NAMESPACE
 from components.config import JobsConfig
 from components.registry import Registry, digest_ref, pushed_image
 
@@ -42,9 +44,6 @@ AGENT_ROLES = {
 }
 """The agent's grants, each on one resource, none on the project
 (https://cloud.google.com/pubsub/docs/access-control#roles, https://cloud.google.com/storage/docs/access-control/iam-roles)."""
-KEDA_NAMESPACE = "keda"
-KEDA_OPERATOR = "keda-operator"
-"""Where KEDA's Helm chart runs its operator, and the operator's service account."""
 KEDA_AUTHENTICATION = "sd-jobs-pubsub"
 KEDA_AUTHENTICATION_SPEC = {"podIdentity": {"provider": "gcp"}}
 
@@ -204,13 +203,17 @@ class Jobs(pulumi.ComponentResource):
         gcp.serviceaccount.IAMMember(
             f"{name}-keda-workload-identity", service_account_id=metrics_reader.name,
             role="roles/iam.workloadIdentityUser",
-            member=f"serviceAccount:{args.project}.svc.id.goog[{KEDA_NAMESPACE}/{KEDA_OPERATOR}]", opts=child,
+            member=f"serviceAccount:{args.project}.svc.id.goog[{KEDA_NAMESPACE}/{KEDA_OPERATOR_SERVICE_ACCOUNT}]", opts=child,
         )
         self.keda_service_account = metrics_reader.email
         """For KEDA's install: the keda-operator service account's iam.gke.io/gcp-service-account annotation."""
         self.keda_trigger = queue_trigger(self.subscription.id, cfg.jobs_per_pod)
-        """For the WebUI's ScaledObject, beside its HTTP trigger; its TriggerAuthentication (KEDA_AUTHENTICATION,
-        spec KEDA_AUTHENTICATION_SPEC) belongs beside that ScaledObject, in the WebUI's namespace."""
+        self.backlog_scaling = BacklogScaling(
+            trigger=pulumi.Output.from_input(self.keda_trigger), authentication=KEDA_AUTHENTICATION,
+            authentication_spec=KEDA_AUTHENTICATION_SPEC, operator_google_service_account=metrics_reader.email,
+        )
+        """For the WebUI's ScaledObject (components/autoscaling.py): the backlog trigger beside the HTTP ones,
+        its TriggerAuthentication in the WebUI's namespace, and KEDA's operator bound to the metrics reader."""
         self.register_outputs({"topic": self.topic.id, "subscription": self.subscription.id,
                                "bucket": self.bucket.name, "dead_letter": self.dead_letter.id})
 

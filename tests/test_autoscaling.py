@@ -96,7 +96,8 @@ def test_dev_idles_at_zero_gpu_pods(runs):
 
 
 def test_each_route_feeds_the_scaled_object_through_the_add_on_scaler(run):
-    triggers = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
+    triggers = [t for t in spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
+                if "interceptorRoute" in t["metadata"]]
     assert [t["type"] for t in triggers] == ["external-push", "external-push"]
     assert {t["metadata"]["interceptorRoute"] for t in triggers} == {"webui-api", "webui-ui"}
     assert {t["metadata"]["scalerAddress"] for t in triggers} == {"keda-add-ons-http-external-scaler.keda:9090"}
@@ -307,3 +308,44 @@ def test_the_private_control_plane_may_call_keda_metrics_server_and_webhooks(run
     assert rule["allows"] == [{"protocol": "tcp", "ports": ["6443", "9443"]}]
     assert rule["network"] == run.one("gcp:compute/subnetwork:Subnetwork", "sd-subnet").inputs["network"]
     assert rule["direction"] == "INGRESS"
+
+
+# --- the job queue's backlog (issue 12) ------------------------------------------------------
+
+TRIGGER_AUTHENTICATION = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication"
+
+
+def test_the_queue_backlog_wakes_the_same_webui_as_the_http_routes(run):
+    triggers = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
+    assert [t["type"] for t in triggers] == ["external-push", "external-push", "gcp-pubsub"]
+    assert triggers[-1] == {
+        "type": "gcp-pubsub",
+        "authenticationRef": {"name": "sd-jobs-pubsub"},
+        "metadata": {"subscriptionName": "jobs-subscription-id", "mode": "SubscriptionSize",
+                     "value": "5", "activationValue": "0"},
+    }
+
+
+def test_keda_reads_the_backlog_as_its_operator_through_workload_identity(run):
+    authentication = run.one(TRIGGER_AUTHENTICATION, "autoscaling-backlog-authentication")
+    assert authentication.inputs["metadata"] == {
+        "name": "sd-jobs-pubsub", "namespace": "sd-webui", "labels": authentication.inputs["metadata"]["labels"]}
+    assert authentication.inputs["spec"] == {"podIdentity": {"provider": "gcp"}}
+    assert authentication.urn in run.one(SCALED_OBJECT, "autoscaling-scaled-object").dependencies
+    annotations = release(run, "keda")["values"]["serviceAccount"]["operator"]["annotations"]
+    reader = run.one("gcp:serviceaccount/account:Account", "jobs-keda-metrics").state["email"]
+    assert annotations == {"iam.gke.io/gcp-service-account": reader}
+    binding = run.one("gcp:serviceaccount/iAMMember:IAMMember", "jobs-keda-workload-identity").inputs
+    assert binding["member"].endswith(".svc.id.goog[keda/keda-operator]")
+
+
+def test_the_trigger_authentication_matches_its_pinned_crd_schema(run):
+    assert crd_schemas.validate(manifest(run, TRIGGER_AUTHENTICATION, "autoscaling-backlog-authentication")) == []
+
+
+def test_without_the_queue_only_requests_wake_the_webui(run_stack):
+    run = run_stack("dev", jobs={"enabled": False})
+    triggers = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
+    assert [t["type"] for t in triggers] == ["external-push", "external-push"]
+    assert run.of_type(TRIGGER_AUTHENTICATION) == []
+    assert "serviceAccount" not in release(run, "keda")["values"]

@@ -78,6 +78,7 @@ EXPECTED = {
     ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-api"),
     ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-ui"),
     ("kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object"),
+    ("kubernetes:keda.sh/v1alpha1:TriggerAuthentication", "autoscaling-backlog-authentication"),
     ("kubernetes:networking.gke.io/v1:GCPBackendPolicy", "webui-backend-policy"),
     ("kubernetes:networking.gke.io/v1:HealthCheckPolicy", "webui-health-check"),
     ("kubernetes:policy/v1:PodDisruptionBudget", "webui-pdb"),
