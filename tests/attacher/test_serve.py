@@ -104,10 +104,15 @@ def test_readiness_turns_200_once_mounted_verified_and_untainted(harness: Harnes
 
 def test_a_lost_mount_turns_readiness_503_then_the_agent_mounts_it_again(harness: Harness, serving: Serving):
     serving.until(200)
+    # The pass that mounts again is held at its first Compute call: without this, on a busy machine
+    # it could end between two probes and the 503 would never be seen.
+    harness.compute.hold()
+    try:
+        harness.mount_path.unlink()
 
-    harness.mount_path.unlink()
-
-    assert serving.until(503, timeout=5)["step"] == "recheck"
+        assert serving.until(503, timeout=5)["step"] == "recheck"
+    finally:
+        harness.compute.release()
     serving.until(200)
     assert harness.is_mounted()
     assert harness.compute_calls()["compute.disks.insert"] == 1

@@ -4,9 +4,9 @@ Every step is idempotent, so a pass that crashed anywhere converges when run aga
   identify     project, zone, instance from the metadata server
   inspect      instances.get (is `sd-runtime` attached?) and images.get, in parallel
   create_disk  disks.insert of the deterministic name (409 = created earlier/by a twin: reuse it)
-  attach_disk  instances.attachDisk READ_ONLY, autoDelete=true in the same call
+  attach_disk  instances.attachDisk READ_WRITE, autoDelete=true in the same call
   wait_device  the device of `sd-runtime` appears
-  mount        read-only, at the mount path
+  mount        read-only (ro,noload: nothing writes to the disk), at the mount path
   verify       MANIFEST.json recipe_hash and the ready marker
   untaint      remove the startup taint from the node
 Nothing here detaches or deletes: a failure or SIGTERM leaves either nothing or a disk that the next
@@ -53,6 +53,13 @@ class PassResult:
     device: str
     recipe_hash: str
     taint: str  # "removed" | "absent"
+
+
+# An agent before this one attached READ_ONLY with autoDelete, which Compute Engine cannot honour
+# (see _attach): such a disk stays with the node and is mounted as it is. It is not deleted with the
+# node; the GC deletes it once the node is gone (labelled, unattached, owner missing).
+_NOT_AUTO_DELETED = ("runtime disk {disk} is attached {mode} without autoDelete (by an older agent): it is used as "
+                     "it is, outlives the node, and the GC deletes it once the node is gone")
 
 
 def _attached_runtime(instance: compute_v1.Instance) -> compute_v1.AttachedDisk | None:
@@ -124,7 +131,11 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
             raise AgentError(f"instance {instance} in zone {zone} (from the metadata server) does not exist") from None
         if attached is not None:
             # The disk is there already: the image may have been deleted since, and does not matter.
-            step.note(attached_disk=attached.source.rsplit("/", 1)[-1])
+            step.note(attached_disk=attached.source.rsplit("/", 1)[-1], mode=attached.mode,
+                      auto_delete=attached.auto_delete)
+            if not attached.auto_delete:
+                log.emit("warning", step="inspect", message=_NOT_AUTO_DELETED.format(
+                    disk=attached.source.rsplit("/", 1)[-1], mode=attached.mode))
         else:
             try:
                 _check_image(cfg, image_future.result())
@@ -205,10 +216,13 @@ def _get_or_create_disk(
 def _attach(
     cfg: AgentConfig, compute: Compute, zone: str, instance: str, disk_name: str, source: str, step: log.Step
 ) -> None:
+    # READ_WRITE, because only a READ_WRITE disk can be auto-deleted: "disks attached in READ_ONLY mode
+    # cannot be auto-deleted" (compute.v1 discovery document, StatefulPolicyPreservedStateDiskDevice.autoDelete).
+    # The disk is this node's alone, and nothing writes to it anyway: it is mounted ro,noload (devices.py).
     attached = compute_v1.AttachedDisk(
         source=source,
         device_name=names.DEVICE_NAME,
-        mode=compute_v1.AttachedDisk.Mode.READ_ONLY.name,
+        mode=compute_v1.AttachedDisk.Mode.READ_WRITE.name,
         auto_delete=True,
     )
     try:
