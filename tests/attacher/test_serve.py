@@ -25,6 +25,7 @@ from tests.attacher.conftest import (
     STARTUP_TAINT,
     Harness,
     RuntimeContent,
+    log_lines,
 )
 
 
@@ -131,3 +132,19 @@ def test_a_refused_runtime_keeps_readiness_503_and_the_taint(harness: Harness, s
     assert serving.health()[0] == 503
     assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]
     assert harness.compute_calls()["compute.disks.insert"] == 1  # retries reuse the attached disk
+
+
+def test_a_startup_taint_put_back_on_a_ready_node_is_removed_again(harness: Harness, serving: Serving, capsys):
+    serving.until(200)
+    compute_before = len(harness.compute.requests)
+
+    harness.kube.add_node(NODE, taints=[STARTUP_TAINT, GPU_TAINT])  # GKE writes the pool's taints back
+
+    deadline = time.monotonic() + 20
+    while harness.kube.taints(NODE) != [GPU_TAINT] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert harness.kube.taints(NODE) == [GPU_TAINT]
+    assert serving.health()[0] == 200
+    assert harness.compute.requests[compute_before:] == []  # the mount was fine: no new pass
+    assert any(line.get("taint") == "removed again" for line in log_lines(capsys.readouterr().out))
+    harness.assert_converged()
