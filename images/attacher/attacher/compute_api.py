@@ -14,6 +14,7 @@ before this module.
 
 from __future__ import annotations
 
+import gc
 import importlib.machinery
 import importlib.util
 import sys
@@ -62,11 +63,20 @@ def _register_package() -> None:
 
 
 _register_package()
-
-from google.cloud.compute_v1.services.disks import DisksClient  # noqa: E402
-from google.cloud.compute_v1.services.images import ImagesClient  # noqa: E402
-from google.cloud.compute_v1.services.instances import InstancesClient  # noqa: E402
-from google.cloud.compute_v1.services.zone_operations import ZoneOperationsClient  # noqa: E402
-from google.cloud.compute_v1.types import compute  # noqa: E402
+# The import builds ~2000 message classes, all kept for the life of the process: cyclic garbage
+# collections during it free nothing and cost a quarter of its CPU (0.73 -> 0.54 s, measured), so
+# they wait until it is done, and freezing its objects keeps later collections from scanning them.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    from google.cloud.compute_v1.services.disks import DisksClient
+    from google.cloud.compute_v1.services.images import ImagesClient
+    from google.cloud.compute_v1.services.instances import InstancesClient
+    from google.cloud.compute_v1.services.zone_operations import ZoneOperationsClient
+    from google.cloud.compute_v1.types import compute
+finally:
+    if _collecting:
+        gc.enable()
+gc.freeze()
 
 __all__ = ["DisksClient", "ImagesClient", "InstancesClient", "ZoneOperationsClient", "compute"]
