@@ -81,7 +81,7 @@ def serving(harness: Harness, monkeypatch) -> Iterator[Serving]:
 
 
 def test_readiness_is_503_before_the_first_pass_ends(harness: Harness, monkeypatch):
-    harness.compute.latency = 0.3
+    harness.compute.hold()  # the first pass waits at its first Compute call until the test has looked
     port = free_port()
     monkeypatch.setenv("SDGKE_HEALTH_ADDRESS", f"127.0.0.1:{port}")
     stop = threading.Event()
@@ -92,6 +92,7 @@ def test_readiness_is_503_before_the_first_pass_ends(harness: Harness, monkeypat
         first = Serving(port).until(503)
         assert first == {"ready": False, "reason": "first pass not finished"}
     finally:
+        harness.compute.release()
         stop.set()
         thread.join(timeout=10)
 
