@@ -1,7 +1,7 @@
 """The disk attacher: on every GPU node, the runtime disk image becomes a mounted, verified runtime.
 
-The agent (images/attacher) creates a per-node disk from the runtime image, attaches it read-only
-with autoDelete in the same call (the disk dies with its node), mounts it on the host, checks its
+The agent (images/attacher) creates a per-node disk from the runtime image, attaches it read-write
+with autoDelete in the same call (the disk dies with its node), mounts it read-only on the host, checks its
 manifest, and only then lifts the node's startup taint. A CronJob collects disks whose node is gone.
 Both run as Google service accounts through Workload Identity, with custom roles that hold exactly
 the permissions their calls need (images/attacher/attacher/permissions.py).

@@ -27,10 +27,20 @@ WEBUI_DIR = f"{RUNTIME_ROOT}/webui"
 IMAGE_FAMILY = "sd-runtime"
 HASH_LABEL = "sdgke-runtime-hash"
 
-STARTUP_TAINT_KEY = "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime"
+# The cluster autoscaler must leave this taint out of the GPU pool's node template, or a pending SD pod
+# (which does not tolerate it) never triggers a scale-up from zero. Upstream treats two key prefixes
+# alike, the older "ignore-taint.cluster-autoscaler.kubernetes.io/" and the newer "startup-taint.":
+# kubernetes/autoscaler cluster-autoscaler/utils/taints/taints.go NewTaintConfig, "startupTaintPrefixes
+# = append(..., IgnoreTaintPrefix, StartupTaintPrefix)"; FAQ.md "How does Cluster Autoscaler treat nodes
+# with status/startup/ignore taints?" ("Ignore taints are now deprecated and treated as startup taints").
+# GKE runs its own build and documents neither prefix (cloud.google.com/kubernetes-engine/docs: node-taints,
+# cluster-autoscaler); the one reported working on GKE, where the autoscaler's flags are out of reach, is
+# ignore-taint (cilium/cilium#19241, #20183: Cilium's agent-not-ready taint for scale-from-zero on GKE).
+# So: ignore-taint, honoured by old and current upstream versions alike and by GKE in the field.
+STARTUP_TAINT_KEY = "ignore-taint.cluster-autoscaler.kubernetes.io/sd-runtime"
 STARTUP_TAINT = {"key": STARTUP_TAINT_KEY, "value": "pending", "effect": "NoSchedule"}
-"""GPU nodes of the daemonset delivery start with this taint; the disk attacher removes it once the runtime is mounted.
-The cluster autoscaler ignores the prefix when it simulates a scale-up (1.29+)."""
+"""GPU nodes of the daemonset delivery start with this taint; the disk attacher removes it once the runtime
+is mounted, and again whenever GKE puts the pool's taints back on a ready node (see images/attacher/attacher/server.py)."""
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 """GKE adds this taint to every GPU node by itself."""
 GPU_NODE_LABEL = "cloud.google.com/gke-accelerator"

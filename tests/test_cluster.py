@@ -155,7 +155,7 @@ def test_gpu_nodes_start_with_the_runtime_startup_taint(run):
     assert gpu_pool(run)["nodeConfig"]["taints"] == [
         {"key": STARTUP_TAINT["key"], "value": STARTUP_TAINT["value"], "effect": "NO_SCHEDULE"}
     ]
-    assert STARTUP_TAINT["key"].startswith("startup-taint.cluster-autoscaler.kubernetes.io/")
+    assert STARTUP_TAINT["key"].startswith("ignore-taint.cluster-autoscaler.kubernetes.io/")
 
 
 def test_system_pool_is_not_tainted_and_not_gpu(run):

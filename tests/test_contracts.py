@@ -106,6 +106,25 @@ def test_webui_tolerates_the_gpu_taint_and_waits_out_the_startup_taint(run):
     assert taint(layout.STARTUP_TAINT) not in tolerated
 
 
+# The key prefixes whose taints the cluster autoscaler leaves out of a node group's template when it
+# simulates a scale-up (kubernetes/autoscaler cluster-autoscaler/utils/taints/taints.go, NewTaintConfig;
+# which one sd-gke uses on GKE, and why: components/runtime_layout.py).
+AUTOSCALER_IGNORED_TAINT_PREFIXES = ("ignore-taint.cluster-autoscaler.kubernetes.io/",
+                                     "startup-taint.cluster-autoscaler.kubernetes.io/")
+
+
+def test_a_pending_webui_pod_can_scale_the_gpu_pool_up_from_zero(run):
+    """Every taint the pool declares is tolerated by the WebUI or left out of the autoscaler's node
+    template; one that is neither makes the autoscaler conclude a new node would not help, forever."""
+    pool = run.one("gcp:container/nodePool:NodePool", "sd-gpu").inputs
+    tolerated = {taint(t) for t in webui_pod(run)["tolerations"]}
+    blocking = [t["key"] for t in pool["nodeConfig"]["taints"]
+                if (t["key"], t["value"], {"NO_SCHEDULE": "NoSchedule"}[t["effect"]]) not in tolerated
+                and not t["key"].startswith(AUTOSCALER_IGNORED_TAINT_PREFIXES)]
+    assert blocking == []
+    assert pool["autoscaling"]["totalMinNodeCount"] == 0
+
+
 def test_startup_taint_is_the_one_the_agent_removes(run):
     pool = run.one("gcp:container/nodePool:NodePool", "sd-gpu").inputs["nodeConfig"]
     assert [t["key"] for t in pool["taints"]] == [agent_env(run)["SDGKE_STARTUP_TAINT"]]

@@ -21,6 +21,7 @@ def test_agent_role_holds_exactly_the_permissions_its_calls_need(run):
     role = run.one(ROLE, "runtime-disk-agent-role").inputs
     assert sorted(role["permissions"]) == sorted(module.PERMISSIONS.AGENT_PERMISSIONS)
     assert "compute.instances.attachDisk" in role["permissions"]
+    assert "compute.disks.use" in role["permissions"], "a READ_WRITE attach (the only auto-deleted kind) needs it"
     assert "compute.disks.delete" not in role["permissions"], "the agent never deletes; disks die with their node"
 
 

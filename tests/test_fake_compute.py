@@ -393,10 +393,41 @@ def test_instance_insert_with_existing_name_is_a_conflict(fake: FakeCompute, api
 def test_attach_disk_puts_the_instance_in_disk_users(fake: FakeCompute, api: Clients) -> None:
     node = fake.add_instance("node-1", zone=Z)
     make_disk(api, "runtime")
-    attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_ONLY", auto_delete=True)
+    attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_WRITE", auto_delete=True)
     assert list(api.disks.get(project=P, zone=Z, disk="runtime").users) == [node["selfLink"]]
     entry = api.instances.get(project=P, zone=Z, instance="node-1").disks[-1]
-    assert (entry.device_name, entry.mode, entry.auto_delete, entry.boot) == ("sd-runtime", "READ_ONLY", True, False)
+    assert (entry.device_name, entry.mode, entry.auto_delete, entry.boot) == ("sd-runtime", "READ_WRITE", True, False)
+
+
+def test_read_only_attach_with_auto_delete_is_refused_and_changes_nothing(fake: FakeCompute, api: Clients) -> None:
+    fake.add_instance("node-1", zone=Z)
+    make_disk(api, "runtime")
+    with pytest.raises(exceptions.BadRequest, match="READ_ONLY mode cannot be auto-deleted"):
+        attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_ONLY", auto_delete=True)
+    assert [d.device_name for d in api.instances.get(project=P, zone=Z, instance="node-1").disks] == [
+        "persistent-disk-0"]
+    assert not api.disks.get(project=P, zone=Z, disk="runtime").users
+
+
+def test_instance_insert_with_a_read_only_auto_delete_disk_is_refused(fake: FakeCompute, api: Clients) -> None:
+    fake.add_image("cos-117", family="cos-stable", project="cos-other", disk_size_gb=10)
+    make_disk(api, "runtime")
+    instance = builder_instance()
+    instance.disks[1] = compute_v1.AttachedDisk(source=f"zones/{Z}/disks/runtime", device_name="sd-runtime",
+                                                mode="READ_ONLY", auto_delete=True)
+    with pytest.raises(exceptions.BadRequest, match="READ_ONLY mode cannot be auto-deleted"):
+        api.instances.insert(project=P, zone=Z, instance_resource=instance)
+    assert fake.instances() == [] and [d["name"] for d in fake.disks()] == ["runtime"]
+
+
+def test_the_read_only_auto_delete_rule_is_compute_engines_own():
+    """The rule the fake enforces is stated in the compute.v1 discovery document it checks against."""
+    from tests.fakes.compute import discovery_document
+
+    schemas = discovery_document()["schemas"]
+    for schema in ("StatefulPolicyPreservedStateDiskDevice", "PreservedStatePreservedDisk"):
+        note = " ".join(schemas[schema]["properties"]["autoDelete"]["description"].split())
+        assert "READ_ONLY mode cannot be auto-deleted" in note.replace("inREAD_ONLY", "in READ_ONLY")
 
 
 def test_read_only_disk_attaches_to_many_instances(fake: FakeCompute, api: Clients) -> None:
@@ -453,12 +484,12 @@ def test_instance_delete_deletes_auto_delete_disks_and_keeps_others(fake: FakeCo
     assert fake.disks()[0]["lastDetachTimestamp"]
 
 
-def test_auto_delete_disk_shared_read_only_survives_one_instance(fake: FakeCompute, api: Clients) -> None:
+def test_disk_shared_read_only_survives_one_instance(fake: FakeCompute, api: Clients) -> None:
     fake.add_instance("node-1", zone=Z)
     node_2 = fake.add_instance("node-2", zone=Z)
     make_disk(api, "runtime")
-    attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_ONLY", auto_delete=True)
-    attach(api, "node-2", "runtime", device="sd-runtime", mode="READ_ONLY", auto_delete=True)
+    attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_ONLY")
+    attach(api, "node-2", "runtime", device="sd-runtime", mode="READ_ONLY")
     fake.remove_instance("node-1", zone=Z)
     assert list(api.disks.get(project=P, zone=Z, disk="runtime").users) == [node_2["selfLink"]]
 
@@ -466,7 +497,7 @@ def test_auto_delete_disk_shared_read_only_survives_one_instance(fake: FakeCompu
 def test_remove_instance_is_a_scale_down(fake: FakeCompute, api: Clients) -> None:
     fake.add_instance("node-1", zone=Z)
     make_disk(api, "runtime")
-    attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_ONLY", auto_delete=True)
+    attach(api, "node-1", "runtime", device="sd-runtime", mode="READ_WRITE", auto_delete=True)
     fake.remove_instance("node-1", zone=Z)
     assert fake.instances() == [] and fake.disks() == []
     with pytest.raises(ValueError, match="no instance 'node-1' in zone 'us-central1-a'"):
@@ -725,3 +756,17 @@ def test_stop_shuts_the_server_down() -> None:
     fake.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(url + DISKS, timeout=2)
+
+
+def test_held_requests_wait_until_release(fake: FakeCompute, api: Clients) -> None:
+    fake.add_instance("node-1", zone=Z)
+    answered = threading.Event()
+    fake.hold()
+    caller = threading.Thread(target=lambda: (api.instances.get(project=P, zone=Z, instance="node-1"), answered.set()))
+    caller.start()
+    try:
+        assert not answered.wait(0.3)
+    finally:
+        fake.release()
+    caller.join(timeout=10)
+    assert answered.is_set()

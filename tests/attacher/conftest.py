@@ -96,14 +96,14 @@ class Harness:
         return self.mount_path.is_symlink() and self.mount_path.resolve() == device.resolve() and device.is_dir()
 
     def assert_converged(self) -> None:
-        """Success state: one runtime disk, attached once as sd-runtime READ_ONLY+autoDelete, mounted,
+        """Success state: one runtime disk, attached once as sd-runtime READ_WRITE+autoDelete, mounted,
         verified, the startup taint gone and the GPU taint kept; no fake saw a bad request."""
         disks = self.runtime_disks()
         assert [d["name"] for d in disks] == [names.disk_name(NODE, HASH12)], disks
         attached = self.attached_runtime()
         assert len(attached) == 1, attached
         assert attached[0]["source"] == disks[0]["selfLink"]
-        assert (attached[0]["mode"], attached[0]["autoDelete"]) == ("READ_ONLY", True)
+        assert (attached[0]["mode"], attached[0]["autoDelete"]) == ("READ_WRITE", True)
         assert disks[0]["users"] == [i["selfLink"] for i in self.compute.instances(ZONE) if i["name"] == NODE]
         assert self.is_mounted()
         assert self.kube.taints(NODE) == [GPU_TAINT]

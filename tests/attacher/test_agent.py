@@ -28,7 +28,7 @@ DISK = names.disk_name(NODE, HASH12)
 MUTATING_OR_WAITING = {"compute.disks.insert", "compute.instances.attachDisk", "compute.zoneOperations.wait"}
 
 
-def test_fresh_node_gets_one_disk_attached_read_only_mounted_verified_and_untainted(harness: Harness, capsys):
+def test_fresh_node_gets_one_disk_attached_mounted_read_only_verified_and_untainted(harness: Harness, capsys):
     assert harness.run_once() == 0
 
     harness.assert_converged()
@@ -47,7 +47,7 @@ def test_attach_sets_auto_delete_in_the_attach_call_itself(harness: Harness):
 
     attach = [r for r in harness.compute.requests if r.api_method == "compute.instances.attachDisk"]
     assert [r.body for r in attach] == [{
-        "source": harness.runtime_disks()[0]["selfLink"], "deviceName": "sd-runtime", "mode": "READ_ONLY",
+        "source": harness.runtime_disks()[0]["selfLink"], "deviceName": "sd-runtime", "mode": "READ_WRITE",
         "autoDelete": True}]
     assert not [r for r in harness.compute.requests if r.api_method == "compute.instances.setDiskAutoDelete"]
 
@@ -70,7 +70,8 @@ def test_a_second_pass_on_a_ready_node_only_reads(harness: Harness, capsys):
     assert harness.run_once() == 0
 
     assert harness.compute_calls(before) == Counter({"compute.instances.get": 1, "compute.images.get": 1})
-    assert harness.kube.calls()[kube_before:] == [("GET", f"/api/v1/nodes/{NODE}")]
+    # read at the start, and again before calling the taint absent (it may have been put back meanwhile)
+    assert harness.kube.calls()[kube_before:] == [("GET", f"/api/v1/nodes/{NODE}")] * 2
     steps = step_lines(capsys.readouterr().out)
     assert steps["create_disk"]["status"] == steps["attach_disk"]["status"] == "skipped"
     assert steps["untaint"]["outcome"] == "absent"
@@ -273,7 +274,7 @@ def test_a_wrong_manifest_hash_is_refused_loudly_and_the_taint_stays(harness: Ha
     assert f"does not start with SDGKE_RUNTIME_HASH={HASH12}" in steps["verify"]["error"]
     assert "untaint" not in steps
     assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]
-    assert [r.method for r in harness.kube.requests] == []
+    assert [r.method for r in harness.kube.requests] == ["GET"]  # read at the start, never patched
     assert len(harness.attached_runtime()) == 1  # attached with autoDelete: it goes with the node
 
 
@@ -377,3 +378,33 @@ def test_gpu_taint_is_never_touched(harness: Harness):
     assert patch.body == [{"op": "test", "path": "/spec/taints/0/key", "value": STARTUP_TAINT["key"]},
                           {"op": "remove", "path": "/spec/taints/0"}]
     assert harness.kube.taints(NODE) == [GPU_TAINT]
+
+
+def test_a_disk_an_older_agent_attached_read_only_is_used_as_it_is_and_the_gc_collects_it(harness, capsys):
+    """Before READ_WRITE, agents attached READ_ONLY; Compute Engine cannot auto-delete such a disk, so
+    it is mounted as it is (never detached: pods may use it), flagged, and the GC removes it once the
+    node is gone."""
+    from google.cloud import compute_v1
+
+    disks = harness.compute.client(compute_v1.DisksClient)
+    disks.insert(project=PROJECT, zone=ZONE, disk_resource=compute_v1.Disk(
+        name=DISK, source_image=f"projects/{PROJECT}/global/images/{IMAGE}",
+        labels={"sdgke-owner": NODE, "sdgke-runtime-hash": HASH12, "managed-by": "sd-gke"})).result()
+    harness.compute.client(compute_v1.InstancesClient).attach_disk(
+        project=PROJECT, zone=ZONE, instance=NODE, attached_disk_resource=compute_v1.AttachedDisk(
+            source=f"zones/{ZONE}/disks/{DISK}", device_name=names.DEVICE_NAME, mode="READ_ONLY")).result()
+    before = len(harness.compute.requests)
+
+    assert harness.run_once() == 0
+
+    assert harness.compute_calls(before) == Counter({"compute.instances.get": 1, "compute.images.get": 1})
+    assert [(a["mode"], a["autoDelete"]) for a in harness.attached_runtime()] == [("READ_ONLY", False)]
+    assert harness.is_mounted() and harness.kube.taints(NODE) == [GPU_TAINT]
+    warning = next(line for line in log_lines(capsys.readouterr().out) if line["event"] == "warning")
+    assert f"{DISK} is attached READ_ONLY without autoDelete" in warning["message"]
+
+    harness.compute.remove_instance(NODE, zone=ZONE)
+    assert [d["name"] for d in harness.runtime_disks()] == [DISK]  # not auto-deleted
+    assert harness.run_gc(grace_seconds=0) == 0
+    assert harness.runtime_disks() == []
+    harness.assert_fakes_clean()

@@ -11,7 +11,7 @@ import requests
 from tests.fakes.kube import FakeKube
 from tests.fakes.metadata import FakeMetadata
 
-TAINT = {"key": "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime", "value": "pending", "effect": "NoSchedule"}
+TAINT = {"key": "ignore-taint.cluster-autoscaler.kubernetes.io/sd-runtime", "value": "pending", "effect": "NoSchedule"}
 GPU = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 JSON_PATCH = "application/json-patch+json"
 

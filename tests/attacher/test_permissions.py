@@ -43,7 +43,7 @@ def test_every_gc_call_maps_to_a_listed_permission_and_every_listed_one_is_used(
 
 def test_the_lists_are_exactly_these_permissions():
     assert permissions.AGENT_PERMISSIONS == (
-        "compute.disks.create", "compute.disks.get", "compute.disks.setLabels", "compute.disks.useReadOnly",
+        "compute.disks.create", "compute.disks.get", "compute.disks.setLabels", "compute.disks.use",
         "compute.images.get", "compute.images.useReadOnly", "compute.instances.attachDisk", "compute.instances.get",
         "compute.zoneOperations.get",
     )
@@ -52,20 +52,21 @@ def test_the_lists_are_exactly_these_permissions():
     )
 
 
-def test_no_permission_lets_the_agent_write_to_or_detach_a_disk():
+def test_no_permission_lets_the_agent_detach_a_disk_or_keep_it_past_its_node():
     granted = set(permissions.AGENT_PERMISSIONS) | set(permissions.GC_PERMISSIONS)
-    assert not granted & {"compute.disks.use", "compute.instances.detachDisk", "compute.instances.setDiskAutoDelete",
-                          "compute.instances.delete", "compute.disks.setIamPolicy"}
+    assert not granted & {"compute.instances.detachDisk", "compute.instances.setDiskAutoDelete",
+                          "compute.instances.delete", "compute.disks.setIamPolicy", "compute.disks.useReadOnly"}
     assert all(re.fullmatch(r"compute\.[a-z][A-Za-z]+\.[a-z][A-Za-z]+", perm) for perm in granted)
     assert "compute.disks.delete" not in permissions.AGENT_PERMISSIONS  # only the GC deletes
 
 
-def test_the_attach_is_read_only_so_use_read_only_suffices(harness: Harness):
+def test_the_attach_is_read_write_so_it_needs_disks_use(harness: Harness):
     assert harness.run_once() == 0
 
     modes = [r.body["mode"] for r in harness.compute.requests if r.api_method == "compute.instances.attachDisk"]
-    assert modes == ["READ_ONLY"]
-    assert "compute.disks.useReadOnly" in permissions.METHOD_PERMISSIONS["compute.instances.attachDisk"]
+    assert modes == ["READ_WRITE"]  # READ_ONLY disks cannot be auto-deleted
+    assert permissions.METHOD_PERMISSIONS["compute.instances.attachDisk"] == (
+        "compute.instances.attachDisk", "compute.disks.use")
 
 
 def test_the_node_rbac_is_get_and_patch_on_nodes_only():

@@ -25,6 +25,7 @@ from tests.attacher.conftest import (
     STARTUP_TAINT,
     Harness,
     RuntimeContent,
+    log_lines,
 )
 
 
@@ -80,7 +81,7 @@ def serving(harness: Harness, monkeypatch) -> Iterator[Serving]:
 
 
 def test_readiness_is_503_before_the_first_pass_ends(harness: Harness, monkeypatch):
-    harness.compute.latency = 0.3
+    harness.compute.hold()  # the first pass waits at its first Compute call until the test has looked
     port = free_port()
     monkeypatch.setenv("SDGKE_HEALTH_ADDRESS", f"127.0.0.1:{port}")
     stop = threading.Event()
@@ -91,6 +92,7 @@ def test_readiness_is_503_before_the_first_pass_ends(harness: Harness, monkeypat
         first = Serving(port).until(503)
         assert first == {"ready": False, "reason": "first pass not finished"}
     finally:
+        harness.compute.release()
         stop.set()
         thread.join(timeout=10)
 
@@ -104,10 +106,15 @@ def test_readiness_turns_200_once_mounted_verified_and_untainted(harness: Harnes
 
 def test_a_lost_mount_turns_readiness_503_then_the_agent_mounts_it_again(harness: Harness, serving: Serving):
     serving.until(200)
+    # The pass that mounts again is held at its first Compute call: without this, on a busy machine
+    # it could end between two probes and the 503 would never be seen.
+    harness.compute.hold()
+    try:
+        harness.mount_path.unlink()
 
-    harness.mount_path.unlink()
-
-    assert serving.until(503, timeout=5)["step"] == "recheck"
+        assert serving.until(503, timeout=5)["step"] == "recheck"
+    finally:
+        harness.compute.release()
     serving.until(200)
     assert harness.is_mounted()
     assert harness.compute_calls()["compute.disks.insert"] == 1
@@ -126,3 +133,19 @@ def test_a_refused_runtime_keeps_readiness_503_and_the_taint(harness: Harness, s
     assert serving.health()[0] == 503
     assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]
     assert harness.compute_calls()["compute.disks.insert"] == 1  # retries reuse the attached disk
+
+
+def test_a_startup_taint_put_back_on_a_ready_node_is_removed_again(harness: Harness, serving: Serving, capsys):
+    serving.until(200)
+    compute_before = len(harness.compute.requests)
+
+    harness.kube.add_node(NODE, taints=[STARTUP_TAINT, GPU_TAINT])  # GKE writes the pool's taints back
+
+    deadline = time.monotonic() + 20
+    while harness.kube.taints(NODE) != [GPU_TAINT] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert harness.kube.taints(NODE) == [GPU_TAINT]
+    assert serving.health()[0] == 200
+    assert harness.compute.requests[compute_before:] == []  # the mount was fine: no new pass
+    assert any(line.get("taint") == "removed again" for line in log_lines(capsys.readouterr().out))
+    harness.assert_converged()

@@ -65,7 +65,7 @@ def test_defaults_are_the_shared_constants():
     cfg = agent_config_from_env(GOOD_ENV)
 
     assert (cfg.mount_path, cfg.startup_taint_key, cfg.disk_type, cfg.disk_size_gb, cfg.device_dir) == (
-        "/mnt/disks/sd-runtime", "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime", "pd-balanced", None, None)
+        "/mnt/disks/sd-runtime", "ignore-taint.cluster-autoscaler.kubernetes.io/sd-runtime", "pd-balanced", None, None)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_defaults_are_the_shared_constants():
                                     "(unset: the image's size)"),
         ("SDGKE_MOUNT_PATH", "mnt/disks", "SDGKE_MOUNT_PATH='mnt/disks': must be an absolute path below / without '..'"),
         ("SDGKE_STARTUP_TAINT", "bad key!", "SDGKE_STARTUP_TAINT='bad key!': must be a taint key, e.g. "
-                                            "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime"),
+                                            "ignore-taint.cluster-autoscaler.kubernetes.io/sd-runtime"),
         ("SDGKE_DEVICE_DIR", "dev", "SDGKE_DEVICE_DIR='dev': must be an absolute directory path"),
         ("SDGKE_HEALTH_ADDRESS", "8080", "SDGKE_HEALTH_ADDRESS='8080': must be HOST:PORT, e.g. 0.0.0.0:8080 "
                                          "(port 0 = any)"),

@@ -158,7 +158,8 @@ def test_a_disk_on_the_runtime_device_that_is_no_runtime_disk_is_refused_and_the
 
     error = step_lines(capsys.readouterr().out)["inspect"]["error"]
     assert f"device sd-runtime holds disk scratch, which is not a runtime disk of {NODE}; refusing to mount it" in error
-    assert harness.kube.requests[kube_before:] == []
+    # Left alone: the pass reads its node (in the background, for untaint) but writes nothing to it.
+    assert [r.method for r in harness.kube.requests[kube_before:] if r.method != "GET"] == []
     assert not harness.is_mounted()
 
 

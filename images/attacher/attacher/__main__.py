@@ -38,7 +38,8 @@ def _on_sigterm(signum, frame) -> None:
 
 def build_deps(cfg: AgentConfig, retry: RetryPolicy) -> Deps:
     """Real endpoints from the environment; the Kubernetes endpoint is resolved first so that a
-    missing one is a configuration error before anything slow is imported."""
+    missing one is a configuration error before anything else. The Compute client library is
+    imported later, by compute_for_project, while the pass reads the node."""
     from attacher.kube import KubeClient, load_endpoint
 
     kube = KubeClient(load_endpoint(os.environ), retry)
@@ -65,7 +66,6 @@ def run_agent(once: bool, after_step: Callable[[str], None] | None = None) -> in
     except ConfigError as exc:
         log.emit("config", status="failed", problems=exc.problems)
         return EXIT_CONFIG
-    # The Compute client takes seconds to import: not worth it for a configuration error.
     from attacher.agent import run_pass
     from attacher.server import serve
 

@@ -1,13 +1,15 @@
 """One pass of the agent: from "a GPU node booted" to "runtime mounted, verified, node untainted".
 
 Every step is idempotent, so a pass that crashed anywhere converges when run again:
-  identify     project, zone, instance from the metadata server
+  identify     project, zone, instance from the metadata server; the Compute client is built (its
+               import is the slowest part of a cold start) while the node is read, in the
+               background, for untaint
   inspect      instances.get (is `sd-runtime` attached?) and images.get, in parallel; a node holding
                another runtime's disk is relabelled with that runtime and refused
   create_disk  disks.insert of the deterministic name (409 = created earlier/by a twin: reuse it)
-  attach_disk  instances.attachDisk READ_ONLY, autoDelete=true in the same call
+  attach_disk  instances.attachDisk READ_WRITE, autoDelete=true in the same call
   wait_device  the device of `sd-runtime` appears
-  mount        read-only, at the mount path
+  mount        read-only (ro,noload: nothing writes to the disk), at the mount path
   verify       MANIFEST.json recipe_hash and the ready marker
   untaint      remove the startup taint from the node
 Nothing here detaches or deletes: a failure or SIGTERM leaves either nothing or a disk that the next
@@ -18,11 +20,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
-from google.cloud import compute_v1
 
 from attacher import log, names
 from attacher.compute import Compute, OperationError
@@ -31,6 +33,9 @@ from attacher.devices import Devices, wait_for_device
 from attacher.kube import KubeClient, remove_taint, set_label
 from attacher.manifest import verify_runtime
 from attacher.metadata import MetadataClient
+
+if TYPE_CHECKING:
+    from attacher.compute_api import compute as compute_v1
 
 STEPS = ("identify", "inspect", "create_disk", "attach_disk", "wait_device", "mount", "verify", "untaint")
 DISK_READY_POLL_SECONDS = 1.0
@@ -54,6 +59,13 @@ class PassResult:
     device: str
     recipe_hash: str
     taint: str  # "removed" | "absent"
+
+
+# An agent before this one attached READ_ONLY with autoDelete, which Compute Engine cannot honour
+# (see _attach): such a disk stays with the node and is mounted as it is. It is not deleted with the
+# node; the GC deletes it once the node is gone (labelled, unattached, owner missing).
+_NOT_AUTO_DELETED = ("runtime disk {disk} is attached {mode} without autoDelete (by an older agent): it is used as "
+                     "it is, outlives the node, and the GC deletes it once the node is gone")
 
 
 def _attached_runtime(instance: compute_v1.Instance) -> compute_v1.AttachedDisk | None:
@@ -133,6 +145,13 @@ def _wait_disk_ready(compute: Compute, zone: str, disk: compute_v1.Disk, timeout
 
 
 def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = lambda step: None) -> PassResult:
+    # The node is read for untaint in the background while the pass runs; leaving the `with` waits for
+    # that read, so a pass, failed or not, leaves no request behind.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="node-read") as background:
+        return _pass(cfg, deps, after_step, background)
+
+
+def _pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None], background: Executor) -> PassResult:
     with log.step("identify") as step:
         identity = deps.metadata.identity()
         step.note(project=identity.project, zone=identity.zone, instance=identity.instance)
@@ -141,6 +160,7 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
                 f"SDGKE_NODE_NAME={cfg.node_name} but the metadata server says this VM is {identity.instance}: "
                 "refusing to attach to one and untaint the other"
             )
+        node_read = background.submit(deps.kube.get_node, cfg.node_name)
         compute = deps.compute_for_project(identity.project)
     after_step("identify")
     zone, instance = identity.zone, identity.instance
@@ -156,8 +176,12 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
             raise AgentError(f"instance {instance} in zone {zone} (from the metadata server) does not exist") from None
         if attached is not None:
             # The disk is there already: the image may have been deleted since, and does not matter.
-            step.note(attached_disk=attached.source.rsplit("/", 1)[-1])
+            step.note(attached_disk=attached.source.rsplit("/", 1)[-1], mode=attached.mode,
+                      auto_delete=attached.auto_delete)
             _refuse_another_runtime(cfg, deps, instance, attached, step)
+            if not attached.auto_delete:
+                log.emit("warning", step="inspect", message=_NOT_AUTO_DELETED.format(
+                    disk=attached.source.rsplit("/", 1)[-1], mode=attached.mode))
         else:
             try:
                 _check_image(cfg, image_future.result())
@@ -198,7 +222,7 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
     after_step("verify")
 
     with log.step("untaint", node=cfg.node_name, taint=cfg.startup_taint_key) as step:
-        outcome = remove_taint(deps.kube, cfg.node_name, cfg.startup_taint_key)
+        outcome = remove_taint(deps.kube, cfg.node_name, cfg.startup_taint_key, read_earlier=node_read.result())
         step.note(outcome=outcome)
     after_step("untaint")
     return PassResult(disk=disk_name, device=device, recipe_hash=runtime.recipe_hash, taint=outcome)
@@ -207,17 +231,16 @@ def run_pass(cfg: AgentConfig, deps: Deps, after_step: Callable[[str], None] = l
 def _get_or_create_disk(
     cfg: AgentConfig, compute: Compute, zone: str, instance: str, disk_name: str, step: log.Step
 ) -> str:
-    disk = compute_v1.Disk(
-        name=disk_name,
-        description=f"sd-gke runtime {cfg.runtime_hash} for {instance}; deleted with it (autoDelete)",
-        source_image=cfg.image.path,
-        type_=f"zones/{zone}/diskTypes/{cfg.disk_type}",
-        labels=names.disk_labels(instance, cfg.runtime_hash),
-    )
-    if cfg.disk_size_gb is not None:
-        disk.size_gb = cfg.disk_size_gb
     try:
-        operation = compute.insert_disk(zone, disk)
+        operation = compute.insert_disk(
+            zone,
+            name=disk_name,
+            description=f"sd-gke runtime {cfg.runtime_hash} for {instance}; deleted with it (autoDelete)",
+            source_image=cfg.image.path,
+            disk_type=cfg.disk_type,
+            labels=names.disk_labels(instance, cfg.runtime_hash),
+            size_gb=cfg.disk_size_gb,
+        )
         waits = compute.wait_zone_operation(zone, operation, f"disks.insert {disk_name}", cfg.operation_timeout_seconds)
         step.note(created=True, operation_waits=waits)
         return operation.target_link or f"projects/{compute.project}/zones/{zone}/disks/{disk_name}"
@@ -238,14 +261,12 @@ def _get_or_create_disk(
 def _attach(
     cfg: AgentConfig, compute: Compute, zone: str, instance: str, disk_name: str, source: str, step: log.Step
 ) -> None:
-    attached = compute_v1.AttachedDisk(
-        source=source,
-        device_name=names.DEVICE_NAME,
-        mode=compute_v1.AttachedDisk.Mode.READ_ONLY.name,
-        auto_delete=True,
-    )
+    # READ_WRITE, because only a READ_WRITE disk can be auto-deleted: "disks attached in READ_ONLY mode
+    # cannot be auto-deleted" (compute.v1 discovery document, StatefulPolicyPreservedStateDiskDevice.autoDelete).
+    # The disk is this node's alone, and nothing writes to it anyway: it is mounted ro,noload (devices.py).
     try:
-        operation = compute.attach_disk(zone, instance, attached)
+        operation = compute.attach_disk(zone, instance, source=source, device_name=names.DEVICE_NAME,
+                                        mode="READ_WRITE", auto_delete=True)
         waits = compute.wait_zone_operation(zone, operation, f"attachDisk {disk_name}", cfg.operation_timeout_seconds)
         step.note(operation_waits=waits)
         return

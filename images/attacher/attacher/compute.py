@@ -1,7 +1,8 @@
 """The Compute Engine calls the agent and the GC make, each with our retry policy and a bounded wait.
 
 The library's own retries are switched off (retry=None) so every HTTP attempt is one we decided,
-logged and counted.
+logged and counted. The client library itself (attacher.compute_api) is imported by make_clients,
+not by this module: the agent reads its node while that import runs.
 """
 
 from __future__ import annotations
@@ -9,15 +10,24 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from google.api_core.client_options import ClientOptions
 from google.auth import credentials as gcredentials
-from google.cloud import compute_v1
 
 from attacher.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from attacher import compute_api
+
 CALL_TIMEOUT_SECONDS = 60.0
-_DONE = compute_v1.Operation.Status.DONE
+
+
+def _types() -> ModuleType:
+    """The library's types module (Disk, requests, Operation), loaded by make_clients before any call."""
+    from attacher.compute_api import compute
+
+    return compute
 
 
 class OperationError(Exception):
@@ -31,20 +41,25 @@ class OperationError(Exception):
 
 @dataclass(frozen=True)
 class Clients:
-    disks: compute_v1.DisksClient
-    instances: compute_v1.InstancesClient
-    images: compute_v1.ImagesClient
-    zone_operations: compute_v1.ZoneOperationsClient
+    disks: compute_api.DisksClient
+    instances: compute_api.InstancesClient
+    images: compute_api.ImagesClient
+    zone_operations: compute_api.ZoneOperationsClient
 
 
 def make_clients(credentials: gcredentials.Credentials, endpoint: str | None) -> Clients:
+    """REST clients (no gRPC channel); the first call in a process imports the library (~0.4 s)."""
+    from google.api_core.client_options import ClientOptions
+
+    from attacher import compute_api
+
     options = ClientOptions(api_endpoint=endpoint) if endpoint else None
     kwargs = {"credentials": credentials, "transport": "rest", "client_options": options}
     return Clients(
-        disks=compute_v1.DisksClient(**kwargs),
-        instances=compute_v1.InstancesClient(**kwargs),
-        images=compute_v1.ImagesClient(**kwargs),
-        zone_operations=compute_v1.ZoneOperationsClient(**kwargs),
+        disks=compute_api.DisksClient(**kwargs),
+        instances=compute_api.InstancesClient(**kwargs),
+        images=compute_api.ImagesClient(**kwargs),
+        zone_operations=compute_api.ZoneOperationsClient(**kwargs),
     )
 
 
@@ -54,7 +69,7 @@ class Compute:
         self.project = project
         self.retry = retry
 
-    def get_instance(self, zone: str, instance: str) -> compute_v1.Instance:
+    def get_instance(self, zone: str, instance: str) -> compute_api.compute.Instance:
         return self.retry.call(
             "instances.get",
             lambda: self.clients.instances.get(
@@ -62,13 +77,13 @@ class Compute:
             ),
         )
 
-    def get_image(self, project: str, name: str) -> compute_v1.Image:
+    def get_image(self, project: str, name: str) -> compute_api.compute.Image:
         return self.retry.call(
             "images.get",
             lambda: self.clients.images.get(project=project, image=name, retry=None, timeout=CALL_TIMEOUT_SECONDS),
         )
 
-    def get_disk(self, zone: str, name: str) -> compute_v1.Disk:
+    def get_disk(self, zone: str, name: str) -> compute_api.compute.Disk:
         return self.retry.call(
             "disks.get",
             lambda: self.clients.disks.get(
@@ -79,8 +94,14 @@ class Compute:
     # Mutations carry one requestId across their retries: if an attempt took effect but its answer
     # was lost (a 5xx after the fact), the retry gets the same operation back instead of an error.
 
-    def insert_disk(self, zone: str, disk: compute_v1.Disk) -> compute_v1.Operation:
-        request = compute_v1.InsertDiskRequest(
+    def insert_disk(self, zone: str, *, name: str, description: str, source_image: str, disk_type: str,
+                    labels: dict[str, str], size_gb: int | None) -> compute_api.compute.Operation:
+        """A disk from an image; size_gb None: the image's size."""
+        disk = _types().Disk(name=name, description=description, source_image=source_image,
+                             type_=f"zones/{zone}/diskTypes/{disk_type}", labels=labels)
+        if size_gb is not None:
+            disk.size_gb = size_gb
+        request = _types().InsertDiskRequest(
             project=self.project, zone=zone, disk_resource=disk, request_id=str(uuid.uuid4())
         )
         return self.retry.call(
@@ -88,8 +109,10 @@ class Compute:
             lambda: self.clients.disks.insert_unary(request=request, retry=None, timeout=CALL_TIMEOUT_SECONDS),
         )
 
-    def attach_disk(self, zone: str, instance: str, attached: compute_v1.AttachedDisk) -> compute_v1.Operation:
-        request = compute_v1.AttachDiskInstanceRequest(
+    def attach_disk(self, zone: str, instance: str, *, source: str, device_name: str, mode: str,
+                    auto_delete: bool) -> compute_api.compute.Operation:
+        attached = _types().AttachedDisk(source=source, device_name=device_name, mode=mode, auto_delete=auto_delete)
+        request = _types().AttachDiskInstanceRequest(
             project=self.project,
             zone=zone,
             instance=instance,
@@ -103,11 +126,11 @@ class Compute:
             ),
         )
 
-    def list_disks(self, zone: str, filter_: str) -> list[compute_v1.Disk]:
-        disks: list[compute_v1.Disk] = []
+    def list_disks(self, zone: str, filter_: str) -> list[compute_api.compute.Disk]:
+        disks: list[compute_api.compute.Disk] = []
         page_token = ""
         for _ in range(1000):  # bounded: 500 disks a page
-            request = compute_v1.ListDisksRequest(project=self.project, zone=zone, filter=filter_, max_results=500)
+            request = _types().ListDisksRequest(project=self.project, zone=zone, filter=filter_, max_results=500)
             if page_token:  # an empty pageToken is not "first page" to the API, it is an invalid token
                 request.page_token = page_token
             page = self.retry.call(
@@ -122,21 +145,22 @@ class Compute:
                 return disks
         raise RuntimeError(f"disks.list in {zone} did not end after 1000 pages")
 
-    def delete_disk(self, zone: str, name: str) -> compute_v1.Operation:
-        request = compute_v1.DeleteDiskRequest(project=self.project, zone=zone, disk=name, request_id=str(uuid.uuid4()))
+    def delete_disk(self, zone: str, name: str) -> compute_api.compute.Operation:
+        request = _types().DeleteDiskRequest(project=self.project, zone=zone, disk=name, request_id=str(uuid.uuid4()))
         return self.retry.call(
             "disks.delete",
             lambda: self.clients.disks.delete_unary(request=request, retry=None, timeout=CALL_TIMEOUT_SECONDS),
         )
 
-    def wait_zone_operation(self, zone: str, operation: compute_v1.Operation, what: str, timeout: float) -> int:
+    def wait_zone_operation(self, zone: str, operation: compute_api.compute.Operation, what: str,
+                            timeout: float) -> int:
         """Wait with zoneOperations.wait until DONE; raise OperationError if it carries errors.
 
         Returns how many wait calls it made (0 when the operation came back already DONE).
         """
         deadline = time.monotonic() + timeout
         waits = 0
-        while operation.status != _DONE:
+        while operation.status != _types().Operation.Status.DONE:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{what}: operation {operation.name} not DONE after {timeout:.0f}s")

@@ -70,8 +70,12 @@ class HostDevices:
     """The real node: /dev/disk/by-id/google-<deviceName>, mounted `ro,noload` as ext4.
 
     Runs in a privileged container whose /mnt/disks is a hostPath with Bidirectional propagation, so
-    the mount made here appears on the host and, through HostToContainer, in the SD pods. `noload`
-    skips journal replay, which a READ_ONLY-attached device could not write anyway.
+    the mount made here appears on the host and, through HostToContainer, in the SD pods. The disk
+    is attached READ_WRITE (so that it can be auto-deleted), and `ro` alone would still write to it:
+    "ext4 will replay the journal (and thus write to the partition) even when mounted "read only".
+    The mount options "ro,noload" can be used to prevent writes to the filesystem."
+    (torvalds/linux Documentation/admin-guide/ext4.rst, `ro` and `norecovery, noload`). The bake
+    unmounts the filesystem cleanly, so there is no journal to replay.
     """
 
     FSTYPE = "ext4"

@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
-from google.cloud import compute_v1
 
 from attacher import log, names
 from attacher.compute import Compute, OperationError
+
+if TYPE_CHECKING:
+    from attacher.compute_api import compute as compute_v1
 
 LIST_FILTER = f"labels.{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 DELETE_TIMEOUT_SECONDS = 300.0

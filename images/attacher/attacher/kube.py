@@ -129,16 +129,23 @@ class KubeClient:
         )
 
 
-def remove_taint(client: KubeClient, node_name: str, key: str) -> str:
+def _taint_indexes(node: dict, key: str) -> list[int]:
+    taints = (node.get("spec") or {}).get("taints") or []
+    return [i for i, taint in enumerate(taints) if taint.get("key") == key]
+
+
+def remove_taint(client: KubeClient, node_name: str, key: str, read_earlier: dict | None = None) -> str:
     """Remove every taint with this key and nothing else; 'removed' or 'absent' (already gone).
 
     A JSON patch of `test` + `remove` per index is atomic: if the taints changed since the read
-    (the test fails, HTTP 422), read again and retry, a bounded number of times.
+    (the test fails, HTTP 422), read again and retry, a bounded number of times. `read_earlier`, the
+    node as read at the start of the pass, saves a read when it carries the taint (the `test`
+    catches any change since); without the taint it proves nothing, so the node is read again.
     """
+    node = read_earlier if read_earlier is not None and _taint_indexes(read_earlier, key) else None
     for _ in range(CONFLICT_ATTEMPTS):
-        node = client.get_node(node_name)
-        taints = (node.get("spec") or {}).get("taints") or []
-        indexes = [i for i, taint in enumerate(taints) if taint.get("key") == key]
+        node = node or client.get_node(node_name)
+        indexes = _taint_indexes(node, key)
         if not indexes:
             return "absent"
         operations: list[dict] = []
@@ -153,6 +160,7 @@ def remove_taint(client: KubeClient, node_name: str, key: str) -> str:
         except HttpStatusError as exc:
             if exc.status not in (409, 422):
                 raise
+            node = None
     raise RuntimeError(f"taints of node {node_name} changed under us {CONFLICT_ATTEMPTS} times in a row")
 
 

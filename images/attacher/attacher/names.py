@@ -5,7 +5,7 @@ import re
 
 DEVICE_NAME = "sd-runtime"
 DEFAULT_MOUNT_PATH = "/mnt/disks/sd-runtime"
-DEFAULT_STARTUP_TAINT_KEY = "startup-taint.cluster-autoscaler.kubernetes.io/sd-runtime"
+DEFAULT_STARTUP_TAINT_KEY = "ignore-taint.cluster-autoscaler.kubernetes.io/sd-runtime"  # why: components/runtime_layout.py
 MANIFEST_FILE = "MANIFEST.json"
 READY_MARKER = ".sd-runtime-ready"
 

@@ -17,9 +17,11 @@ METHOD_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "compute.disks.insert": ("compute.disks.create", "compute.disks.setLabels", "compute.images.useReadOnly"),
     # Read the disk after insert answered 409 (an earlier run or a racing agent created it).
     "compute.disks.get": ("compute.disks.get",),
-    # Attach the disk READ_ONLY with autoDelete in the same call (no setDiskAutoDelete needed);
-    # a READ_ONLY attach needs useReadOnly on the disk, not compute.disks.use.
-    "compute.instances.attachDisk": ("compute.instances.attachDisk", "compute.disks.useReadOnly"),
+    # Attach the disk READ_WRITE with autoDelete in the same call (no setDiskAutoDelete needed). READ_WRITE
+    # because READ_ONLY disks cannot be auto-deleted (agent._attach); a READ_WRITE attach needs
+    # compute.disks.use on the disk (compute.disks.useReadOnly covers READ_ONLY attaches only):
+    # https://cloud.google.com/compute/docs/reference/rest/v1/instances/attachDisk#iam-permissions
+    "compute.instances.attachDisk": ("compute.instances.attachDisk", "compute.disks.use"),
     # Wait for insert/attach/delete operations.
     "compute.zoneOperations.wait": ("compute.zoneOperations.get",),
     # GC: find disks labelled managed-by=sd-gke.
@@ -49,7 +51,7 @@ def _permissions(methods: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({perm for method in methods for perm in METHOD_PERMISSIONS[method]}))
 
 
-# compute.disks.create, compute.disks.get, compute.disks.setLabels, compute.disks.useReadOnly,
+# compute.disks.create, compute.disks.get, compute.disks.setLabels, compute.disks.use,
 # compute.images.get, compute.images.useReadOnly, compute.instances.attachDisk,
 # compute.instances.get, compute.zoneOperations.get
 AGENT_PERMISSIONS: tuple[str, ...] = _permissions(AGENT_METHODS)

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from attacher import log
 from attacher.agent import Deps, run_pass
 from attacher.config import AgentConfig
+from attacher.kube import remove_taint
 from attacher.manifest import RuntimeRefused, verify_runtime
 
 
@@ -61,8 +62,31 @@ def still_good(cfg: AgentConfig, deps: Deps, device: str) -> str | None:
     return None
 
 
+def keep_untainted(cfg: AgentConfig, deps: Deps) -> None:
+    """Remove the startup taint again if it is back on this ready node.
+
+    GKE writes a node pool's taints onto its existing nodes: "you can apply updates to the ...
+    node taints of an existing GKE node pool without re-creating the node pool"
+    (https://cloud.google.com/kubernetes-engine/docs/how-to/update-existing-nodepools), and taints
+    set through GKE "are preserved when a node is restarted or replaced"
+    (https://cloud.google.com/kubernetes-engine/docs/how-to/node-taints). GKE documents no taint it
+    applies once and leaves alone (AKS does: nodeInitializationTaints, "will not be reconciled by
+    AKS"). A `pulumi up` that touches the pool's taints would otherwise close every ready node to
+    new SD pods. A failure here leaves readiness alone (the runtime is fine); the next check retries.
+    """
+    try:
+        outcome = remove_taint(deps.kube, cfg.node_name, cfg.startup_taint_key)
+    except Exception as exc:  # noqa: BLE001 - one clear line; the next check tries again
+        log.emit("recheck", status="failed", step="untaint", error=f"{type(exc).__name__}: {exc}")
+        return
+    if outcome == "removed":
+        log.emit("recheck", status="ok", taint="removed again", node=cfg.node_name,
+                 message=f"{cfg.startup_taint_key} was back on this ready node (GKE re-applies node pool taints)")
+
+
 def serve(cfg: AgentConfig, deps: Deps, stop: threading.Event) -> None:
-    """Pass until it succeeds, then re-check every recheck_seconds; on a failed check, pass again.
+    """Pass until it succeeds, then re-check every recheck_seconds: the mount and the runtime (on a
+    failed check, pass again) and the startup taint (removed again if it is back).
     Returns when `stop` is set."""
     readiness = Readiness()
     server = start_health_server(cfg.health_host, cfg.health_port, readiness)
@@ -83,6 +107,7 @@ def serve(cfg: AgentConfig, deps: Deps, stop: threading.Event) -> None:
                     readiness.set(False, step="recheck", error=problem)
                     log.emit("recheck", status="failed", error=problem)
                     break
+                keep_untainted(cfg, deps)
     finally:
         server.shutdown()
         server.server_close()
