@@ -45,7 +45,7 @@ TARGETS = (
     Target("policy/sdgke_policies.py", ("tests/test_policy.py", "tests/test_policy_rules.py")),
     Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
-    Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py",)),
+    Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
     Target(
         "components/runtime_image.py",
         ("tests/test_runtime_image.py",),
