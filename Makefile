@@ -26,3 +26,17 @@ test: setup
 
 bench: setup
 	$(PY) -m tools.bench
+
+# Mutation testing (not part of `make test`; tens of minutes): docs/mutation.md. SAMPLE=K runs every K-th mutant.
+SAMPLE ?= 1
+.venv-mutate/.installed: requirements.txt requirements-dev.txt requirements-mutate.txt
+	$(PYTHON) -m venv .venv-mutate
+	mkdir -p build
+	.venv-mutate/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt > build/pip-mutate.log 2>&1 \
+		&& .venv-mutate/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-mutate.txt \
+		>> build/pip-mutate.log 2>&1 || { cat build/pip-mutate.log; exit 1; }
+	touch $@
+
+.PHONY: mutate
+mutate: .venv-mutate/.installed
+	.venv-mutate/bin/python -m tools.mutate --sample $(SAMPLE)

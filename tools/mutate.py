@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,10 +40,14 @@ class Target:
     functions: tuple[str, ...] | None = None
     """Only mutants inside these functions ("name" or "Class.method"); None: the whole module,
     module-level constants included (that is where the config bounds and the policy lists live)."""
+    recorded_runs: tuple[tuple[str, str], ...] = ()
+    """(stack, overrides as JSON) of program runs to make once before the mutants, for a module that
+    plays no part in running the program (the policy pack): a test asking for such a run gets a copy."""
 
 
 TARGETS = (
-    Target("policy/sdgke_policies.py", ("tests/test_policy.py", "tests/test_policy_rules.py")),
+    Target("policy/sdgke_policies.py", ("tests/test_policy.py", "tests/test_policy_rules.py"),
+           recorded_runs=(("dev", "{}"), ("prod", "{}"), ("dev", '{"webui": {"public": true, "apiAuth": true}}'))),
     Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
@@ -65,6 +70,10 @@ TARGETS = (
 # imported here, so every child reads the (mutated) project sources afresh.
 WARM = ("pytest", "requests", "yaml", "google.api_core.exceptions", "google.cloud.compute_v1", "pulumi",
         "pulumi_policy", "pulumi_gcp", "pulumi_kubernetes")
+
+
+SAMPLE_ABOVE = 300
+"""--sample applies to targets with more mutants than this (the policy pack and the config); the others run whole."""
 
 
 @dataclass
@@ -203,6 +212,56 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def _record_runs(wanted: tuple[tuple[str, str], ...]) -> None:
+    """Run the program once for each (stack, overrides) and make later such runs return a copy.
+
+    The program runs in a child of its own: once Pulumi's mock runtime has run in a process, runs in
+    that process's forks hang, and the mutants' tests (which may run the program afresh) fork from here."""
+    import copy
+    import pickle
+
+    from tools import mockrun
+
+    recorded = OUT / f"runs-{os.getpid()}.pickle"
+    _in_child(lambda: recorded.write_bytes(pickle.dumps(
+        {key: mockrun.run(key[0], overrides=json.loads(key[1]) or None) for key in wanted})))
+    runs = pickle.loads(recorded.read_bytes())
+    recorded.unlink()
+    program_run = mockrun.run
+
+    def run(stack, root=mockrun.ROOT, overrides=None, config=None):
+        key = (stack, json.dumps(overrides or {}))
+        if config or root != mockrun.ROOT or key not in runs:
+            return program_run(stack, root, overrides, config)
+        return copy.deepcopy(runs[key])
+
+    mockrun.run = run
+
+
+def _in_child(work, *args):
+    """Run work(*args) in a forked process (so what it imports stays there); return its JSON result."""
+    result = OUT / f"child-{os.getpid()}.json"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            result.write_text(json.dumps(work(*args)))
+            code = 0
+        except SystemExit as exit_:
+            print(exit_, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - told on stderr, then the child ends with status 1
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise SystemExit(f"{args[0].path if args else work.__name__}: the mutation run failed (status {status})")
+    try:
+        return json.loads(result.read_text())
+    finally:
+        result.unlink()
+
+
 def _restore_pending() -> None:
     if PENDING.exists():
         pending = json.loads(PENDING.read_text())
@@ -211,7 +270,10 @@ def _restore_pending() -> None:
         print(f"restored {pending['path']} left mutated by an interrupted run", file=sys.stderr)
 
 
-def run_target(target: Target, sample: int, log) -> list[Mutant]:
+def run_target(target: Target, sample: int, log) -> list[dict]:
+    """Every chosen mutant of `target`, run in this process's children (call it through _in_child)."""
+    if target.recorded_runs:
+        _record_runs(target.recorded_runs)
     path = ROOT / target.path
     original = path.read_text()
     tests = tuple(t for t in target.tests if (ROOT / t).exists())
@@ -220,7 +282,7 @@ def run_target(target: Target, sample: int, log) -> list[Mutant]:
         raise SystemExit(f"{target.path}: its tests {list(tests)} fail without any mutant; fix them first")
     timeout = max(10.0, 3 * seconds)
     candidates = mutants_of(target)
-    chosen = candidates[::sample]
+    chosen = candidates[::sample] if len(candidates) > SAMPLE_ABOVE else candidates
     log(f"{target.path}: {len(chosen)} mutant(s) of {len(candidates)}; tests {' '.join(tests)} "
         f"take {seconds:.1f}s unmutated")
     results = []
@@ -233,9 +295,11 @@ def run_target(target: Target, sample: int, log) -> list[Mutant]:
             path.write_text(original)
             PENDING.unlink()
         mutant.outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
-        results.append(mutant)
+        results.append(asdict(mutant))
         if mutant.outcome == "survived":
             log(f"  survived {target.path}:{mutant.line} ({mutant.function}): {mutant.before}  ->  {mutant.after}")
+        if len(results) % 20 == 0:
+            log(f"  {len(results)}/{len(chosen)} run, {sum(m['outcome'] != 'survived' for m in results)} killed")
     return results
 
 
@@ -254,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.mutate", description=__doc__.split("\n")[0])
     parser.add_argument("--target", action="append", help="only these source paths (default: all targets)")
     parser.add_argument("--sample", type=int, default=1, metavar="K",
-                        help="run every K-th mutant of each target (deterministic; default 1 = all)")
+                        help=f"run every K-th mutant of a target of more than {SAMPLE_ABOVE} (deterministic; default 1 = all)")
     parser.add_argument("--list", action="store_true", help="only list the mutants")
     parser.add_argument("--output", type=Path, default=OUT / "results.json")
     args = parser.parse_args(argv)
@@ -279,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: list[Mutant] = []
     for target in targets:
-        results += run_target(target, args.sample, log)
+        results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
     elapsed = time.monotonic() - started
     report = summary(results)
     print(report)
