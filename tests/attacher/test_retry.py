@@ -125,8 +125,8 @@ def test_no_retry_starts_past_the_budget(top_of_jitter, clock):
 
 def test_each_retry_logs_the_call_the_attempt_the_delay_and_the_error(top_of_jitter, capsys):
     call = Flaky(requests.ConnectionError("c" * 250))
-    RetryPolicy(initial_seconds=0.5, sleep=lambda s: None).call("compute.disks.get", call)
+    RetryPolicy(initial_seconds=2.0, sleep=lambda s: None).call("compute.disks.get", call)
     line = json.loads(capsys.readouterr().out)
     del line["ts"]
-    assert line == {"event": "retry", "call": "compute.disks.get", "attempt": 1, "delay_ms": 500,
+    assert line == {"event": "retry", "call": "compute.disks.get", "attempt": 1, "delay_ms": 2000,
                     "error": "ConnectionError: " + "c" * 200}
