@@ -62,8 +62,8 @@ TARGETS = (
     ),
     Target(
         "images/attacher/attacher/__main__.py",
-        ("tests/attacher/test_cli.py",),
-        functions=("_on_sigterm", "run_agent", "run_gc", "<module>"),
+        ("tests/attacher/test_cli.py", "tests/attacher/test_interrupts.py"),
+        functions=("_on_sigterm", "<module>"),  # the SIGTERM and Ctrl-C handling; run_agent/run_gc are the CLI
     ),
 )
 # Imported once in the parent so that each forked child starts warm; nothing of the project is
