@@ -59,6 +59,13 @@ class Compute:
         return 1
 
 
+def log(capsys) -> list[dict]:
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for line in lines:
+        del line["ts"]
+    return lines
+
+
 def collect(compute: Compute, grace_seconds: int = 3600, zones: tuple[str, ...] = ("us-central1-a",)) -> gc.GcReport:
     return gc.collect(compute, zones, grace_seconds, now=NOW)
 
@@ -127,11 +134,12 @@ def test_a_disk_attached_before_the_delete_is_kept():
     assert (report.kept, report.failed) == ({"orphan": "attached meanwhile"}, {})
 
 
-def test_any_other_refused_delete_is_a_failure():
+def test_any_other_refused_delete_is_a_failure(capsys):
     refused = gexc.BadRequest("bad", errors=[{"reason": "invalid"}])
     report = collect(Compute({"us-central1-a": [disk()]}, delete_error=refused))
     assert (report.deleted, report.kept) == ([], {})
     assert report.failed == {"orphan": "BadRequest: 400 bad"}
+    assert log(capsys)[0]["action"] == "failed"
 
 
 @pytest.mark.parametrize(("error", "detail"), [
@@ -145,13 +153,6 @@ def test_a_delete_that_does_not_finish_is_a_failure(error, detail):
     assert (report.deleted, report.failed) == ([], {"orphan": detail})
 
 
-def log(capsys) -> list[dict]:
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    for line in lines:
-        del line["ts"]
-    return lines
-
-
 def test_each_disk_gets_one_log_line_with_its_zone_owner_action_and_reason(capsys):
     collect(Compute({"us-central1-a": [disk("young", age_seconds=10), disk("orphan")]}))
     lines = log(capsys)
@@ -161,6 +162,18 @@ def test_each_disk_gets_one_log_line_with_its_zone_owner_action_and_reason(capsy
         {"event": "gc_disk", "zone": "us-central1-a", "disk": "orphan", "owner": OWNER, "action": "deleted",
          "reason": "owner gone, unattached, past the grace period"},
     ]
+
+
+def test_a_disk_without_an_owner_label_is_logged_with_an_empty_owner(capsys):
+    collect(Compute({"us-central1-a": [disk(labels={"managed-by": "sd-gke"})]}))
+    assert log(capsys)[0]["owner"] == ""
+
+
+def test_the_summary_line_times_the_run_in_milliseconds(capsys, monkeypatch):
+    readings = [10.0, 12.5]
+    monkeypatch.setattr(gc.time, "monotonic", lambda: readings.pop(0))
+    collect(Compute({}))
+    assert log(capsys)[-1]["duration_ms"] == 2500
 
 
 def test_the_run_ends_with_one_summary_line_of_counts(capsys):
