@@ -118,6 +118,13 @@ def test_a_lost_connection_is_retried(api):
     assert len(method.requests) == 3
 
 
+def test_a_connection_lost_on_every_attempt_is_told_with_its_error(api):
+    method = Method(*[requests.ConnectionError("connection reset")] * 5)
+    with pytest.raises(BakeError) as failure:
+        api.call("reading image x", method, {})
+    assert str(failure.value) == "reading image x: still failing after 5 attempts: connection reset"
+
+
 def test_the_last_attempt_that_succeeds_is_taken(api):
     method = Method(*[http_error(503)] * 4)
     assert api.call("reading", method, {}) == "ok"
