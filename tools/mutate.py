@@ -4,9 +4,10 @@
 its libcst operators make every one-node change mutmut would make (comparison and boolean operators
 swapped, numbers +1, True/False flipped, `in`/`is` negated, `not` dropped, call arguments dropped or
 set to None, strings changed, assignments set to None, ...). mutmut's own runner instruments whole
-packages through trampolines; this runner instead applies one mutant at a time to the source file on
-disk (restored afterwards, even on Ctrl-C) and runs, in a forked child, only the tests that cover
-that module, so subprocess tests see the mutant too and each mutant costs seconds, not a full suite.
+packages through trampolines; this runner instead copies the project to build/mutate/tree, writes one
+mutant at a time into the copy's source file and runs, in a forked child, only the tests that cover
+that module: subprocess tests see the mutant too, each mutant costs seconds, not a full suite, and
+the work tree is never touched (editing or committing during a run is safe).
 
 A mutant is killed when its tests fail (or error, or time out); it survives when they pass.
 Results go to build/mutate/results.json; survivors are printed with their line before and after.
@@ -19,6 +20,7 @@ import argparse
 import difflib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -28,9 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "mutate"
-PENDING = OUT / "pending-restore.json"
-"""Written before a mutant touches a file, removed once the file is restored: a run killed with
-SIGKILL leaves it behind and the next run puts the original back first."""
+TREE = OUT / "tree"
+"""The copy of the project the mutants are written into."""
+NOT_COPIED = (".git", ".venv*", "build", "__pycache__", "*.pyc", ".ruff_cache", ".pytest_cache", "node_modules")
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,12 @@ def _qualnames(module) -> dict[int, str]:
     return names
 
 
-def mutants_of(target: Target) -> list[tuple[Mutant, str]]:
+def mutants_of(target: Target, root: Path = ROOT) -> list[tuple[Mutant, str]]:
     """Every mutant of the target as (description, mutated source), in source order."""
     import libcst as cst
     from mutmut.mutation.file_mutation import create_mutations, deep_replace
 
-    path = ROOT / target.path
+    path = root / target.path
     code = path.read_text()
     module, mutations, _, _ = create_mutations(str(path), code)
     names = _qualnames(module)
@@ -184,7 +186,7 @@ def _run_tests(tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            os.chdir(ROOT)
+            os.chdir(TREE)
             import pytest
 
             code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
@@ -262,38 +264,41 @@ def _in_child(work, *args):
         result.unlink()
 
 
-def _restore_pending() -> None:
-    if PENDING.exists():
-        pending = json.loads(PENDING.read_text())
-        (ROOT / pending["path"]).write_text(pending["original"])
-        PENDING.unlink()
-        print(f"restored {pending['path']} left mutated by an interrupted run", file=sys.stderr)
+def _copy_tree() -> None:
+    """A fresh copy of the project to mutate (sources, tests, stack files; no git, venvs or build output)."""
+    if TREE.exists():
+        shutil.rmtree(TREE)
+    shutil.copytree(ROOT, TREE, symlinks=True, ignore=shutil.ignore_patterns(*NOT_COPIED))
+
+
+def _use_tree() -> None:
+    """From here on (in this process and its children) the project's modules come from the copy."""
+    sys.path[:] = [str(TREE) if entry in ("", str(ROOT)) else entry for entry in sys.path]
+    for name in [n for n in sys.modules if n.split(".")[0] in ("tools", "components", "tests", "attacher")]:
+        del sys.modules[name]
 
 
 def run_target(target: Target, sample: int, log) -> list[dict]:
     """Every chosen mutant of `target`, run in this process's children (call it through _in_child)."""
+    _use_tree()
     if target.recorded_runs:
         _record_runs(target.recorded_runs)
-    path = ROOT / target.path
+    path = TREE / target.path
     original = path.read_text()
-    tests = tuple(t for t in target.tests if (ROOT / t).exists())
+    tests = tuple(t for t in target.tests if (TREE / t).exists())
     baseline, seconds = _run_tests(tests, timeout=600)
     if baseline != "passed":
         raise SystemExit(f"{target.path}: its tests {list(tests)} fail without any mutant; fix them first")
     timeout = max(10.0, 3 * seconds)
-    candidates = mutants_of(target)
+    candidates = mutants_of(target, TREE)
     chosen = candidates[::sample] if len(candidates) > SAMPLE_ABOVE else candidates
     log(f"{target.path}: {len(chosen)} mutant(s) of {len(candidates)}; tests {' '.join(tests)} "
         f"take {seconds:.1f}s unmutated")
     results = []
     for mutant, source in chosen:
-        PENDING.write_text(json.dumps({"path": target.path, "original": original}))
-        try:
-            path.write_text(source)
-            outcome, mutant.seconds = _run_tests(tests, timeout)
-        finally:
-            path.write_text(original)
-            PENDING.unlink()
+        path.write_text(source)
+        outcome, mutant.seconds = _run_tests(tests, timeout)
+        path.write_text(original)
         mutant.outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
         results.append(asdict(mutant))
         if mutant.outcome == "survived":
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     OUT.mkdir(parents=True, exist_ok=True)
-    _restore_pending()
+    _copy_tree()
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # a mutant must never leave a .pyc the next run trusts
     sys.dont_write_bytecode = True
     for name in WARM:
