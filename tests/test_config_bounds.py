@@ -380,3 +380,7 @@ def test_the_error_counts_and_lists_every_problem():
     err = config.ConfigError(["a: bad", "b: bad"])
     assert err.problems == ["a: bad", "b: bad"]
     assert str(err) == "2 problem(s) in the stack configuration:\n  - a: bad\n  - b: bad"
+
+
+def test_a_bad_api_auth_is_reported_alone_not_also_as_a_public_webui_without_auth():
+    assert problems(webui={"public": True, "apiAuth": 0}) == ["webui.apiAuth: 0 is not allowed; expected true or false"]
