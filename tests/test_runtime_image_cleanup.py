@@ -159,17 +159,21 @@ class BuilderApi:
         self.deletes_stick = deletes_stick
         self.deleted: list[tuple[str, str]] = []
         self.lists: list[dict] = []
+        self.calls: list[tuple[str, str, dict]] = []
 
     def get(self, what: str, method: str, **request: Any):
+        self.calls.append((what, method, request))
         pool = self.vms if method == "instances.get" else self.named_disks
         name = request.get("instance") or request.get("disk")
         return SimpleNamespace(name=name) if name in pool else None
 
     def listed(self, what: str, method: str, **request: Any):
+        self.calls.append((what, method, request))
         self.lists.append(request)
         return [SimpleNamespace(name=n) for n in sorted(self.labelled)]
 
     def mutate(self, what: str, method: str, **request: Any) -> None:
+        self.calls.append((what, method, request))
         name = request.get("instance") or request.get("disk")
         self.deleted.append((method, name))
         if self.deletes_stick:
@@ -189,6 +193,25 @@ def test_cleanup_deletes_the_vm_before_its_disks_and_reports_each():
     assert log == [f"{IMAGE}: deleting builder VM {BUILDER} (testing)",
                    f"{IMAGE}: deleting builder disk {BUILDER} (testing)",
                    f"{IMAGE}: deleting builder disk {DATA_DISK} (testing)"]
+
+
+def test_cleanup_names_each_call_and_aims_it_at_the_builder_zone():
+    api = BuilderApi({BUILDER}, {DATA_DISK})
+    remove(api)
+    label_filter = {"zone": Z, "filter": f"labels.sdgke-builder = {HASH12}"}
+    look = [
+        (f"looking up {BUILDER}", "instances.get", {"zone": Z, "instance": BUILDER}),
+        (f"listing builder disks in {Z}", "disks.list", label_filter),
+        (f"looking up disk {BUILDER}", "disks.get", {"zone": Z, "disk": BUILDER}),
+        (f"looking up disk {DATA_DISK}", "disks.get", {"zone": Z, "disk": DATA_DISK}),
+    ]
+    assert api.calls == [
+        look[0],
+        (f"deleting builder VM {BUILDER}", "instances.delete", {"zone": Z, "instance": BUILDER}),
+        *look[1:],
+        (f"deleting builder disk {DATA_DISK}", "disks.delete", {"zone": Z, "disk": DATA_DISK}),
+        *look,
+    ]
 
 
 def test_cleanup_finds_builder_disks_by_label_too():
@@ -231,6 +254,28 @@ def test_a_cleanup_that_succeeds_after_a_failed_bake_raises_nothing_itself():
     api = BuilderApi({BUILDER}, set())
     provider._remove_builder_after_failure(api, BakeSpec.from_props(props()), BakeError("x"))
     assert api.deleted == [("instances.delete", BUILDER)]
+
+
+def test_a_bake_over_removes_the_builder_saying_why(fake):  # noqa: F811 - the fixture
+    from tests.test_runtime_image import successful_bake
+
+    successful_bake(fake)
+    log: list[str] = []
+    RuntimeImageProvider(FAST, report=log.append).create(props(fake))
+    assert f"{IMAGE}: deleting builder VM {BUILDER} (the bake is over)" in log
+    assert_clean_end(fake)
+
+
+def test_a_failed_bake_whose_cleanup_fails_too_reports_the_bake_failure_first(fake):  # noqa: F811 - the fixture
+    bake_progresses(fake, {"status": "failed", "error": "no space left"})
+    fake.fail_next(method="DELETE", path_regex=f"/instances/{BUILDER}$", status=400, reason="invalid")
+    log: list[str] = []
+    with pytest.raises(BakeError) as failure:
+        RuntimeImageProvider(FAST, report=log.append).create(props(fake))
+    message = str(failure.value)
+    assert message.startswith(f"bake of {IMAGE} failed at step ?: no space left")
+    assert f"\n\nremoving the builder afterwards failed too: deleting builder VM {BUILDER}: 400 " in message
+    assert f"{IMAGE}: deleting builder VM {BUILDER} (the bake did not finish)" in log
 
 
 def test_an_interrupt_in_the_middle_of_a_bake_still_removes_the_builder(fake):  # noqa: F811 - the fixture
