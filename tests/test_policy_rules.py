@@ -457,6 +457,17 @@ def test_the_disk_attacher_may_take_host_paths():
     assert check("k8s-hostpath-runtime-only", DAEMONSET, inputs) == []
 
 
+@pytest.mark.parametrize(("type_", "name", "namespace"), [
+    (DAEMONSET, "node-exporter", "sd-system"),
+    (DAEMONSET, "disk-attacher", "default"),
+    (DEPLOYMENT, "disk-attacher", "sd-system"),
+])
+def test_a_near_miss_of_the_disk_attacher_may_take_no_host_path(type_, name, namespace):
+    inputs = workload([container()], name=name, namespace=namespace, volumes=[{"name": "dev", "hostPath": {"path": "/dev"}}])
+    assert check("k8s-hostpath-runtime-only", type_, inputs) == [
+        "hostPath volumes ['dev'] outside the disk attacher and the WebUI."]
+
+
 def test_a_workload_without_host_paths_passes():
     inputs = workload([container()], name="other", volumes=[{"name": "tmp", "emptyDir": {}}])
     assert check("k8s-hostpath-runtime-only", DEPLOYMENT, inputs) == []
