@@ -16,6 +16,7 @@ from google.api_core import exceptions as gexc
 
 from components import runtime_image
 from components.runtime_image import BakeError, BakeSpec, Pacing, RuntimeImageProvider, _Compute
+from tests import jitter
 from tests.test_runtime_image import (  # noqa: F401 - fake is a fixture
     BUILDER,
     FAST,
@@ -57,15 +58,7 @@ def api(monkeypatch) -> _Compute:
 
 @pytest.fixture
 def draws(monkeypatch) -> list[tuple[float, float]]:
-    """random.uniform returns its upper bound; every (low, high) is recorded."""
-    seen: list[tuple[float, float]] = []
-
-    def uniform(low: float, high: float) -> float:
-        seen.append((low, high))
-        return high
-
-    monkeypatch.setattr(runtime_image.random, "uniform", uniform)
-    return seen
+    return jitter.top_of_jitter(monkeypatch)
 
 
 def http_error(code: int, reason: str = "backendError") -> gexc.GoogleAPICallError:

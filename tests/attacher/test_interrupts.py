@@ -8,12 +8,17 @@ from tests.attacher.conftest import Harness
 from tests.attacher.test_cli import DESTRUCTIVE, agents  # noqa: F401 - agents is a fixture
 
 
-def test_ctrl_c_during_a_pass_exits_143_without_a_traceback_or_undoing_anything(harness: Harness, agents):  # noqa: F811
+def interrupt_a_pass(harness: Harness, agents, signum: int):  # noqa: F811
+    """An agent --once, sent `signum` while it creates the disk (slow API answers keep it there)."""
     harness.compute.latency = 0.3
     agent = agents("--once")
     agent.wait_for(lambda line: line.get("step") == "create_disk")
+    agent.process.send_signal(signum)
+    return agent
 
-    agent.process.send_signal(signal.SIGINT)
+
+def test_ctrl_c_during_a_pass_exits_143_without_a_traceback_or_undoing_anything(harness: Harness, agents):  # noqa: F811
+    agent = interrupt_a_pass(harness, agents, signal.SIGINT)
 
     assert agent.process.wait(timeout=10) == 143
     assert agent.process.stderr.read() == ""
@@ -24,11 +29,7 @@ def test_ctrl_c_during_a_pass_exits_143_without_a_traceback_or_undoing_anything(
 
 
 def test_sigterm_during_a_pass_says_so_in_one_log_line(harness: Harness, agents):  # noqa: F811
-    harness.compute.latency = 0.3
-    agent = agents("--once")
-    agent.wait_for(lambda line: line.get("step") == "create_disk")
-
-    agent.process.send_signal(signal.SIGTERM)
+    agent = interrupt_a_pass(harness, agents, signal.SIGTERM)
 
     assert agent.process.wait(timeout=10) == 143
     line = agent.wait_for(lambda line: line["event"] == "terminated")

@@ -15,29 +15,13 @@ from attacher import retry
 from attacher.retry import HttpStatusError, RetryPolicy, is_transient
 from google.api_core import exceptions as gexc
 
-
-class Flaky:
-    def __init__(self, *errors: BaseException):
-        self.errors, self.calls = list(errors), 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        return "ok"
+from tests import jitter
+from tests.attacher.test_units import Flaky
 
 
 @pytest.fixture
 def top_of_jitter(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
-    """random.uniform returns its upper bound; the (low, high) of every draw is recorded."""
-    draws: list[tuple[float, float]] = []
-
-    def uniform(low: float, high: float) -> float:
-        draws.append((low, high))
-        return high
-
-    monkeypatch.setattr(retry.random, "uniform", uniform)
-    return draws
+    return jitter.top_of_jitter(monkeypatch)
 
 
 @pytest.fixture
