@@ -78,6 +78,32 @@ def container(**fields) -> dict:
             "startupProbe": {"exec": {}}, "readinessProbe": {"exec": {}}, **fields}
 
 
+def test_each_policy_tells_the_operator_what_it_guards():
+    """`pulumi preview` prints the description next to each violation."""
+    assert {p.name: p.description for p in policy_check.policies()} == {
+    "gke-image-streaming-on-gpu-pools": "Every GPU node pool streams images (gcfsConfig).",
+    "gke-autoscaling-profile": "The cluster autoscaler optimizes utilization.",
+    "gke-gpu-pool-autoscaling": "GPU pools autoscale with a bounded maximum, and from 0 outside prod.",
+    "gke-gpu-types-allowed": "GPU pools use only the allowed GPU types.",
+    "gke-gpu-spot": "Where the stack requires it, GPU pools run on Spot VMs.",
+    "gke-workload-identity": "Workload Identity on the cluster and the GKE metadata server on nodes.",
+    "gke-no-default-compute-sa": "Nodes never run as the default compute service account.",
+    "gke-shielded-private-nodes": "Nodes are shielded (Secure Boot) and private.",
+    "gke-deletion-protection-in-prod": "Production clusters are deletion-protected and protected.",
+    "k8s-images-from-artifact-registry-by-digest": "Containers run Artifact Registry images by digest.",
+    "k8s-privileged-only-disk-attacher": "Only the disk attacher runs privileged.",
+    "k8s-hostpath-runtime-only": "hostPath only in the disk attacher, and the WebUI's runtime read-only.",
+    "iam-no-broad-roles": "No owner, editor, compute.admin or other admin grants.",
+    "iam-custom-roles-exact": "Custom roles list exact permissions, no wildcards or IAM admin.",
+    "stack-exactly-one-cluster": "A stack declares exactly one GKE cluster.",
+    "stack-runtime-paths-agree": "The WebUI mounts the runtime from where the disk attacher mounts it.",
+    "stack-public-service-requires-auth": "A public Service only fronts pods that require API auth.",
+    "k8s-deployment-probes": "Deployments have startup and readiness probes.",
+    "k8s-memory-limits": "Every container has a memory limit.",
+    "gke-spot-location-policy-any": "Spot GPU pools use locationPolicy ANY.",
+    }
+
+
 # --- GPU node pools ----------------------------------------------------------------------------
 
 def test_a_compliant_gpu_pool_passes_every_policy():
@@ -557,6 +583,16 @@ def test_a_webui_runtime_path_other_than_the_attachers_is_refused():
 def test_a_webui_runtime_without_an_attacher_is_refused():
     assert violations("stack-runtime-paths-agree", resource(DEPLOYMENT, webui())) == [
         "The WebUI mounts the runtime from ['/mnt/disks/sd-runtime'] but the disk attacher mounts it at nothing."]
+
+
+def test_every_webui_runtime_path_must_be_the_attachers():
+    stray = resource("kubernetes:core/v1:Pod", {"metadata": {"name": "webui", "namespace": "debug"}, "spec": {
+        "containers": [container()], "volumes": [{"name": "runtime", "hostPath": {"path": "/mnt/disks/other"}}]}},
+        name="stray")
+    assert violations("stack-runtime-paths-agree", stray, attacher("/mnt/disks/sd-runtime"),
+                      resource(DEPLOYMENT, webui())) == [
+        "The WebUI mounts the runtime from ['/mnt/disks/other', '/mnt/disks/sd-runtime'] but the disk attacher "
+        "mounts it at ['/mnt/disks/sd-runtime']."]
 
 
 def service(type_: str, selector: dict | None = None) -> Recorded:
