@@ -11,7 +11,12 @@ from tests.attacher.test_cli import DESTRUCTIVE, agents  # noqa: F401 - agents i
 def interrupt_a_pass(harness: Harness, agents, signum: int):  # noqa: F811
     """An agent --once, sent `signum` while it creates the disk (slow API answers keep it there)."""
     harness.compute.latency = 0.3
-    agent = agents("--once")
+    # A runner started in the background ignores SIGINT, and a child would inherit that: let it see Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        agent = agents("--once")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     agent.wait_for(lambda line: line.get("step") == "create_disk")
     agent.process.send_signal(signum)
     return agent
