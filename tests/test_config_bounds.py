@@ -384,3 +384,8 @@ def test_the_error_counts_and_lists_every_problem():
 
 def test_a_bad_api_auth_is_reported_alone_not_also_as_a_public_webui_without_auth():
     assert problems(webui={"public": True, "apiAuth": 0}) == ["webui.apiAuth: 0 is not allowed; expected true or false"]
+
+
+def test_a_malformed_gpu_machine_type_is_reported_once_not_also_as_the_wrong_family():
+    assert problems(gpuPool={"machineType": "G2-standard-8"}) == [
+        'gpuPool.machineType: "G2-standard-8" is not allowed; expected a machine type such as e2-standard-4']
