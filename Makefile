@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan test bench setup scanners lock refresh
+.PHONY: plan test bench setup scanners lock refresh mutate
 
 # .venv exactly as requirements.lock pins it (hash-checked); one line per step taken, pip's output
 # in build/setup/, shown only when a step fails. Nothing to do when .venv already holds the lock.
@@ -35,3 +35,9 @@ bench: setup
 # its digest) together, printing the diff: tools/refresh_pins.py.
 refresh: setup
 	$(PY) -m tools.refresh_pins --write $(REFRESH_ARGS)
+
+# Mutation testing (not part of `make test`; tens of minutes): docs/mutation.md. SAMPLE=K runs every K-th mutant.
+SAMPLE ?= 1
+mutate:
+	@$(PYTHON) -m tools.lock mutate-env
+	.venv-mutate/bin/python -m tools.mutate --sample $(SAMPLE)

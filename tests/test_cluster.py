@@ -288,3 +288,37 @@ def test_run_resets_state_between_runs():
     second = mockrun.run("dev")
     assert sorted(r.urn for r in first.resources) == sorted(r.urn for r in second.resources)
     assert len(first.resources) == len(second.resources)
+
+
+# Control-plane endpoint: private nodes, a public endpoint reachable only from the authorized networks
+# (https://cloud.google.com/kubernetes-engine/docs/concepts/private-cluster-concept).
+def test_control_plane_endpoint_is_public_behind_private_nodes_in_each_stack(runs):
+    assert runs["dev"].one(CLUSTER).inputs["privateClusterConfig"] == {
+        "enablePrivateNodes": True, "enablePrivateEndpoint": False, "masterIpv4CidrBlock": "172.16.0.0/28"}
+    assert runs["prod"].one(CLUSTER).inputs["privateClusterConfig"] == {
+        "enablePrivateNodes": True, "enablePrivateEndpoint": False, "masterIpv4CidrBlock": "172.16.0.16/28"}
+
+
+def test_master_authorized_networks_list_every_configured_block(run_stack):
+    run = run_stack("dev", network={"subnetCidr": "10.10.0.0/20", "podsCidr": "10.16.0.0/14",
+                                    "servicesCidr": "10.20.0.0/20", "masterCidr": "172.16.0.0/28",
+                                    "masterAuthorizedCidrs": ["203.0.113.0/24", "198.51.100.7/32"]})
+    assert run.one(CLUSTER).inputs["masterAuthorizedNetworksConfig"] == {
+        "cidrBlocks": [{"cidrBlock": "203.0.113.0/24"}, {"cidrBlock": "198.51.100.7/32"}]}
+
+
+# Auto-repair recreates unhealthy nodes, auto-upgrade follows the release channel
+# (https://cloud.google.com/kubernetes-engine/docs/how-to/node-auto-repair).
+def test_both_pools_repair_and_upgrade_their_nodes(run):
+    for pool in (gpu_pool(run), system_pool(run)):
+        assert pool["management"] == {"autoRepair": True, "autoUpgrade": True}
+
+
+# Surge upgrades: maxSurge extra nodes are added before maxUnavailable old ones go
+# (https://cloud.google.com/kubernetes-engine/docs/concepts/node-pool-upgrade-strategies#surge).
+def test_gpu_pool_upgrades_add_one_node_before_removing_any(run):
+    assert gpu_pool(run)["upgradeSettings"] == {"strategy": "SURGE", "maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_system_pool_balances_its_nodes_across_zones(run):
+    assert system_pool(run)["autoscaling"]["locationPolicy"] == "BALANCED"

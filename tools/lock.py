@@ -69,10 +69,12 @@ QUEUE_AGENT = Lock(REPO_ROOT / "images" / "queue-agent" / "requirements.in",
 POLICY_PACK = Lock(REPO_ROOT / "policy" / "requirements.in", REPO_ROOT / "policy" / "requirements.txt",
                    within=PROGRAM.path)
 CHECKOV = Lock(REPO_ROOT / "requirements-checkov.in", REPO_ROOT / "requirements-checkov.lock")
-LOCKS = (PROGRAM, PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK, CHECKOV)
+MUTATE = Lock(REPO_ROOT / "requirements-mutate.in", REPO_ROOT / "requirements-mutate.lock", within=PROGRAM.path)
+LOCKS = (PROGRAM, PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK, CHECKOV, MUTATE)
 SHARES = (PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK)
 
 VENV = REPO_ROOT / ".venv"
+MUTATE_VENV = REPO_ROOT / ".venv-mutate"
 CHECKOV_VENV = REPO_ROOT / ".venv-checkov"
 NODE_TOOLS = REPO_ROOT / "tools" / "node"
 
@@ -274,8 +276,9 @@ def _report(path: Path, moved: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("setup", "scanners", "lock"),
-                        help="setup: .venv; scanners: .venv-checkov and tools/node; lock: re-resolve every lock")
+    parser.add_argument("command", choices=("setup", "scanners", "mutate-env", "lock"),
+                        help="setup: .venv; scanners: .venv-checkov and tools/node; mutate-env: .venv-mutate; "
+                             "lock: re-resolve every lock")
     command = parser.parse_args(argv).command
     try:
         if command == "setup":
@@ -283,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "scanners":
             install(CHECKOV_VENV, CHECKOV.path)
             install_node(NODE_TOOLS)
+        elif command == "mutate-env":
+            install(MUTATE_VENV, MUTATE.path)
         else:
             relock()
     except LockError as error:

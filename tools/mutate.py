@@ -1,0 +1,364 @@
+"""Mutation testing: how many one-line bugs in the guarded code does the suite catch?
+
+`make mutate` (or `python -m tools.mutate`). The mutants are mutmut's (pinned in requirements-mutate.in,
+locked in requirements-mutate.lock):
+its libcst operators make every one-node change mutmut would make (comparison and boolean operators
+swapped, numbers +1, True/False flipped, `in`/`is` negated, `not` dropped, call arguments dropped or
+set to None, strings changed, assignments set to None, ...). mutmut's own runner instruments whole
+packages through trampolines; this runner instead copies the project to build/mutate/tree, writes one
+mutant at a time into the copy's source file and runs, in a forked child, only the tests that cover
+that module: subprocess tests see the mutant too, each mutant costs seconds, not a full suite, and
+the work tree is never touched (editing or committing during a run is safe).
+
+A mutant is killed when its tests fail (or error, or time out); it survives when they pass.
+Results go to build/mutate/results.json; survivors are printed with their line before and after.
+Not part of `make test`: a full run takes tens of minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "build" / "mutate"
+TREE = OUT / "tree"
+"""The copy of the project the mutants are written into."""
+NOT_COPIED = (".git", ".venv*", "build", "__pycache__", "*.pyc", ".ruff_cache", ".pytest_cache", "node_modules")
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str
+    tests: tuple[str, ...]
+    functions: tuple[str, ...] | None = None
+    """Only mutants inside these functions ("name" or "Class.method"); None: the whole module,
+    module-level constants included (that is where the config bounds and the policy lists live)."""
+    recorded_runs: tuple[tuple[str, str], ...] = ()
+    """(stack, overrides as JSON) of program runs to make once before the mutants, for a module that
+    plays no part in running the program (the policy pack): a test asking for such a run gets a copy."""
+
+
+TARGETS = (
+    Target("policy/sdgke_policies.py", ("tests/test_policy.py", "tests/test_policy_rules.py"),
+           recorded_runs=(("dev", "{}"), ("prod", "{}"), ("dev", '{"webui": {"public": true, "apiAuth": true}}'))),
+    Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
+    Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
+    Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
+    Target(
+        "components/runtime_image.py",
+        ("tests/test_runtime_image_cleanup.py", "tests/test_runtime_image.py"),  # the quick one first: -x stops there
+        functions=(
+            "_Compute.call", "RuntimeImageProvider.create", "RuntimeImageProvider._remove_builder",
+            "RuntimeImageProvider._remove_builder_after_failure", "RuntimeImageProvider._builder_instances",
+            "RuntimeImageProvider._builder_disks",
+        ),
+    ),
+    Target(
+        "images/attacher/attacher/__main__.py",
+        ("tests/attacher/test_cli.py", "tests/attacher/test_interrupts.py"),
+        functions=("_on_sigterm", "<module>"),  # the SIGTERM and Ctrl-C handling; run_agent/run_gc are the CLI
+    ),
+)
+# Imported once in the parent so that each forked child starts warm; nothing of the project is
+# imported here, so every child reads the (mutated) project sources afresh.
+WARM = ("pytest", "requests", "yaml", "google.api_core.exceptions", "google.cloud.compute_v1", "pulumi",
+        "pulumi_policy", "pulumi_gcp", "pulumi_kubernetes")
+
+
+SAMPLE_ABOVE = 300
+"""--sample applies to targets with more mutants than this (the policy pack and the config); the others run whole."""
+
+
+@dataclass
+class Mutant:
+    target: str
+    index: int
+    line: int
+    function: str
+    before: str
+    after: str
+    outcome: str = "pending"  # killed | survived | timeout
+    seconds: float = 0.0
+
+
+def _qualnames(module) -> dict[int, str]:
+    import libcst as cst
+
+    names: dict[int, str] = {}
+    for node in module.body:
+        if isinstance(node, cst.FunctionDef):
+            names[id(node)] = node.name.value
+        elif isinstance(node, cst.ClassDef) and isinstance(node.body, cst.IndentedBlock):
+            for method in node.body.body:
+                if isinstance(method, cst.FunctionDef):
+                    names[id(method)] = f"{node.name.value}.{method.name.value}"
+    return names
+
+
+def mutants_of(target: Target, root: Path = ROOT) -> list[tuple[Mutant, str]]:
+    """Every mutant of the target as (description, mutated source), in source order."""
+    import libcst as cst
+    from mutmut.mutation.file_mutation import create_mutations, deep_replace
+
+    path = root / target.path
+    code = path.read_text()
+    module, mutations, _, _ = create_mutations(str(path), code)
+    names = _qualnames(module)
+    original = module.code.splitlines()
+    out: list[tuple[Mutant, str]] = []
+    for mutation in mutations:
+        function = names.get(id(mutation.contained_by_top_level_function), "<module>")
+        if target.functions is not None and function not in target.functions:
+            continue
+        if function == "<module>" and _inside_import(module, mutation.original_node):
+            continue
+        mutated = deep_replace(module, mutation.original_node, mutation.mutated_node)
+        source = cst.ensure_type(mutated, cst.Module).code
+        if source == code:
+            continue
+        changed = _changed_lines(original, source.splitlines())
+        if changed is None:
+            continue
+        line, before, after = changed
+        if before != after and before.lower() == after.lower():
+            continue  # mutmut's upper/lower-case string variants: a test that sees a changed string sees "XX...XX"
+        out.append((Mutant(target.path, len(out), line, function, before, after), source))
+    return out
+
+
+_IMPORT_NODES: dict[int, set[int]] = {}
+
+
+def _inside_import(module, node) -> bool:
+    import libcst as cst
+
+    key = id(module)
+    if key not in _IMPORT_NODES:
+        inside: set[int] = set()
+
+        class Collect(cst.CSTVisitor):
+            def visit_Import(self, n):
+                inside.update(id(x) for x in _walk(n))
+
+            def visit_ImportFrom(self, n):
+                inside.update(id(x) for x in _walk(n))
+
+        module.visit(Collect())
+        _IMPORT_NODES[key] = inside
+    return id(node) in _IMPORT_NODES[key]
+
+
+def _walk(node):
+    yield node
+    for child in node.children:
+        yield from _walk(child)
+
+
+def _changed_lines(before: list[str], after: list[str]) -> tuple[int, str, str] | None:
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+    if not changes:
+        return None
+    _, i1, i2, j1, j2 = changes[0]
+    old = " / ".join(s.strip() for s in before[i1:i2])
+    new = " / ".join(s.strip() for s in after[j1:j2])
+    return i1 + 1, old, new
+
+
+# --- running -----------------------------------------------------------------------------------
+
+def _run_tests(tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
+    """Run `tests` in a forked child (its own process group); 'passed', 'failed' or 'timeout'."""
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.setsid()
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.chdir(TREE)
+            import pytest
+
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
+            os._exit(int(code))
+        except BaseException:  # noqa: BLE001 - anything raised here is a failed test run
+            os._exit(99)
+    deadline = started + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            elapsed = time.monotonic() - started
+            ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            return ("passed" if ok else "failed"), elapsed
+        if time.monotonic() > deadline:
+            _kill_group(pid)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - started
+        time.sleep(0.05)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _record_runs(wanted: tuple[tuple[str, str], ...]) -> None:
+    """Run the program once for each (stack, overrides) and make later such runs return a copy.
+
+    The program runs in a child of its own: once Pulumi's mock runtime has run in a process, runs in
+    that process's forks hang, and the mutants' tests (which may run the program afresh) fork from here."""
+    import copy
+    import pickle
+
+    from tools import mockrun
+
+    recorded = OUT / f"runs-{os.getpid()}.pickle"
+    _in_child(lambda: recorded.write_bytes(pickle.dumps(
+        {key: mockrun.run(key[0], overrides=json.loads(key[1]) or None) for key in wanted})))
+    runs = pickle.loads(recorded.read_bytes())
+    recorded.unlink()
+    program_run = mockrun.run
+
+    def run(stack, root=mockrun.ROOT, overrides=None, config=None):
+        key = (stack, json.dumps(overrides or {}))
+        if config or root != mockrun.ROOT or key not in runs:
+            return program_run(stack, root, overrides, config)
+        return copy.deepcopy(runs[key])
+
+    mockrun.run = run
+
+
+def _in_child(work, *args):
+    """Run work(*args) in a forked process (so what it imports stays there); return its JSON result."""
+    result = OUT / f"child-{os.getpid()}.json"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            result.write_text(json.dumps(work(*args)))
+            code = 0
+        except SystemExit as exit_:
+            print(exit_, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - told on stderr, then the child ends with status 1
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise SystemExit(f"{args[0].path if args else work.__name__}: the mutation run failed (status {status})")
+    try:
+        return json.loads(result.read_text())
+    finally:
+        result.unlink()
+
+
+def _copy_tree() -> None:
+    """A fresh copy of the project to mutate (sources, tests, stack files; no git, venvs or build output)."""
+    if TREE.exists():
+        shutil.rmtree(TREE)
+    shutil.copytree(ROOT, TREE, symlinks=True, ignore=shutil.ignore_patterns(*NOT_COPIED))
+
+
+def _use_tree() -> None:
+    """From here on (in this process and its children) the project's modules come from the copy."""
+    sys.path[:] = [str(TREE) if entry in ("", str(ROOT)) else entry for entry in sys.path]
+    for name in [n for n in sys.modules if n.split(".")[0] in ("tools", "components", "tests", "attacher")]:
+        del sys.modules[name]
+
+
+def run_target(target: Target, sample: int, log) -> list[dict]:
+    """Every chosen mutant of `target`, run in this process's children (call it through _in_child)."""
+    _use_tree()
+    if target.recorded_runs:
+        _record_runs(target.recorded_runs)
+    path = TREE / target.path
+    original = path.read_text()
+    tests = tuple(t for t in target.tests if (TREE / t).exists())
+    baseline, seconds = _run_tests(tests, timeout=600)
+    if baseline != "passed":
+        raise SystemExit(f"{target.path}: its tests {list(tests)} fail without any mutant; fix them first")
+    timeout = max(10.0, 3 * seconds)
+    candidates = mutants_of(target, TREE)
+    chosen = candidates[::sample] if len(candidates) > SAMPLE_ABOVE else candidates
+    log(f"{target.path}: {len(chosen)} mutant(s) of {len(candidates)}; tests {' '.join(tests)} "
+        f"take {seconds:.1f}s unmutated")
+    results = []
+    for mutant, source in chosen:
+        path.write_text(source)
+        outcome, mutant.seconds = _run_tests(tests, timeout)
+        path.write_text(original)
+        mutant.outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
+        results.append(asdict(mutant))
+        if mutant.outcome == "survived":
+            log(f"  survived {target.path}:{mutant.line} ({mutant.function}): {mutant.before}  ->  {mutant.after}")
+        if len(results) % 20 == 0:
+            log(f"  {len(results)}/{len(chosen)} run, {sum(m['outcome'] != 'survived' for m in results)} killed")
+    return results
+
+
+def summary(results: list[Mutant]) -> str:
+    lines = []
+    for path in dict.fromkeys(m.target for m in results):
+        mine = [m for m in results if m.target == path]
+        killed = sum(m.outcome != "survived" for m in mine)
+        lines.append(f"{path}: {killed}/{len(mine)} killed ({100 * killed / len(mine):.1f}%)")
+    killed = sum(m.outcome != "survived" for m in results)
+    lines.append(f"total: {killed}/{len(results)} killed ({100 * killed / max(len(results), 1):.1f}%)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.mutate", description=__doc__.split("\n")[0])
+    parser.add_argument("--target", action="append", help="only these source paths (default: all targets)")
+    parser.add_argument("--sample", type=int, default=1, metavar="K",
+                        help=f"run every K-th mutant of a target of more than {SAMPLE_ABOVE} (deterministic; default 1 = all)")
+    parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument("--output", type=Path, default=OUT / "results.json")
+    args = parser.parse_args(argv)
+    targets = [t for t in TARGETS if not args.target or t.path in args.target]
+    os.chdir(ROOT)  # mutmut reads its settings from setup.cfg here
+    if args.list:
+        for target in targets:
+            for mutant, _ in mutants_of(target):
+                print(f"{target.path}:{mutant.line} ({mutant.function}): {mutant.before}  ->  {mutant.after}")
+        return 0
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    _copy_tree()
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # a mutant must never leave a .pyc the next run trusts
+    sys.dont_write_bytecode = True
+    for name in WARM:
+        __import__(name)
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    started = time.monotonic()
+    results: list[Mutant] = []
+    for target in targets:
+        results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
+    elapsed = time.monotonic() - started
+    report = summary(results)
+    print(report)
+    print(f"took {elapsed / 60:.1f} min")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"seconds": round(elapsed), "sample": args.sample,
+                                       "mutants": [asdict(m) for m in results]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
