@@ -9,6 +9,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components import config
+from components import jobs as jobs_module
 from components.apis import ProjectApis, ProjectApisArgs
 from components.autoscaling import (
     INTERCEPTOR_ADMIN_PORT,
@@ -26,7 +27,7 @@ from components.gateway import Backend, Gateway, GatewayArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.jobs import Jobs, JobsArgs
 from components.labels import gcp_labels
-from components.observability import Observability, ObservabilityArgs
+from components.observability import Observability, ObservabilityArgs, QueueSubscriptions
 from components.registry import Registry, RegistryArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
 from components.webui import API_USER, NAMESPACE, SERVICE_ACCOUNT, Webui, WebuiArgs
@@ -162,7 +163,9 @@ gateway = Gateway(
 observability = Observability(
     "sd",
     ObservabilityArgs(project=cfg.project, environment=cfg.environment, config=cfg.observability,
-                      gpu_max_nodes=cfg.gpu_pool.max_nodes),
+                      gpu_max_nodes=cfg.gpu_pool.max_nodes,
+                      queue=QueueSubscriptions(work=jobs_module.SUBSCRIPTION, dead_letter=jobs_module.DEAD_LETTER_SUBSCRIPTION)
+                      if jobs else None),
     on_google,
 )
 

@@ -48,6 +48,10 @@ KEDA_AUTHENTICATION = "sd-jobs-pubsub"
 KEDA_AUTHENTICATION_SPEC = {"podIdentity": {"provider": "gcp"}}
 
 
+SUBSCRIPTION = "sd-jobs"
+DEAD_LETTER_SUBSCRIPTION = "sd-jobs-dead-letter"
+"""The subscriptions' names: what the agent pulls from, and where jobs that failed every attempt wait."""
+
 HEARTBEAT_DIR = "/run/queue-agent"
 HEARTBEAT_ENV = {"JOBS_HEARTBEAT": f"{HEARTBEAT_DIR}/heartbeat", "JOBS_HEARTBEAT_MAX_AGE": "60"}
 """The agent's loop beats at least every pull (10 s) and every second of a job: 60 s of silence is a hung agent."""
@@ -124,7 +128,7 @@ class Jobs(pulumi.ComponentResource):
         self.dead_letter = gcp.pubsub.Topic(f"{name}-dead-letter", name="sd-jobs-dead-letter", opts=child)
         self.subscription = gcp.pubsub.Subscription(
             f"{name}-subscription",
-            name="sd-jobs",
+            name=SUBSCRIPTION,
             topic=self.topic.id,
             ack_deadline_seconds=cfg.ack_deadline_seconds,
             message_retention_duration=MESSAGE_RETENTION,
@@ -139,7 +143,7 @@ class Jobs(pulumi.ComponentResource):
             opts=stateful,
         )
         self.dead_letters = gcp.pubsub.Subscription(
-            f"{name}-dead-letters", name="sd-jobs-dead-letter", topic=self.dead_letter.id,
+            f"{name}-dead-letters", name=DEAD_LETTER_SUBSCRIPTION, topic=self.dead_letter.id,
             message_retention_duration=MESSAGE_RETENTION,
             expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""), opts=stateful,
         )

@@ -49,6 +49,7 @@ EXPECTED = {
     ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-attacher-failures"),
     ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-bake-failures"),
     ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-cold-start-over-budget"),
+    ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-dead-letter-not-empty"),
     ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-gpu-pool-at-max"),
     ("gcp:monitoring/dashboard:Dashboard", "sd-dashboard"),
     ("gcp:serviceaccount/account:Account", "runtime-builder"),

@@ -66,7 +66,7 @@ def test_the_checker_refuses_a_field_the_api_does_not_know():
 
 def test_every_alert_policy_is_a_monitoring_v3_alert_policy(run):
     sent = run.of_type(ALERT)
-    assert len(sent) == 4
+    assert len(sent) == 5  # the dead-letter alert with the job queue (on in both stacks)
     assert [p for r in sent for p in problems("monitoring.v3", "monitoring.projects.alertPolicies.create", body(r.inputs))] == []
 
 
@@ -188,3 +188,15 @@ def test_an_unknown_observability_key_is_named():
 
 def minimal(environment: str = "dev") -> dict:
     return {"project": "sd-gke-test", "region": "us-central1", "zones": ["us-central1-a"], "environment": environment}
+
+
+def test_the_stack_with_the_job_queue_alerts_on_its_dead_letters_and_charts_its_backlog(run):
+    alert = run.one("gcp:monitoring/alertPolicy:AlertPolicy", "sd-dead-letter-not-empty").inputs
+    assert 'resource.labels.subscription_id="sd-jobs-dead-letter"' in alert["conditions"][0]["conditionThreshold"]["filter"]
+    board = json.loads(run.one("gcp:monitoring/dashboard:Dashboard").inputs["dashboardJson"])
+    assert 'resource.labels.subscription_id="sd-jobs"' in str(board)
+
+
+def test_without_the_job_queue_no_dead_letter_alert_is_registered(run_stack):
+    run = run_stack("dev", jobs={"enabled": False})
+    assert "sd-dead-letter-not-empty" not in {r.name for r in run.of_type("gcp:monitoring/alertPolicy:AlertPolicy")}
