@@ -94,6 +94,15 @@ def _validation(name: str, description: str, resource_types: tuple[str, ...] | N
     )
 
 
+def _stack_validation(name: str, description: str, check: Callable[[StackValidationArgs, ReportViolation], None],
+                      config: dict[str, dict] | None = None) -> StackValidationPolicy:
+    """A mandatory policy over the whole stack (cross-resource rules)."""
+    return StackValidationPolicy(
+        name=name, description=description, validate=check, enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
+    )
+
+
 def _config(args, key: str, schema: dict[str, dict]) -> Any:
     cfg = args.get_config() or {}
     return cfg.get(key, schema[key].get("default"))
@@ -254,7 +263,7 @@ def _host_paths(args, report):
         report(f"hostPath volumes {sorted(host_volumes)} outside the disk attacher and the WebUI.")
         return
     for name, path in host_volumes.items():
-        if path != RUNTIME_HOST_PATH and not (isinstance(path, str) and BOOT_DISK_HOST_PATH.match(path)):
+        if path != RUNTIME_HOST_PATH and not (isinstance(path, str) and BOOT_DISK_HOST_PATH.fullmatch(path)):
             report(f"WebUI hostPath {path!r}: only the runtime ({RUNTIME_HOST_PATH}) may come from the host, "
                    f"or the runtime's secondary boot disk ({BOOT_DISK_HOST_PATH.pattern}).")
         for container in _containers(pod):
@@ -663,37 +672,30 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 PROJECT_IAM + ("gcp:serviceaccount/iAMMember:IAMMember",), _no_broad_roles),
     _validation("iam-custom-roles-exact", "Custom roles list exact permissions, no wildcards or IAM admin.",
                 (CUSTOM_ROLE,), _custom_role_scope),
-    StackValidationPolicy(name="stack-exactly-one-cluster", description="A stack declares exactly one GKE cluster.",
-                          validate=_exactly_one_cluster, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="stack-alerts-page-the-channel",
-                          description="Every alert policy pages the stack's notification channel, when it has one.",
-                          validate=_alerts_page_the_channel, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="stack-runtime-paths-agree",
-                          description="The WebUI mounts the runtime from where the disk attacher mounts it.",
-                          validate=_runtime_paths_agree, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="stack-runtime-selection-agrees",
-                          description="The disk attacher, the WebUI and a GPU pool agree on the runtime (node label).",
-                          validate=_runtime_selection_agrees, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="stack-public-service-requires-auth",
-                          description="A public Service only fronts pods that require API auth.",
-                          validate=_public_service_needs_auth, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="k8s-pod-security-admission",
-                          description="Every pod template passes the Pod Security level its namespace enforces.",
-                          validate=_pod_security_admission, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="k8s-gpu-pods-do-not-block-up",
-                          description="`pulumi up` does not wait on GPU capacity: GPU workloads skip the await or "
-                                      "wait out the cold start.",
-                          validate=_gpu_pods_do_not_block_up, enforcement_level=EnforcementLevel.MANDATORY,
-                          config_schema=PolicyConfigSchema(properties=AWAIT_CONFIG)),
-    StackValidationPolicy(name="k8s-gpu-deployments-demand-scaled",
-                          description="A GPU Deployment is scaled on demand by a ScaledObject, or pinned with a reason.",
-                          validate=_gpu_deployments_demand_scaled, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="keda-scaler-fits-gpu-pool",
-                          description="A ScaledObject's maximum fits the GPUs the GPU pools can hold.",
-                          validate=_scaler_fits_pool, enforcement_level=EnforcementLevel.MANDATORY),
-    StackValidationPolicy(name="gateway-public-requires-tls-and-auth",
-                          description="A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
-                          validate=_public_gateway_tls_and_auth, enforcement_level=EnforcementLevel.MANDATORY),
+    _stack_validation("stack-exactly-one-cluster", "A stack declares exactly one GKE cluster.", _exactly_one_cluster),
+    _stack_validation("stack-alerts-page-the-channel",
+                      "Every alert policy pages the stack's notification channel, when it has one.",
+                      _alerts_page_the_channel),
+    _stack_validation("stack-runtime-paths-agree", "The WebUI mounts the runtime from where the disk attacher mounts it.",
+                      _runtime_paths_agree),
+    _stack_validation("stack-runtime-selection-agrees",
+                      "The disk attacher, the WebUI and a GPU pool agree on the runtime (node label).",
+                      _runtime_selection_agrees),
+    _stack_validation("stack-public-service-requires-auth", "A public Service only fronts pods that require API auth.",
+                      _public_service_needs_auth),
+    _stack_validation("k8s-pod-security-admission", "Every pod template passes the Pod Security level its namespace enforces.",
+                      _pod_security_admission),
+    _stack_validation("k8s-gpu-pods-do-not-block-up",
+                      "`pulumi up` does not wait on GPU capacity: GPU workloads skip the await or wait out the cold start.",
+                      _gpu_pods_do_not_block_up, config=AWAIT_CONFIG),
+    _stack_validation("k8s-gpu-deployments-demand-scaled",
+                      "A GPU Deployment is scaled on demand by a ScaledObject, or pinned with a reason.",
+                      _gpu_deployments_demand_scaled),
+    _stack_validation("keda-scaler-fits-gpu-pool", "A ScaledObject's maximum fits the GPUs the GPU pools can hold.",
+                      _scaler_fits_pool),
+    _stack_validation("gateway-public-requires-tls-and-auth",
+                      "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
+                      _public_gateway_tls_and_auth),
     _validation("helm-releases-pinned", "Helm releases pin an exact chart version from an https repository.",
                 (HELM_RELEASE,), _helm_releases_pinned),
     _validation("k8s-deployment-probes", "Deployments have startup and readiness probes.",
