@@ -29,9 +29,10 @@ def field_of(cfg: config.StackConfig, section: str, attr: str):
     return getattr(getattr(cfg, section), attr)
 
 
-SECTIONS = {"systemPool": "system_pool", "gpuPool": "gpu_pool", "runtime": "runtime", "webui": "webui"}
+SECTIONS = {"systemPool": "system_pool", "gpuPool": "gpu_pool", "runtime": "runtime", "webui": "webui",
+            "autoscaling": "autoscaling"}
 INTEGER_BOUNDS = [
-    # section, key, field, lowest allowed, highest allowed; gpuPool counts stay on a2-highgpu-1g's fixed 1 GPU
+    # section, key, field, lowest allowed, highest allowed; gpuPool counts stay on g2-standard-8's fixed 1 GPU
     ("systemPool", "minNodes", "min_nodes", 1, 10),
     ("systemPool", "maxNodes", "max_nodes", 1, 20),
     ("systemPool", "diskSizeGb", "disk_size_gb", 20, 500),
@@ -40,19 +41,36 @@ INTEGER_BOUNDS = [
     ("gpuPool", "diskSizeGb", "disk_size_gb", 50, 2000),
     ("runtime", "diskSizeGb", "disk_size_gb", 20, 1000),
     ("runtime", "bakeTimeoutMinutes", "bake_timeout_minutes", 10, 240),
-    ("webui", "replicas", "replicas", 0, 100),
     ("webui", "generationTimeoutSeconds", "generation_timeout_seconds", 10, 1800),
+    ("autoscaling", "minReplicas", "min_replicas", 0, 100),
+    ("autoscaling", "maxReplicas", "max_replicas", 1, 100),
+    ("autoscaling", "cooldownSeconds", "cooldown_seconds", 30, 86400),
+    ("autoscaling", "coldStartTimeoutSeconds", "cold_start_timeout_seconds", 300, 3600),
 ]
-# min and max of a pool are judged against each other too: keep the other one out of the way.
-COMPANION = {("systemPool", "minNodes"): {"maxNodes": 20}, ("systemPool", "maxNodes"): {"minNodes": 1},
-             ("gpuPool", "minNodes"): {"maxNodes": 100}, ("gpuPool", "maxNodes"): {"minNodes": 0}}
+# Keys judged against others too (a pool's min and max, the replicas against each other, the GPUs the pool
+# holds and the environment): the other keys are set out of the way, section by section.
+COMPANION = {
+    ("systemPool", "minNodes"): {"systemPool": {"maxNodes": 20}},
+    ("systemPool", "maxNodes"): {"systemPool": {"minNodes": 1}},
+    ("gpuPool", "minNodes"): {"gpuPool": {"maxNodes": 100}},
+    ("gpuPool", "maxNodes"): {"gpuPool": {"minNodes": 0}, "autoscaling": {"maxReplicas": 1}},
+    ("autoscaling", "minReplicas"): {"autoscaling": {"maxReplicas": 100}, "gpuPool": {"maxNodes": 100},
+                                     "environment": "prod"},
+    ("autoscaling", "maxReplicas"): {"autoscaling": {"minReplicas": 0}, "gpuPool": {"maxNodes": 100}},
+}
+
+
+def with_companions(section: str, key: str, value) -> dict:
+    """The config sections with `section.key` set to `value` and its companions out of its way."""
+    others = COMPANION.get((section, key), {})
+    return {**others, section: {key: value, **others.get(section, {})}}
 
 
 @pytest.mark.parametrize(("section", "key", "attr", "low", "high"), INTEGER_BOUNDS)
 @pytest.mark.parametrize("edge", ["low", "high"])
 def test_an_integer_at_its_bound_is_accepted(section, key, attr, low, high, edge):
     value = low if edge == "low" else high
-    cfg = parse(**{section: {key: value, **COMPANION.get((section, key), {})}})
+    cfg = parse(**with_companions(section, key, value))
     assert field_of(cfg, SECTIONS[section], attr) == value
 
 
@@ -60,15 +78,22 @@ def test_an_integer_at_its_bound_is_accepted(section, key, attr, low, high, edge
 @pytest.mark.parametrize("edge", ["low", "high"])
 def test_an_integer_one_past_its_bound_is_refused(section, key, attr, low, high, edge):
     value = low - 1 if edge == "low" else high + 1
-    assert problems(**{section: {key: value, **COMPANION.get((section, key), {})}}) == [
+    assert problems(**with_companions(section, key, value)) == [
         f"{section}.{key}: {value} is not allowed; expected an integer from {low} to {high}"]
 
 
 @pytest.mark.parametrize("value", [True, 2.0, "2"])
 def test_an_integer_setting_refuses_booleans_floats_and_strings(value):
     shown = {True: "true", 2.0: "2.0", "2": '"2"'}[value]
-    assert problems(webui={"replicas": value}) == [
-        f"webui.replicas: {shown} is not allowed; expected an integer from 0 to 100"]
+    assert problems(autoscaling={"maxReplicas": value}) == [
+        f"autoscaling.maxReplicas: {shown} is not allowed; expected an integer from 1 to 100"]
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 100])
+def test_webui_replicas_is_refused_in_favour_of_the_autoscaler(replicas):
+    assert problems(webui={"replicas": replicas}) == [
+        f"webui.replicas: {replicas} is not allowed; expected no value: the key is gone, the autoscaler owns the "
+        "replica count; set autoscaling.minReplicas and autoscaling.maxReplicas instead"]
 
 
 @pytest.mark.parametrize(("count", "found"), [(1, []), (8, []), (0, ["0"]), (9, ["9"])])
@@ -114,36 +139,64 @@ def test_unset_sections_take_the_documented_defaults():
     rt = cfg.runtime
     assert (rt.recipe, rt.disk_type, rt.disk_size_gb, rt.bake_timeout_minutes, rt.bake_machine_type) == (
         "images/runtime/recipe.yaml", "pd-balanced", 50, 90, "e2-standard-8")
+    assert (gpu.on_demand_fallback, cfg.runtime.delivery) == (False, "daemonset")
     web = cfg.webui
-    assert (web.replicas, web.model_path, web.api_auth, web.public, web.generation_timeout_seconds) == (
-        1, "models/Stable-diffusion", True, False, 120)
+    assert (web.model_path, web.api_auth, web.public, web.generation_timeout_seconds) == (
+        "models/Stable-diffusion", True, False, 120)
+    assert cfg.autoscaling == config.AutoscalingConfig(min_replicas=0, max_replicas=2, cooldown_seconds=300,
+                                                       cold_start_timeout_seconds=600, keda_chart_version="2.20.2",
+                                                       http_add_on_chart_version="0.15.0")
+    assert cfg.gateway == config.GatewayConfig(proxy_only_cidr="10.24.0.0/23", hostname="", certificate_map="",
+                                               iap_client_id="", iap_secret_name="")
+    assert cfg.observability == config.ObservabilityConfig(notification_email=None, cold_start_budget_seconds=300)
+    assert cfg.jobs == config.JobsConfig(enabled=False, ack_deadline_seconds=60, max_delivery_attempts=5,
+                                         min_retry_backoff_seconds=10, max_retry_backoff_seconds=600,
+                                         result_retention_days=30, jobs_per_pod=5)
+    assert (cfg.deletion_protection, cfg.protected) == (None, False)
 
 
 def test_every_section_value_lands_in_its_field():
     cfg = parse(
         network={"subnetCidr": "10.0.0.0/24", "podsCidr": "10.64.0.0/14", "servicesCidr": "10.1.0.0/20",
-                 "masterCidr": "172.16.0.16/28", "masterAuthorizedCidrs": ["203.0.113.0/24"]},
+                 "masterCidr": "172.16.0.16/28", "masterAuthorizedCidrs": ["81.2.69.0/24"]},
         cluster={"releaseChannel": "STABLE", "minMasterVersion": "1.32"},
         systemPool={"machineType": "e2-standard-8", "minNodes": 2, "maxNodes": 5, "diskSizeGb": 80},
         gpuPool={"machineType": "n1-standard-8", "acceleratorType": "nvidia-tesla-t4", "acceleratorCount": 2,
                  "minNodes": 1, "maxNodes": 4, "spot": False, "diskType": "pd-ssd", "diskSizeGb": 200,
                  "locationPolicy": "BALANCED", "gpuDriverVersion": "DEFAULT"},
         runtime={"recipe": "r/recipe.yml", "diskType": "pd-ssd", "diskSizeGb": 60, "bakeTimeoutMinutes": 30,
-                 "bakeMachineType": "n2-standard-16"},
-        webui={"replicas": 3, "modelPath": "models/sdxl", "apiAuth": False, "public": False,
-               "generationTimeoutSeconds": 300},
+                 "bakeMachineType": "n2-standard-16", "delivery": "secondaryBootDisk"},
+        webui={"modelPath": "models/sdxl", "apiAuth": False, "public": False, "generationTimeoutSeconds": 300},
+        autoscaling={"minReplicas": 1, "maxReplicas": 8, "cooldownSeconds": 600, "coldStartTimeoutSeconds": 900,
+                     "kedaChartVersion": "2.20.2", "httpAddOnChartVersion": "0.15.0"},
+        gateway={"proxyOnlyCidr": "10.2.0.0/23", "hostname": "sd.example.com", "certificateMap": "sd-certs",
+                 "iapClientId": "123-abc.apps.googleusercontent.com", "iapSecretName": "sd-iap"},
+        observability={"notificationEmail": "oncall@example.com", "coldStartBudgetSeconds": 600},
+        jobs={"enabled": True, "ackDeadlineSeconds": 120, "maxDeliveryAttempts": 10, "minRetryBackoffSeconds": 20,
+              "maxRetryBackoffSeconds": 300, "resultRetentionDays": 7, "jobsPerPod": 3},
+        deletionProtection=False,
         environment="prod",
     )
     assert cfg.network == config.NetworkConfig("10.0.0.0/24", "10.64.0.0/14", "10.1.0.0/20", "172.16.0.16/28",
-                                               ("203.0.113.0/24",))
+                                               ("81.2.69.0/24",))
     assert cfg.cluster == config.ClusterConfig("STABLE", "1.32")
     assert cfg.system_pool == config.SystemPoolConfig("e2-standard-8", 2, 5, 80)
     assert cfg.gpu_pool == config.GpuPoolConfig("n1-standard-8", "nvidia-tesla-t4", 2, 1, 4, False, "pd-ssd", 200,
                                                 "BALANCED", "DEFAULT")
-    assert cfg.runtime == config.RuntimeConfig("r/recipe.yml", "pd-ssd", 60, 30, "n2-standard-16")
-    assert cfg.webui == config.WebuiConfig(3, "models/sdxl", False, False, 300)
-    assert (cfg.project, cfg.region, cfg.zones, cfg.environment, cfg.production) == (
-        "sdgke-test", "us-central1", ("us-central1-a",), "prod", True)
+    assert cfg.runtime == config.RuntimeConfig("r/recipe.yml", "pd-ssd", 60, 30, "n2-standard-16", "secondaryBootDisk")
+    assert cfg.webui == config.WebuiConfig("models/sdxl", False, False, 300)
+    assert cfg.autoscaling == config.AutoscalingConfig(1, 8, 600, 900, "2.20.2", "0.15.0")
+    assert cfg.gateway == config.GatewayConfig("10.2.0.0/23", "sd.example.com", "sd-certs",
+                                               "123-abc.apps.googleusercontent.com", "sd-iap")
+    assert cfg.observability == config.ObservabilityConfig("oncall@example.com", 600)
+    assert cfg.jobs == config.JobsConfig(True, 120, 10, 20, 300, 7, 3)
+    assert (cfg.project, cfg.region, cfg.zones, cfg.environment, cfg.production, cfg.protected) == (
+        "sdgke-test", "us-central1", ("us-central1-a",), "prod", True, False)
+
+
+def test_the_on_demand_fallback_lands_in_its_field():
+    """Apart from the test above, which turns Spot off: the fallback is only allowed with Spot."""
+    assert parse(gpuPool={"spot": True, "onDemandFallback": True}).gpu_pool.on_demand_fallback is True
 
 
 # --- choices --------------------------------------------------------------------------------
@@ -154,12 +207,18 @@ CHOICES = [
     ("gpuPool", "gpuDriverVersion", ["DEFAULT", "LATEST"]),
     ("gpuPool", "diskType", ["pd-balanced", "pd-ssd", "pd-standard"]),
     ("runtime", "diskType", ["pd-balanced", "pd-ssd"]),
+    ("runtime", "delivery", ["daemonset", "secondaryBootDisk"]),
+    ("autoscaling", "kedaChartVersion", ["2.20.2"]),
+    ("autoscaling", "httpAddOnChartVersion", ["0.15.0"]),
 ]
+# A choice the default g2 machine refuses is taken on a machine that accepts it (the pairing has its own tests).
+CHOICE_COMPANION = {("gpuPool", "diskType", "pd-standard"): {"machineType": "n1-standard-8",
+                                                             "acceleratorType": "nvidia-tesla-t4"}}
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [(s, k, v) for s, k, values in CHOICES for v in values])
 def test_every_allowed_choice_is_accepted(section, key, value):
-    parse(**{section: {key: value}})
+    parse(**{section: {key: value, **CHOICE_COMPANION.get((section, key, value), {})}})
 
 
 @pytest.mark.parametrize(("section", "key", "allowed"), CHOICES)
@@ -205,28 +264,43 @@ def test_a_machine_with_built_in_gpus_takes_exactly_its_count(machine, count):
 
 CIDR_BOUNDS = [("subnetCidr", "10.0.0.0", 8, 29), ("podsCidr", "10.0.0.0", 9, 21),
                ("servicesCidr", "10.0.0.0", 16, 27), ("masterCidr", "172.16.0.0", 28, 28)]
+NETWORK_FIELDS = {"subnetCidr": "subnet_cidr", "podsCidr": "pods_cidr", "servicesCidr": "services_cidr",
+                  "masterCidr": "master_cidr"}
 
 
 def network_with(key: str, cidr: str) -> dict:
-    """The network section with `key` set and the other ranges moved out of its way."""
+    """The network and gateway sections with `network.key` set and the other ranges (the load balancers'
+    proxy-only subnet too) moved out of its way."""
     apart = {"subnetCidr": "192.168.0.0/24", "podsCidr": "100.64.0.0/14", "servicesCidr": "192.168.16.0/20",
              "masterCidr": "192.168.32.0/28"}
-    return {**apart, key: cidr}
+    return {"network": {**apart, key: cidr}, "gateway": {"proxyOnlyCidr": "192.168.64.0/23"}}
 
 
 @pytest.mark.parametrize(("key", "base", "low", "high"), CIDR_BOUNDS)
 @pytest.mark.parametrize("edge", ["low", "high"])
 def test_a_cidr_at_its_prefix_bound_is_accepted(key, base, low, high, edge):
     cidr = f"{base}/{low if edge == 'low' else high}"
-    parse(network=network_with(key, cidr))
+    assert getattr(parse(**network_with(key, cidr)).network, NETWORK_FIELDS[key]) == cidr
 
 
 @pytest.mark.parametrize(("key", "base", "low", "high"), CIDR_BOUNDS)
 @pytest.mark.parametrize("edge", ["low", "high"])
 def test_a_cidr_one_past_its_prefix_bound_is_refused(key, base, low, high, edge):
     cidr = f"{base}/{low - 1 if edge == 'low' else high + 1}"
-    assert problems(network=network_with(key, cidr)) == [
+    assert problems(**network_with(key, cidr)) == [
         f'network.{key}: "{cidr}" is not allowed; expected an IPv4 CIDR block with a prefix length from /{low} to /{high}']
+
+
+@pytest.mark.parametrize("cidr", ["192.168.64.0/23", "192.168.64.0/26"])
+def test_a_proxy_only_subnet_from_23_to_26_is_accepted(cidr):
+    assert parse(gateway={"proxyOnlyCidr": cidr}).gateway.proxy_only_cidr == cidr
+
+
+@pytest.mark.parametrize("cidr", ["192.168.64.0/22", "192.168.64.0/27"])
+def test_a_proxy_only_subnet_past_23_to_26_is_refused(cidr):
+    assert problems(gateway={"proxyOnlyCidr": cidr}) == [
+        f'gateway.proxyOnlyCidr: "{cidr}" is not allowed; expected an IPv4 CIDR block with a prefix length from /23 '
+        "to /26"]
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "203.0.113.7/32"])
@@ -354,8 +428,13 @@ def test_a_boolean_setting_refuses_anything_but_true_and_false(value):
     assert problems(webui={"apiAuth": value}) == [f"webui.apiAuth: {shown} is not allowed; expected true or false"]
 
 
+PUBLIC_GATEWAY = {"hostname": "sd.example.com", "certificateMap": "sd-certs",
+                  "iapClientId": "123-abc.apps.googleusercontent.com", "iapSecretName": "sd-iap"}
+"""What a public WebUI needs besides auth: TLS and IAP on its Gateway."""
+
+
 def test_a_public_webui_with_auth_is_accepted():
-    assert parse(webui={"public": True, "apiAuth": True}).webui.public is True
+    assert parse(webui={"public": True, "apiAuth": True}, gateway=PUBLIC_GATEWAY).webui.public is True
 
 
 @pytest.mark.parametrize("machine", ["e2", "E2-standard-4", "-standard-4"])
@@ -383,7 +462,8 @@ def test_the_error_counts_and_lists_every_problem():
 
 
 def test_a_bad_api_auth_is_reported_alone_not_also_as_a_public_webui_without_auth():
-    assert problems(webui={"public": True, "apiAuth": 0}) == ["webui.apiAuth: 0 is not allowed; expected true or false"]
+    assert problems(webui={"public": True, "apiAuth": 0}, gateway=PUBLIC_GATEWAY) == [
+        "webui.apiAuth: 0 is not allowed; expected true or false"]
 
 
 def test_a_malformed_gpu_machine_type_is_reported_once_not_also_as_the_wrong_family():

@@ -86,6 +86,7 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "gke-gpu-pool-autoscaling": "GPU pools autoscale with a bounded maximum, and from 0 outside prod.",
     "gke-gpu-types-allowed": "GPU pools use only the allowed GPU types.",
     "gke-gpu-spot": "Where the stack requires it, GPU pools run on Spot VMs.",
+    "gke-secondary-boot-disks-supported": "Secondary boot disks: Image Streaming, COS, data mode.",
     "gke-workload-identity": "Workload Identity on the cluster and the GKE metadata server on nodes.",
     "gke-no-default-compute-sa": "Nodes never run as the default compute service account.",
     "gke-shielded-private-nodes": "Nodes are shielded (Secure Boot) and private.",
@@ -93,11 +94,25 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "k8s-images-from-artifact-registry-by-digest": "Containers run Artifact Registry images by digest.",
     "k8s-privileged-only-disk-attacher": "Only the disk attacher runs privileged.",
     "k8s-hostpath-runtime-only": "hostPath only in the disk attacher, and the WebUI's runtime read-only.",
+    "storage-private-expiring": "Buckets are private (uniform access, public access prevented) and expire objects.",
+    "pubsub-dead-letter": "Job subscriptions dead-letter what fails every attempt.",
     "iam-no-broad-roles": "No owner, editor, compute.admin or other admin grants.",
     "iam-custom-roles-exact": "Custom roles list exact permissions, no wildcards or IAM admin.",
     "stack-exactly-one-cluster": "A stack declares exactly one GKE cluster.",
+    "stack-alerts-page-the-channel": "Every alert policy pages the stack's notification channel, when it has one.",
     "stack-runtime-paths-agree": "The WebUI mounts the runtime from where the disk attacher mounts it.",
+    "stack-runtime-selection-agrees":
+        "The disk attacher, the WebUI and a GPU pool agree on the runtime (node label).",
     "stack-public-service-requires-auth": "A public Service only fronts pods that require API auth.",
+    "k8s-pod-security-admission": "Every pod template passes the Pod Security level its namespace enforces.",
+    "k8s-gpu-pods-do-not-block-up":
+        "`pulumi up` does not wait on GPU capacity: GPU workloads skip the await or wait out the cold start.",
+    "k8s-gpu-deployments-demand-scaled":
+        "A GPU Deployment is scaled on demand by a ScaledObject, or pinned with a reason.",
+    "keda-scaler-fits-gpu-pool": "A ScaledObject's maximum fits the GPUs the GPU pools can hold.",
+    "gateway-public-requires-tls-and-auth":
+        "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
+    "helm-releases-pinned": "Helm releases pin an exact chart version from an https repository.",
     "k8s-deployment-probes": "Deployments have startup and readiness probes.",
     "k8s-memory-limits": "Every container has a memory limit.",
     "gke-spot-location-policy-any": "Spot GPU pools use locationPolicy ANY.",
@@ -194,6 +209,7 @@ def test_gpu_pool_policy_config_schema():
                                                       "default": ["nvidia-l4", "nvidia-tesla-t4"]}},
         "gke-gpu-spot": {"requireSpot": {"type": "boolean", "default": False}},
         "gke-deletion-protection-in-prod": {"production": {"type": "boolean", "default": False}},
+        "k8s-gpu-pods-do-not-block-up": {"gpuColdStartSeconds": {"type": "integer", "minimum": 60, "default": 1800}},
     }
 
 
@@ -465,10 +481,24 @@ def test_the_webui_may_not_mount_the_runtime_read_write(read_only):
         "Container 'c' mounts the runtime read-write; mount it readOnly."]
 
 
-def test_the_webui_may_take_no_other_host_path():
-    volumes = [{"name": "runtime", "hostPath": {"path": "/mnt/disks"}}]
+def test_the_webui_may_mount_the_runtime_from_its_secondary_boot_disk():
+    volumes = [{"name": "runtime", "hostPath": {"path": "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789ab-disk"}}]
+    assert check("k8s-hostpath-runtime-only", DEPLOYMENT, webui(volumes=volumes)) == []
+
+
+@pytest.mark.parametrize("path", [
+    "/mnt/disks",
+    "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789a-disk",
+    "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789abc-disk",
+    "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789AB-disk",
+    "/mnt/disks/gke-secondary-disks/gke-other-0123456789ab-disk",
+    "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789ab-disk/..",
+])
+def test_the_webui_may_take_no_other_host_path(path):
+    volumes = [{"name": "runtime", "hostPath": {"path": path}}]
     assert check("k8s-hostpath-runtime-only", DEPLOYMENT, webui(volumes=volumes)) == [
-        "WebUI hostPath '/mnt/disks': only the runtime (/mnt/disks/sd-runtime) may come from the host."]
+        f"WebUI hostPath {path!r}: only the runtime (/mnt/disks/sd-runtime) may come from the host, or the runtime's "
+        "secondary boot disk (^/mnt/disks/gke-secondary-disks/gke-sd-runtime-[0-9a-f]{12}-disk$)."]
 
 
 def test_other_workloads_may_take_no_host_path():
