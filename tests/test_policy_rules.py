@@ -493,6 +493,7 @@ def test_the_webui_may_mount_the_runtime_from_its_secondary_boot_disk():
     "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789AB-disk",
     "/mnt/disks/gke-secondary-disks/gke-other-0123456789ab-disk",
     "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789ab-disk/..",
+    "/mnt/disks/gke-secondary-disks/gke-sd-runtime-0123456789ab-disk\n",
 ])
 def test_the_webui_may_take_no_other_host_path(path):
     volumes = [{"name": "runtime", "hostPath": {"path": path}}]
