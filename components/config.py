@@ -383,7 +383,7 @@ _JOBS = {
 
 KEDA_CHART_VERSIONS = ("2.20.2",)
 HTTP_ADD_ON_CHART_VERSIONS = ("0.15.0",)
-"""Chart versions whose CRD schemas tests/schemas holds: a new version is vendored and checked first."""
+"""Chart versions whose CRD schemas tests/schemas holds: a new version gets its schemas written and checked first."""
 _HOSTNAME = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
 _RESOURCE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _AUTOSCALING = {

@@ -1,14 +1,13 @@
-"""Custom resources checked against the openAPIV3Schema of the CRDs that define them.
+"""Custom resources checked against the openAPIV3Schema of the kinds that define them.
 
-tests/schemas/<source>/<Kind>.json holds each schema as extracted from the CRD at a pinned release
-(its `source` field names repository, commit, tag and path; tests/schemas/README.md says how).
+tests/schemas/<source>/<Kind>.json holds each schema, written by hand from the kind's public API
+documentation (its `source` field names the pages; tests/schemas/README.md lists them).
 kubernetes-validate knows only built-in kinds, so every custom resource the program registers goes
 through here instead.
 
 The API server prunes fields a structural schema does not declare and, with strict field validation
 (kubectl's default since 1.27), refuses them: so an object schema with `properties` and no
 `additionalProperties` is closed here, and a misspelt field fails as it would at `kubectl apply`.
-CEL rules (x-kubernetes-validations) are not evaluated: tests that depend on one check it by hand.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 @cache
 def schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> the vendored schema document."""
+    """(apiVersion, kind) -> the schema document."""
     out = {}
     for path in sorted(SCHEMAS.glob("*/*.json")):
         doc = json.loads(path.read_text())

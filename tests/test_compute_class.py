@@ -1,6 +1,6 @@
 """Spot first, on demand when Spot is gone: the ComputeClass, its pools and the pods that select it.
 
-The ComputeClass is checked against its CRD's schema (tests/schemas/README.md records the source).
+The ComputeClass is checked against a schema hand-written from its CRD reference page (tests/schemas/README.md).
 """
 
 from __future__ import annotations

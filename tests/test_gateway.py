@@ -94,7 +94,7 @@ def test_a_public_webui_without_certificate_or_iap_is_refused_by_the_config():
 
 
 @pytest.mark.parametrize("type_, name", OBJECTS)
-def test_gateway_objects_match_the_pinned_crd_schemas(run, public, type_, name):
+def test_gateway_objects_match_their_crd_schemas(run, public, type_, name):
     for r in (run, public):
         manifest = {k: v for k, v in inputs(r, type_, name).items() if not k.startswith("__")}
         assert crd_schemas.validate(manifest) == []
