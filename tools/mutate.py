@@ -50,7 +50,7 @@ class Target:
 
 TARGETS = (
     Target("policy/sdgke_policies.py", ("tests/test_policy.py", "tests/test_policy_rules.py"),
-           recorded_runs=(("dev", "{}"), ("prod", "{}"), ("dev", '{"webui": {"public": true, "apiAuth": true}}'))),
+           recorded_runs=(("dev", "{}"), ("prod", "{}"))),
     Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
