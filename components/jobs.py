@@ -6,7 +6,7 @@ it on the completions topic. A job that fails maxDeliveryAttempts times ends on 
 with its reason, where a subscription keeps it for inspection (a topic without a subscription keeps
 nothing: https://cloud.google.com/pubsub/docs/subscription-overview).
 
-The pod count follows the backlog through KEDA (`keda_trigger`), next to the HTTP trigger of the same
+The pod count follows the backlog through KEDA (`backlog_scaling`), next to the HTTP trigger of the same
 Deployment's ScaledObject: an HPA may not target a Deployment KEDA already scales, and one ScaledObject
 may carry several triggers (https://keda.sh/docs/2.16/concepts/scaling-deployments/). KEDA's
 `gcp-pubsub` trigger reads subscription/num_undelivered_messages from Cloud Monitoring, which samples
@@ -211,9 +211,9 @@ class Jobs(pulumi.ComponentResource):
         )
         self.keda_service_account = metrics_reader.email
         """For KEDA's install: the keda-operator service account's iam.gke.io/gcp-service-account annotation."""
-        self.keda_trigger = queue_trigger(self.subscription.id, cfg.jobs_per_pod)
         self.backlog_scaling = BacklogScaling(
-            trigger=pulumi.Output.from_input(self.keda_trigger), authentication=KEDA_AUTHENTICATION,
+            trigger=pulumi.Output.from_input(queue_trigger(self.subscription.id, cfg.jobs_per_pod)),
+            authentication=KEDA_AUTHENTICATION,
             authentication_spec=KEDA_AUTHENTICATION_SPEC, operator_google_service_account=metrics_reader.email,
         )
         """For the WebUI's ScaledObject (components/autoscaling.py): the backlog trigger beside the HTTP ones,
