@@ -48,16 +48,21 @@ class TricklingServer(LocalServer):
     def __init__(self, chunks: int, gap_s: float):
         super().__init__()
         self.chunks, self.gap_s = chunks, gap_s
+        self.sent_all = threading.Event()
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         request.rfile.read(int(request.headers["Content-Length"]))
         request.send_response(200)
         request.send_header("Content-Length", str(self.chunks))
         request.end_headers()
-        for _ in range(self.chunks):
-            request.wfile.write(b" ")
-            request.wfile.flush()
-            time.sleep(self.gap_s)
+        try:
+            for _ in range(self.chunks):
+                time.sleep(self.gap_s)
+                request.wfile.write(b" ")
+                request.wfile.flush()
+        except OSError:  # the client hung up
+            return
+        self.sent_all.set()
 
 
 class HoldingServer(LocalServer):
@@ -295,6 +300,7 @@ def test_the_timeout_limits_the_whole_request_not_each_read():
     """2.8 s of answer, no read slower than 0.4 s: `--timeout 1` must still cut it."""
     with TricklingServer(chunks=7, gap_s=0.4) as slow:
         summary = loadtest.summarise(loadtest.run(plan(url_of(slow), 1, 1, timeout_s=1.0)))
+        assert not slow.sent_all.is_set(), "the request ran until the answer was complete"
     assert summary["errors"] == {loadtest.TIMEOUT: 1} and summary["succeeded"] == 0
 
 

@@ -117,11 +117,15 @@ def endpoint(url: str) -> str | None:
 
 
 class _Request:
-    """One request on the wire; `cut` closes its socket from another thread, so a limit holds mid-read."""
+    """One request on the wire; `cut` shuts its socket from another thread, so a limit holds mid-read.
+
+    The socket is kept here: http.client drops its own reference once a response that closes the
+    connection has started (HTTPConnection.getresponse), while the response goes on reading from it."""
 
     def __init__(self, connection: http.client.HTTPConnection):
         self.connection = connection
         self.reason: str | None = None
+        self._socket: socket.socket | None = None
         self._done = False
         self._lock = threading.Lock()
 
@@ -130,15 +134,16 @@ class _Request:
             if self._done or self.reason is not None:
                 return
             self.reason = reason
-            if self.connection.sock is not None:
+            if self._socket is not None:
                 try:
-                    self.connection.sock.shutdown(socket.SHUT_RDWR)
+                    self._socket.shutdown(socket.SHUT_RDWR)
                 except OSError:  # the peer closed it already
                     pass
 
     def connected(self) -> None:
-        """A cut that came while connecting (no socket yet to close) takes effect now."""
+        """Keep the new socket; a cut that came while connecting (no socket yet to shut) takes effect now."""
         with self._lock:
+            self._socket = self.connection.sock
             if self.reason is not None:
                 raise ConnectionAbortedError(self.reason)
 
