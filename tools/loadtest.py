@@ -188,8 +188,10 @@ def _answer(outcome: Outcome, response: http.client.HTTPResponse) -> None:
 def _send(plan: Plan, index: int, run_started: float, deadline: float, in_flight: dict[int, _Request]) -> Outcome:
     started = time.monotonic()
     outcome = Outcome(index, started_s=started - run_started)
-    limit_s, limit_kind = (plan.timeout_s, TIMEOUT) if started + plan.timeout_s <= deadline else (deadline - started,
-                                                                                                   CUT_BY_DEADLINE)
+    if started + plan.timeout_s <= deadline:
+        limit_s, limit_kind = plan.timeout_s, TIMEOUT
+    else:
+        limit_s, limit_kind = deadline - started, CUT_BY_DEADLINE
     target = urlsplit(plan.url)
     connection_class = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
     request = _Request(connection_class(target.hostname, target.port, timeout=max(0.001, limit_s)))
@@ -253,12 +255,12 @@ def run(plan: Plan) -> list[Outcome]:
         for thread in threads:
             thread.join()
     except KeyboardInterrupt:
-        return _interrupted(outcomes, threads, stopping, in_flight, run_started, deadline)
+        return _interrupted(outcomes, threads, stopping, in_flight, deadline)
     return outcomes
 
 
 def _interrupted(outcomes: list[Outcome], threads: list[threading.Thread], stopping: threading.Event,
-                 in_flight: dict[int, _Request], run_started: float, deadline: float) -> list[Outcome]:
+                 in_flight: dict[int, _Request], deadline: float) -> list[Outcome]:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the summary short
     interrupted_at = time.monotonic()
