@@ -8,15 +8,39 @@ nothing: https://cloud.google.com/pubsub/docs/subscription-overview).
 
 The pod count follows the backlog through KEDA (`backlog_scaling`), next to the HTTP trigger of the same
 Deployment's ScaledObject: an HPA may not target a Deployment KEDA already scales, and one ScaledObject
-may carry several triggers (https://keda.sh/docs/2.16/concepts/scaling-deployments/). KEDA's
-`gcp-pubsub` trigger reads subscription/num_undelivered_messages from Cloud Monitoring, which samples
-it every 60 s and shows it up to 120-240 s later
-(https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub), so a batch waits 1-3 minutes
-before the first pod is asked for: nothing for a user who comes back later, and GKE's HPA with an
-external metric (1.37+, to and from zero) reads the very same metric through the same delay. The
-trigger is marked deprecated in KEDA's docs ("won't receive any modification",
-https://keda.sh/docs/2.16/scalers/gcp-pub-sub/) but still ships; its replacement is the generic
-`gcp-stackdriver` trigger on the same metric, with the same lag.
+may carry several triggers (https://keda.sh/docs/2.16/concepts/scaling-deployments/).
+
+The backlog trigger (issue 18, item 3), read in kedacore/keda@v2.20.2 (68a5b50):
+- `gcp-pubsub`, used until now, can hold a GPU node forever. It asks Cloud Monitoring with MQL
+  (pkg/scalers/gcp_pubsub_scaler.go getMetrics -> BuildMQLQuery, QueryMetrics in
+  pkg/scalers/gcp/gcp_stackdriver_client.go) and returns an error when no time series comes back, as for
+  an idle or new subscription, unless `valueIfNull` is set (QueryMetrics, the iterator.Done branch;
+  kedacore/keda#5896, which #5897 answered with `valueIfNull`). With no trigger active and no fallback,
+  the executor then takes its TriggerError branch instead of scaling to zero
+  (pkg/scaling/executor/scale_scaledobjects.go RequestScale, `case isError && Fallback == nil`), and the
+  HPA skips every scale-down while one of its metrics fails (kubernetes/kubernetes#99514).
+- MQL is deprecated by Cloud Monitoring, and KEDA deprecated all three of its Cloud Monitoring scalers
+  for it, `gcp-stackdriver` included (their `deprecatedAnnounce` tags at v2.20.2;
+  https://keda.sh/blog/2025-09-15-gcp-deprecations). `gcp-stackdriver` does not in fact use MQL (its
+  GetMetrics calls ListTimeSeries with a filter), but being deprecated too it is no replacement.
+- The replacement is what that announcement recommends: KEDA's maintained `prometheus` scaler on Cloud
+  Monitoring's Prometheus HTTP API, which reads the same metric by its PromQL name
+  (https://cloud.google.com/monitoring/promql/promql-mapping) as KEDA's operator through Workload Identity
+  with roles/monitoring.viewer, the grants this module already makes
+  (https://keda.sh/docs/2.20/scalers/prometheus/, "Google Managed Service for Prometheus"; the scaler
+  takes the TriggerAuthentication's `podIdentity: gcp` in NewPrometheusScaler through
+  gcp.GetGCPOAuth2HTTPTransport, pkg/scalers/gcp/gcp_common.go).
+  `ignoreNullValues: "true"` is that scaler's `valueIfNull`: an empty result is 0, not an error
+  (pkg/scalers/prometheus_scaler.go ExecutePromQuery); the policy pack refuses a Cloud Monitoring
+  trigger without it (keda-no-data-is-zero).
+
+The metric itself is late: Cloud Monitoring samples subscription/num_undelivered_messages every 60 s
+and shows it up to 120-240 s later (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub),
+so a batch waits 1-3 minutes before the first pod is asked for: nothing for a user who comes back later,
+and GKE's HPA with an external metric (1.37+, to and from zero) reads the very same metric through the
+same delay. The query takes the newest sample within `BACKLOG_WINDOW_SECONDS`, so that delay never reads
+as "no backlog". The price of `ignoreNullValues`: a query that matches nothing reads as an empty queue
+too, so tests/test_jobs.py pins the query to this module's subscription and project.
 """
 
 from __future__ import annotations
@@ -44,7 +68,7 @@ AGENT_ROLES = {
 }
 """The agent's grants, each on one resource, none on the project
 (https://cloud.google.com/pubsub/docs/access-control#roles, https://cloud.google.com/storage/docs/access-control/iam-roles)."""
-KEDA_AUTHENTICATION = "sd-jobs-pubsub"
+KEDA_AUTHENTICATION = "sd-jobs-monitoring"
 KEDA_AUTHENTICATION_SPEC = {"podIdentity": {"provider": "gcp"}}
 
 
@@ -60,14 +84,36 @@ HEARTBEAT_VOLUME = k8s.core.v1.VolumeArgs(name="queue-agent", empty_dir=k8s.core
 ALIVE = k8s.core.v1.ExecActionArgs(command=["python", "-m", "queue_agent.alive"])
 
 
-def queue_trigger(subscription: pulumi.Input[str], jobs_per_pod: int) -> dict:
-    """KEDA's Pub/Sub trigger: one pod per `jobs_per_pod` undelivered jobs, and the first pod as soon as one
-    job waits (activationValue 0: active above 0, https://keda.sh/docs/2.16/scalers/gcp-pub-sub/)."""
+BACKLOG_METRIC = "pubsub.googleapis.com/subscription/num_undelivered_messages"
+BACKLOG_WINDOW_SECONDS = 300
+"""60 s between samples plus up to 240 s before a sample is visible: the newest one is always inside."""
+
+
+def promql_endpoint(project: str) -> str:
+    """Cloud Monitoring's Prometheus HTTP API for a project (KEDA appends /api/v1/query;
+    https://cloud.google.com/monitoring/api/ref_v3/rest/v1/projects.location.prometheus.api.v1/query)."""
+    return f"https://monitoring.googleapis.com/v1/projects/{project}/location/global/prometheus"
+
+
+def backlog_query(project: str, subscription: str) -> str:
+    """The subscription's undelivered messages as one number: the scaler refuses a result of several
+    series (prometheus_scaler.go ExecutePromQuery), and a metrics scope may hold other projects' ones.
+    last_over_time is PromQL of Prometheus 2.26, within what Cloud Monitoring evaluates (parity with 2.44,
+    https://cloud.google.com/stackdriver/docs/managed-prometheus/promql-differences)."""
+    selector = ",".join(f'"{k}"="{v}"' for k, v in (
+        ("__name__", BACKLOG_METRIC), ("monitored_resource", "pubsub_subscription"),
+        ("project_id", project), ("subscription_id", subscription)))
+    return f"sum(last_over_time({{{selector}}}[{BACKLOG_WINDOW_SECONDS}s]))"
+
+
+def queue_trigger(project: str, subscription: str, jobs_per_pod: int) -> dict:
+    """KEDA's prometheus trigger on the backlog: one pod per `jobs_per_pod` undelivered jobs, the first one as
+    soon as one job waits (activationThreshold 0: active above 0), and no data read as an empty queue."""
     return {
-        "type": "gcp-pubsub",
+        "type": "prometheus",
         "authenticationRef": {"name": KEDA_AUTHENTICATION},
-        "metadata": {"subscriptionName": subscription, "mode": "SubscriptionSize",
-                     "value": str(jobs_per_pod), "activationValue": "0"},
+        "metadata": {"serverAddress": promql_endpoint(project), "query": backlog_query(project, subscription),
+                     "threshold": str(jobs_per_pod), "activationThreshold": "0", "ignoreNullValues": "true"},
     }
 
 
@@ -212,7 +258,7 @@ class Jobs(pulumi.ComponentResource):
         self.keda_service_account = metrics_reader.email
         """For KEDA's install: the keda-operator service account's iam.gke.io/gcp-service-account annotation."""
         self.backlog_scaling = BacklogScaling(
-            trigger=pulumi.Output.from_input(queue_trigger(self.subscription.id, cfg.jobs_per_pod)),
+            trigger=queue_trigger(args.project, SUBSCRIPTION, cfg.jobs_per_pod),
             authentication=KEDA_AUTHENTICATION,
             authentication_spec=KEDA_AUTHENTICATION_SPEC, operator_google_service_account=metrics_reader.email,
         )

@@ -542,6 +542,41 @@ def _scaler_fits_pool(args: StackValidationArgs, report):
                    f"the GPU pools hold {gpus} GPU(s) at most.", so.urn)
 
 
+CLOUD_MONITORING_SCALERS = ("gcp-pubsub", "gcp-stackdriver", "gcp-cloudtasks")
+"""KEDA's scalers that ask Cloud Monitoring and fail when no series comes back unless `valueIfNull` is set
+(kedacore/keda@v2.20.2 pkg/scalers/gcp/gcp_stackdriver_client.go GetMetrics, QueryMetrics)."""
+CLOUD_MONITORING_PROMQL = "https://monitoring.googleapis.com/"
+GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+"""What Go's strconv.ParseBool reads as true, as KEDA parses `ignoreNullValues`."""
+
+
+def _is_zero(value: Any) -> bool:
+    try:
+        return float(value) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _keda_no_data_is_zero(args, report):
+    """A trigger that reads Cloud Monitoring counts "no data" (an idle or new subscription) as 0. An error
+    instead keeps KEDA from scaling to zero and the HPA from scaling down (kedacore/keda@v2.20.2
+    pkg/scaling/executor/scale_scaledobjects.go RequestScale; kubernetes/kubernetes#99514): a GPU node held
+    for as long as the queue stays idle. The prometheus scaler's own switch is `ignoreNullValues`
+    (pkg/scalers/prometheus_scaler.go ExecutePromQuery), said explicitly rather than left to its default."""
+    namespace, name = _identity(args.props)
+    for trigger in _get(args.props, "spec", "triggers") or []:
+        kind = _get(trigger, "type")
+        if kind in CLOUD_MONITORING_SCALERS and not _is_zero(_get(trigger, "metadata", "valueIfNull")):
+            report(f"ScaledObject {namespace}/{name}: its {kind} trigger has valueIfNull "
+                   f"{_get(trigger, 'metadata', 'valueIfNull')!r}; set valueIfNull: \"0\", or an idle subscription is "
+                   "an error that holds the GPU pods.")
+        elif kind == "prometheus" and str(_get(trigger, "metadata", "serverAddress")).startswith(CLOUD_MONITORING_PROMQL) \
+                and _get(trigger, "metadata", "ignoreNullValues") not in GO_TRUE:
+            report(f"ScaledObject {namespace}/{name}: its prometheus trigger on Cloud Monitoring has ignoreNullValues "
+                   f"{_get(trigger, 'metadata', 'ignoreNullValues')!r}; set ignoreNullValues: \"true\", or a query "
+                   "with no data is an error that holds the GPU pods.")
+
+
 def _public_gateway_tls_and_auth(args: StackValidationArgs, report):
     """A public Gateway listens on HTTPS only, with a certificate, and every backend behind it requires IAP."""
     routes = [r for r in args.resources if r.resource_type == HTTP_ROUTE]
@@ -693,6 +728,8 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                       _gpu_deployments_demand_scaled),
     _stack_validation("keda-scaler-fits-gpu-pool", "A ScaledObject's maximum fits the GPUs the GPU pools can hold.",
                       _scaler_fits_pool),
+    _validation("keda-no-data-is-zero", "A trigger that reads Cloud Monitoring counts no data as zero.",
+                (SCALED_OBJECT,), _keda_no_data_is_zero),
     _stack_validation("gateway-public-requires-tls-and-auth",
                       "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
                       _public_gateway_tls_and_auth),

@@ -320,19 +320,16 @@ TRIGGER_AUTHENTICATION = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication"
 
 def test_the_queue_backlog_wakes_the_same_webui_as_the_http_routes(run):
     triggers = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
-    assert [t["type"] for t in triggers] == ["external-push", "external-push", "gcp-pubsub"]
-    assert triggers[-1] == {
-        "type": "gcp-pubsub",
-        "authenticationRef": {"name": "sd-jobs-pubsub"},
-        "metadata": {"subscriptionName": "jobs-subscription-id", "mode": "SubscriptionSize",
-                     "value": "5", "activationValue": "0"},
-    }
+    assert [t["type"] for t in triggers] == ["external-push", "external-push", "prometheus"]
+    assert triggers[-1]["authenticationRef"] == {"name": "sd-jobs-monitoring"}
+    assert {k: triggers[-1]["metadata"][k] for k in ("threshold", "activationThreshold", "ignoreNullValues")} == {
+        "threshold": "5", "activationThreshold": "0", "ignoreNullValues": "true"}
 
 
 def test_keda_reads_the_backlog_as_its_operator_through_workload_identity(run):
     authentication = run.one(TRIGGER_AUTHENTICATION, "autoscaling-backlog-authentication")
     assert authentication.inputs["metadata"] == {
-        "name": "sd-jobs-pubsub", "namespace": "sd-webui", "labels": authentication.inputs["metadata"]["labels"]}
+        "name": "sd-jobs-monitoring", "namespace": "sd-webui", "labels": authentication.inputs["metadata"]["labels"]}
     assert authentication.inputs["spec"] == {"podIdentity": {"provider": "gcp"}}
     assert authentication.urn in run.one(SCALED_OBJECT, "autoscaling-scaled-object").dependencies
     annotations = release(run, "keda")["values"]["serviceAccount"]["operator"]["annotations"]

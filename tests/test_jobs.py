@@ -104,8 +104,50 @@ def test_keda_reads_the_backlog_as_its_operator_with_monitoring_viewer_only(run)
     assert run.outputs["keda_service_account"].startswith("sd-keda-metrics@")
 
 
+PROMETHEUS_SCALER_METADATA = {
+    "required": {"serverAddress", "query", "threshold"},
+    "optional": {"activationThreshold", "namespace", "customHeaders", "ignoreNullValues", "queryParameters",
+                 "unsafeSsl", "timeout", "authModes", "awsRegion", "identityOwner"},
+}
+"""The prometheus trigger's metadata keys, written from https://keda.sh/docs/2.20/scalers/prometheus/ (parameter
+list, authentication parameters) and the prometheusMetadata fields of kedacore/keda@v2.20.2
+pkg/scalers/prometheus_scaler.go."""
+
+
 def test_the_queue_trigger_scales_on_undelivered_jobs_from_zero():
-    trigger = jobs_module.queue_trigger("projects/p/subscriptions/sd-jobs", 5)
-    assert trigger["type"] == "gcp-pubsub" and trigger["authenticationRef"] == {"name": jobs_module.KEDA_AUTHENTICATION}
-    assert trigger["metadata"] == {"subscriptionName": "projects/p/subscriptions/sd-jobs", "mode": "SubscriptionSize",
-                                   "value": "5", "activationValue": "0"}
+    trigger = jobs_module.queue_trigger("proj", "sd-jobs", 5)
+    assert trigger["type"] == "prometheus" and trigger["authenticationRef"] == {"name": jobs_module.KEDA_AUTHENTICATION}
+    assert trigger["metadata"] == {
+        "serverAddress": "https://monitoring.googleapis.com/v1/projects/proj/location/global/prometheus",
+        "query": jobs_module.backlog_query("proj", "sd-jobs"),
+        "threshold": "5", "activationThreshold": "0", "ignoreNullValues": "true"}
+
+
+def test_an_idle_or_new_subscription_reads_as_an_empty_queue_not_an_error():
+    """No series is an error unless ignoreNullValues is true (kedacore/keda@v2.20.2 prometheus_scaler.go ExecutePromQuery)."""
+    assert jobs_module.queue_trigger("proj", "sd-jobs", 5)["metadata"]["ignoreNullValues"] == "true"
+
+
+def test_the_backlog_query_is_the_subscriptions_undelivered_messages_in_its_own_project():
+    assert jobs_module.backlog_query("proj", "sd-jobs") == (
+        'sum(last_over_time({"__name__"="pubsub.googleapis.com/subscription/num_undelivered_messages",'
+        '"monitored_resource"="pubsub_subscription","project_id"="proj","subscription_id"="sd-jobs"}[300s]))')
+
+
+def test_the_backlog_query_looks_back_past_the_metrics_sampling_and_visibility_delay():
+    """Sampled every 60 s, visible up to 240 s later (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub):
+    a shorter window would read a waiting backlog as no data, and no data as an empty queue."""
+    assert jobs_module.BACKLOG_WINDOW_SECONDS >= 60 + 240
+
+
+def test_the_queue_trigger_uses_only_keys_the_prometheus_scaler_reads(run):
+    keys = set(run.one("kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object")
+               .inputs["spec"]["triggers"][-1]["metadata"])
+    assert PROMETHEUS_SCALER_METADATA["required"] <= keys
+    assert keys <= PROMETHEUS_SCALER_METADATA["required"] | PROMETHEUS_SCALER_METADATA["optional"]
+
+
+def test_the_stack_trigger_queries_the_stacks_project_and_its_jobs_subscription(run):
+    trigger = run.one("kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object").inputs["spec"]["triggers"][-1]
+    subscription = run.one(SUBSCRIPTION, "jobs-subscription").inputs["name"]
+    assert trigger["metadata"]["query"] == jobs_module.backlog_query(stack_config(run).project, subscription)

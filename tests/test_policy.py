@@ -111,6 +111,10 @@ def _no_memory_limit(d):
     webui_container(d)["resources"]["limits"].pop("memory")
 
 
+def _backlog_trigger_errs_on_no_data(d):
+    next(t for t in d["spec"]["triggers"] if t["type"] == "prometheus")["metadata"].pop("ignoreNullValues")
+
+
 NON_COMPLIANT = [
     ("gke-image-streaming-on-gpu-pools", NODE_POOL, "sd-gpu", _set("nodeConfig.gcfsConfig.enabled", False),
      "GPU node pool without Image Streaming"),
@@ -161,6 +165,8 @@ NON_COMPLIANT = [
     ("pubsub-dead-letter", "gcp:pubsub/subscription:Subscription", "jobs-subscription", _drop("deadLetterPolicy"),
      "has no dead-letter policy"),
     ("k8s-memory-limits", DEPLOYMENT, "webui-deployment", _no_memory_limit, "has no memory limit"),
+    ("keda-no-data-is-zero", "kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object",
+     _backlog_trigger_errs_on_no_data, "has ignoreNullValues None"),
 ]
 
 

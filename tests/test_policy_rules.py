@@ -110,6 +110,7 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "k8s-gpu-deployments-demand-scaled":
         "A GPU Deployment is scaled on demand by a ScaledObject, or pinned with a reason.",
     "keda-scaler-fits-gpu-pool": "A ScaledObject's maximum fits the GPUs the GPU pools can hold.",
+    "keda-no-data-is-zero": "A trigger that reads Cloud Monitoring counts no data as zero.",
     "gateway-public-requires-tls-and-auth":
         "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
     "helm-releases-pinned": "Helm releases pin an exact chart version from an https repository.",
@@ -649,3 +650,49 @@ def test_a_public_service_in_front_of_a_webui_with_auth_passes():
 @pytest.mark.parametrize("svc", [service("ClusterIP"), service("LoadBalancer", {"app": "other"})])
 def test_a_private_service_or_one_selecting_other_pods_may_front_a_webui_without_auth(svc):
     assert violations("stack-public-service-requires-auth", svc, webui_serving()) == []
+
+
+# --- a backlog trigger with no data (issue 18, item 3) --------------------------------------------
+
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+PROMQL = "https://monitoring.googleapis.com/v1/projects/p/location/global/prometheus"
+
+
+def scaled_object(trigger_type: str, **metadata: str) -> dict:
+    return {"metadata": {"name": "webui", "namespace": "sd-webui"},
+            "spec": {"scaleTargetRef": {"name": "webui"}, "triggers": [{"type": trigger_type, "metadata": metadata}]}}
+
+
+@pytest.mark.parametrize("trigger_type", ["gcp-pubsub", "gcp-stackdriver", "gcp-cloudtasks"])
+def test_a_cloud_monitoring_trigger_without_value_if_null_is_refused(trigger_type):
+    assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object(trigger_type, value="5")) == [
+        f"ScaledObject sd-webui/webui: its {trigger_type} trigger has valueIfNull None; set valueIfNull: \"0\", "
+        "or an idle subscription is an error that holds the GPU pods."]
+
+
+def test_a_value_if_null_other_than_zero_is_refused():
+    assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object("gcp-pubsub", valueIfNull="1")) != []
+
+
+@pytest.mark.parametrize("value", ["0", "0.0"])
+def test_a_cloud_monitoring_trigger_reading_no_data_as_zero_passes(value):
+    assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object("gcp-pubsub", valueIfNull=value)) == []
+
+
+@pytest.mark.parametrize("ignore", [None, "false", "0"])
+def test_a_prometheus_trigger_on_cloud_monitoring_must_ignore_null_values(ignore):
+    metadata = {"serverAddress": PROMQL, "query": "q", "threshold": "5"}
+    if ignore is not None:
+        metadata["ignoreNullValues"] = ignore
+    assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object("prometheus", **metadata)) == [
+        f"ScaledObject sd-webui/webui: its prometheus trigger on Cloud Monitoring has ignoreNullValues {ignore!r}; "
+        "set ignoreNullValues: \"true\", or a query with no data is an error that holds the GPU pods."]
+
+
+def test_a_prometheus_trigger_on_cloud_monitoring_ignoring_null_values_passes():
+    assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object(
+        "prometheus", serverAddress=PROMQL, query="q", threshold="5", ignoreNullValues="true")) == []
+
+
+def test_triggers_that_do_not_read_cloud_monitoring_are_not_judged():
+    assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object("external-push", scalerAddress="s:9090")) == []

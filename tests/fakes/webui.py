@@ -1,4 +1,4 @@
-"""Local stand-ins for the WebUI API and for the KEDA HTTP interceptor in front of it.
+"""A local stand-in for the WebUI API (the request queue in front of it: tests/fakes/queue_front.py).
 
 FakeWebui answers like AUTOMATIC1111's API (v1.10.1, the recipe's pin):
 - 401 on every route without the right basic auth (`--api-auth`);
@@ -11,29 +11,19 @@ FakeWebui answers like AUTOMATIC1111's API (v1.10.1, the recipe's pin):
 It counts what a test needs to check ordering and concurrency without timing anything: requests open
 at once, generations at once, the order they were served in. Clearing `admit` holds requests
 before they queue, so a test can see how many a client keeps open.
-
-FakeInterceptor stands in for the KEDA HTTP add-on's interceptor (v0.15.0,
-kedacore/http-add-on@4ea8a863bd7c16464dc5afbe9ebc8a26e563fac0): while its backend has no ready
-endpoint (`endpoints_ready` clear) it holds every request; then it proxies them and marks each
-response `X-KEDA-HTTP-Cold-Start: true` if it had to wait, `false` if not
-(interceptor/middleware/endpoint_resolver.go:98, pkg/k8s/ready_endpoints_cache.go WaitForReady).
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import urlsplit
 
 from tests.fakes.server import LocalServer
-
-COLD_START_HEADER = "X-KEDA-HTTP-Cold-Start"
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
@@ -140,44 +130,3 @@ class FakeWebui(LocalServer):
             with self._turns:
                 self._now_serving += 1
                 self._turns.notify_all()
-
-
-class FakeInterceptor(LocalServer):
-    METHODS = ("GET", "POST")
-    THREAD_NAME = "fake-interceptor"
-
-    def __init__(self, backend_url: str):
-        super().__init__()
-        self.backend = urlsplit(backend_url)
-        self.endpoints_ready = threading.Event()
-        self.held = 0
-        self._counts = threading.Lock()
-        self._closing = threading.Event()
-
-    def stop(self) -> None:
-        self._closing.set()  # lets requests still held end without an answer
-        super().stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
-        cold = not self.endpoints_ready.is_set()
-        if cold:
-            with self._counts:
-                self.held += 1
-            while not self.endpoints_ready.wait(timeout=0.05):
-                if self._closing.is_set():
-                    return
-        upstream = http.client.HTTPConnection(self.backend.hostname, self.backend.port, timeout=60)
-        try:
-            headers = {key: value for key, value in request.headers.items() if key.lower() not in ("host", "connection")}
-            upstream.request(request.command, request.path, body=body or None, headers=headers)
-            response = upstream.getresponse()
-            _reply(request, response.status, response.read(),
-                   {"Content-Type": response.getheader("Content-Type", "application/json"),
-                    COLD_START_HEADER: "true" if cold else "false"})
-        finally:
-            upstream.close()
