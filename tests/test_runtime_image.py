@@ -24,23 +24,21 @@ import pulumi
 import pytest
 from google.cloud import compute_v1
 
-from components.recipe import load_recipe, parse_recipe
-from components.runtime_image import (
-    BAKE_SCRIPT,
+from components.recipe import BAKE_SCRIPT, load_recipe, parse_recipe
+from components.runtime_bake.builder import (
     BAKE_STATE_DIR,
     BUILDER_BOOT_DISK_GB,
+    BUILDER_DEVICE,
     BUILDER_LABEL,
     STARTUP_SCRIPT,
-    BakeError,
     BakeSpec,
-    Pacing,
-    RuntimeDiskImage,
-    RuntimeDiskImageArgs,
-    RuntimeImageProvider,
     builder_instance,
     builder_metadata,
-    runtime_identity,
 )
+from components.runtime_bake.compute import BakeError, Pacing
+from components.runtime_bake.provider import RuntimeImageProvider
+from components.runtime_identity import runtime_identity
+from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
 from components.runtime_layout import HASH_LABEL, IMAGE_FAMILY
 from components.source import load_source
 from tests.fakes.compute import FakeCompute
@@ -224,8 +222,6 @@ def test_builder_settings_travel_as_metadata_beside_the_unchanged_startup_script
 
 
 def test_startup_script_mounts_the_data_disk_by_the_device_name_the_vm_gives_it():
-    from components.runtime_image import BUILDER_DEVICE
-
     assert re.findall(r"^DEVICE=(\S+)", STARTUP_SCRIPT.read_text(), flags=re.MULTILINE) == [
         f"/dev/disk/by-id/google-{BUILDER_DEVICE}"]
 
@@ -719,13 +715,47 @@ def test_a_base_image_by_tag_is_refused():
         runtime_identity(load_recipe(RECIPE), b"", "us-central1-docker.pkg.dev/p/r/sd-base:latest")
 
 
+PROVIDER_LOADER = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
+                   "print(type(p).__module__, type(p).__name__, p.pacing.poll_seconds, p.report.__module__)")
+PROVIDER_STORED_BEFORE_THE_SPLIT = (
+    "gASV2QAAAAAAAACMGGNvbXBvbmVudHMucnVudGltZV9pbWFnZZSMFFJ1bnRpbWVJbWFnZVByb3ZpZGVylJOUKYGUfZQojAZwYWNpbmeUaACMBlBh"
+    "Y2luZ5STlCmBlH2UKIwIYXR0ZW1wdHOUSweME2JhY2tvZmZfY2FwX3NlY29uZHOUR0A+AAAAAAAAjA9iYWNrb2ZmX3NlY29uZHOURz/wAAAAAAAA"
+    "jAxwb2xsX3NlY29uZHOUR0AUAAAAAAAAdWKMBnJlcG9ydJSMCnB1bHVtaS5sb2eUjARpbmZvlJOUdWIu"
+)
+"""The __provider of an image made while the provider lived in components/runtime_image.py (serialize_provider
+at commit d19ddf2): it names components.runtime_image.RuntimeImageProvider and components.runtime_image.Pacing."""
+
+
+def load_provider_in_a_fresh_process(serialized: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", PROVIDER_LOADER], input=serialized, capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def test_the_provider_is_pickled_by_reference_and_loads_in_a_fresh_process():
     serialized = pulumi.dynamic.dynamic.serialize_provider(RuntimeImageProvider())
-    loader = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
-              "print(type(p).__module__, type(p).__name__, p.pacing.poll_seconds, p.report.__module__)")
 
-    done = subprocess.run([sys.executable, "-c", loader], input=serialized, capture_output=True, text=True,
-                          cwd=ROOT, timeout=60, check=True)
+    loaded = load_provider_in_a_fresh_process(serialized)
 
-    assert done.stdout.split() == ["components.runtime_image", "RuntimeImageProvider", "5.0", "pulumi.log"]
+    assert loaded == ["components.runtime_bake.provider", "RuntimeImageProvider", "5.0", "pulumi.log"]
     assert b"RuntimeImageProvider" in base64.b64decode(serialized)
+
+
+def test_a_provider_stored_before_the_split_still_loads_as_the_provider_of_today():
+    assert b"components.runtime_image" in base64.b64decode(PROVIDER_STORED_BEFORE_THE_SPLIT)
+
+    loaded = load_provider_in_a_fresh_process(PROVIDER_STORED_BEFORE_THE_SPLIT)
+
+    assert loaded == ["components.runtime_bake.provider", "RuntimeImageProvider", "5.0", "pulumi.log"]
+
+
+def test_a_provider_stored_before_the_split_differs_from_today_s_in_nothing_the_diff_sees(fake, provider):
+    olds = {**props(fake), "__provider": PROVIDER_STORED_BEFORE_THE_SPLIT, "self_link": "https://x/images/a",
+            "size_gb": 50}
+    news = {**props(fake), "__provider": pulumi.dynamic.dynamic.serialize_provider(RuntimeImageProvider())}
+    assert olds["__provider"] != news["__provider"]
+
+    diff = provider.diff(IMAGE, olds, news)
+
+    assert not diff.changes and diff.replaces == []
