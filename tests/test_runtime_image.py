@@ -1,6 +1,6 @@
 """RuntimeDiskImage: the provider bakes, adopts, retires and always cleans up, against the fake Compute API.
 
-The provider runs with the real google-cloud-compute client against tests/fakes/compute.py, which
+The provider runs with the real google-cloud-compute client against tests/fakes/compute/, which
 checks every request and response against compute.v1. Every scenario ends with no builder VM, no
 builder disk and no schema violation (`assert_clean_end`).
 """
