@@ -56,12 +56,12 @@ TARGETS = (
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
     Target(
         "components/runtime_bake/compute.py",
-        ("tests/test_runtime_image_cleanup.py", "tests/test_runtime_image.py"),  # the quick one first: -x stops there
+        ("tests/test_runtime_bake_cleanup.py", "tests/test_runtime_bake.py"),  # the quick one first: -x stops there
         functions=("ComputeClient.call",),
     ),
     Target(
         "components/runtime_bake/provider.py",
-        ("tests/test_runtime_image_cleanup.py", "tests/test_runtime_image.py"),
+        ("tests/test_runtime_bake_cleanup.py", "tests/test_runtime_bake.py"),
         functions=(
             "RuntimeImageProvider.create", "RuntimeImageProvider._remove_builder",
             "RuntimeImageProvider._remove_builder_after_failure", "RuntimeImageProvider._builder_instances",

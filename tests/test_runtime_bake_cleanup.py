@@ -2,7 +2,7 @@
 
 Which API answers are retried and how long, on a stand-in API method; the builder's cleanup on a
 stand-in API that can refuse to delete; an interrupt in the middle of a bake against the fake
-Compute API. test_runtime_image.py covers the scenarios end to end.
+Compute API. test_runtime_bake.py covers the scenarios end to end.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from components.runtime_bake.builder import BakeSpec
 from components.runtime_bake.compute import BakeError, ComputeClient, Pacing
 from components.runtime_bake.provider import RuntimeImageProvider
 from tests import jitter
-from tests.test_runtime_image import (  # noqa: F401 - fake is a fixture
+from tests.test_runtime_bake import (  # noqa: F401 - fake is a fixture
     BUILDER,
     FAST,
     HASH12,
@@ -251,7 +251,7 @@ def test_a_cleanup_that_succeeds_after_a_failed_bake_raises_nothing_itself():
 
 
 def test_a_bake_over_removes_the_builder_saying_why(fake):  # noqa: F811 - the fixture
-    from tests.test_runtime_image import successful_bake
+    from tests.test_runtime_bake import successful_bake
 
     successful_bake(fake)
     log: list[str] = []
