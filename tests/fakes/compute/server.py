@@ -71,6 +71,7 @@ class FakeCompute(ComputeResources):
             "compute.globalOperations.get": self.operations.poll, "compute.globalOperations.wait": self.operations.poll,
         }
         self.faults = Faults(self._lock, [m for m in self._handlers if is_mutating(self._schema.methods[m])])
+        # The tests' fault controls are the Faults' own methods, reached on the fake as before.
         self.fail_next, self.fail_operation = self.faults.fail_next, self.faults.fail_operation
         self.hold, self.release = self.faults.hold, self.faults.release
 
