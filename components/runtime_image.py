@@ -23,9 +23,10 @@ from components.runtime_layout import IMAGE_FAMILY
 
 # The state of an image made before the provider moved to components/runtime_bake/ holds the provider
 # pickled by reference as components.runtime_image.RuntimeImageProvider, with its Pacing. The engine
-# unpickles that stored copy to read and delete the image (pulumi v3.272.0
-# sdk/python/lib/pulumi/dynamic/__main__.py: Delete and Read call get_provider(props) on the state), and the
-# diff ignores the provider, so the stored copy stays until the image is replaced: both names stay here.
+# unpickles that stored copy to read and delete the image (Delete and Read call get_provider(props) on the
+# state: https://github.com/pulumi/pulumi/blob/v3.272.0/sdk/python/lib/pulumi/dynamic/__main__.py, the SDK
+# locked here), and the diff ignores the provider, so the stored copy stays until the image is replaced:
+# both names stay importable here.
 
 BUILDER_ROLES = ("roles/artifactregistry.reader", "roles/logging.logWriter")
 
