@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from tests.fakes.debian_archive import FakeDeb, LocalArchive
-from tools import checks, estimate_base_image
-from tools.estimate_base_image import BaseImage, EstimateError, PinnedPackage, PinRecord
+from tools import apt_archive, base_pins, checks, estimate_base_image, slim_layer
+from tools.base_pins import BaseImage, EstimateError, PinRecord
+from tools.estimate_base_image import PinnedPackage
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -107,7 +108,7 @@ def test_base_image_runs_as_a_non_root_user():
 
 
 def test_base_image_installs_no_cuda_runtime():
-    pins = estimate_base_image.dockerfile_pins(BASE.read_text())
+    pins = base_pins.dockerfile_pins(BASE.read_text())
     assert [name for name in pins if CUDA_PACKAGE.search(name)] == []
 
 
@@ -122,7 +123,7 @@ def test_base_image_removes_apt_lists_in_the_layer_that_installs():
 def test_base_image_python_is_the_runtime_recipes_python():
     recipe_python = str(yaml.safe_load(RECIPE.read_text())["python"])
     label = re.search(r'io\.sd-gke\.python="([^"]+)"', BASE.read_text())
-    pins = estimate_base_image.dockerfile_pins(BASE.read_text())
+    pins = base_pins.dockerfile_pins(BASE.read_text())
     interpreters = [name.removeprefix("python") for name in pins if re.fullmatch(r"python3\.\d+", name)]
     assert label and label.group(1) == recipe_python
     assert interpreters == [recipe_python]
@@ -131,13 +132,13 @@ def test_base_image_python_is_the_runtime_recipes_python():
 
 def test_base_image_preloads_an_allocator_the_image_installs():
     preload = _env(BASE)["LD_PRELOAD"]
-    pins = estimate_base_image.dockerfile_pins(BASE.read_text())
+    pins = base_pins.dockerfile_pins(BASE.read_text())
     assert "libtcmalloc_minimal.so.4" in preload and "libtcmalloc-minimal4" in pins
 
 
 def test_base_image_pins_resolve_in_the_debian_archive_without_cuda(base_estimate):
     resolved = {package.name: package.version for package in base_estimate.packages}
-    pins = estimate_base_image.dockerfile_pins(BASE.read_text())
+    pins = base_pins.dockerfile_pins(BASE.read_text())
     assert {pin.name: pin.pinned for pin in base_estimate.pins} == pins
     assert {pin.name: resolved.get(pin.name) for pin in base_estimate.pins} == {
         pin.name: pin.estimated for pin in base_estimate.pins
@@ -158,17 +159,17 @@ def test_estimate_reads_only_version_pinned_apt_arguments():
         "    && rm -rf /var/lib/apt/lists/*\n"
         "ENV A=b\n"
     )
-    assert estimate_base_image.dockerfile_pins(text) == {
+    assert base_pins.dockerfile_pins(text) == {
         "git": "1:2.39.5-0+deb12u3",
         "python3.11": "3.11.2-6+deb12u9",
     }
 
 
 def test_estimate_leaves_out_what_the_slim_image_does_not_unpack():
-    assert estimate_base_image.excluded_by_slim("./usr/share/man/man1/git.1.gz")
-    assert estimate_base_image.excluded_by_slim("./usr/share/doc/git/changelog.gz")
-    assert not estimate_base_image.excluded_by_slim("./usr/share/doc/git/copyright")
-    assert not estimate_base_image.excluded_by_slim("./usr/lib/python3.11/os.py")
+    assert slim_layer.excluded_by_slim("./usr/share/man/man1/git.1.gz")
+    assert slim_layer.excluded_by_slim("./usr/share/doc/git/changelog.gz")
+    assert not slim_layer.excluded_by_slim("./usr/share/doc/git/copyright")
+    assert not slim_layer.excluded_by_slim("./usr/lib/python3.11/os.py")
 
 
 # --- the Debian snapshot the base image installs from ----------------------------------------
@@ -180,12 +181,12 @@ def _snapshot_sources_command() -> str:
 
 
 def test_base_image_dockerfile_says_what_refresh_pins_recorded():
-    estimate_base_image.check_record(BASE.read_text(), PinRecord.read(estimate_base_image.PINS_RECORD))
+    base_pins.check_record(BASE.read_text(), PinRecord.read(base_pins.PINS_RECORD))
 
 
 def test_base_image_apt_reads_only_the_snapshot_of_its_timestamp(tmp_path):
     """apt itself reads the sources the RUN writes: every index it would fetch is the snapshot's."""
-    snapshot = estimate_base_image.dockerfile_snapshot(BASE.read_text())
+    snapshot = base_pins.dockerfile_snapshot(BASE.read_text())
     parts = tmp_path / "sources.list.d"
     (tmp_path / "lists" / "partial").mkdir(parents=True)
     parts.mkdir()
@@ -303,7 +304,7 @@ def test_policy_parsing_keeps_every_archive_version_and_the_candidate():
         "git:\n  Installed: 1:2.39.5-0+deb12u3\n  Candidate: 1:2.39.5-0+deb12u3\n  Version table:\n"
         " *** 1:2.39.5-0+deb12u3 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n"
     )
-    assert estimate_base_image.parse_policy(output) == {
-        "python3.11": estimate_base_image.ArchiveVersions("3.11.2-6+deb12u9", ("3.11.2-6+deb12u9", "3.11.2-6+deb12u8")),
-        "git": estimate_base_image.ArchiveVersions("1:2.39.5-0+deb12u3", ("1:2.39.5-0+deb12u3",)),
+    assert apt_archive.parse_policy(output) == {
+        "python3.11": apt_archive.ArchiveVersions("3.11.2-6+deb12u9", ("3.11.2-6+deb12u9", "3.11.2-6+deb12u8")),
+        "git": apt_archive.ArchiveVersions("1:2.39.5-0+deb12u3", ("1:2.39.5-0+deb12u3",)),
     }

@@ -422,7 +422,7 @@ def test_instance_insert_with_a_read_only_auto_delete_disk_is_refused(fake: Fake
 
 def test_the_read_only_auto_delete_rule_is_compute_engines_own():
     """The rule the fake enforces is stated in the compute.v1 discovery document it checks against."""
-    from tests.fakes.compute import discovery_document
+    from tests.fakes.compute.schema import discovery_document
 
     schemas = discovery_document()["schemas"]
     for schema in ("StatefulPolicyPreservedStateDiskDevice", "PreservedStatePreservedDisk"):

@@ -1,5 +1,5 @@
 """components/observability.py: every body it registers is a valid API request, as Google's discovery
-documents define it (the checker of tests/fakes/compute.py: unknown fields, enums, formats, required)."""
+documents define it (the checker of tests/fakes/compute/schema.py: unknown fields, enums, formats, required)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from components.observability import (
     log_metrics,
 )
 from images.attacher.attacher import log as agent_log
-from tests.fakes.compute import SchemaChecker, discovery_document
+from tests.fakes.compute.schema import SchemaChecker, discovery_document
 from tools.startup import recording
 
 ALERT = "gcp:monitoring/alertPolicy:AlertPolicy"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.debian_archive import FakeDeb, LocalArchive
-from tools import estimate_base_image, refresh_pins
-from tools.estimate_base_image import PinRecord
+from tools import base_pins, refresh_pins
+from tools.base_pins import PinRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_BASE = "debian:bookworm-slim@sha256:" + "c" * 64
@@ -27,8 +27,8 @@ def repo(tmp_path) -> dict[str, Path]:
         "record": tmp_path / "pins.json",
         "workflow": tmp_path / "preview.yml",
     }
-    shutil.copy(estimate_base_image.DOCKERFILE, paths["dockerfile"])
-    shutil.copy(estimate_base_image.PINS_RECORD, paths["record"])
+    shutil.copy(base_pins.DOCKERFILE, paths["dockerfile"])
+    shutil.copy(base_pins.PINS_RECORD, paths["record"])
     shutil.copy(refresh_pins.WORKFLOW, paths["workflow"])
     return paths
 
@@ -36,7 +36,7 @@ def repo(tmp_path) -> dict[str, Path]:
 @pytest.fixture
 def archive(tmp_path) -> LocalArchive:
     """An archive serving every pinned package at its pinned version, python3.11 at a newer one."""
-    pins = PinRecord.read(estimate_base_image.PINS_RECORD).packages
+    pins = PinRecord.read(base_pins.PINS_RECORD).packages
     local = LocalArchive(tmp_path / "debian")
     newer = {"python3.11": "3.11.2-6+deb12u10"}
     local.publish([FakeDeb(name, newer.get(name, version)) for name, version in pins.items()])
@@ -71,18 +71,18 @@ def test_refresh_writes_a_dockerfile_that_agrees_with_its_record(repo, archive):
     assert _refresh(repo, archive, "--snapshot", "20270105T120000Z", "--write") == 0
     text = repo["dockerfile"].read_text()
     record = PinRecord.read(repo["record"])
-    estimate_base_image.check_record(text, record)
-    assert estimate_base_image.dockerfile_snapshot(text) == "20270105T120000Z"
-    assert estimate_base_image.dockerfile_pins(text)["python3.11"] == "3.11.2-6+deb12u10"
+    base_pins.check_record(text, record)
+    assert base_pins.dockerfile_snapshot(text) == "20270105T120000Z"
+    assert base_pins.dockerfile_pins(text)["python3.11"] == "3.11.2-6+deb12u10"
 
 
 def test_refresh_moves_the_base_digest_in_the_dockerfile_record_and_ci_container(repo, archive):
-    old_base = estimate_base_image.dockerfile_base(repo["dockerfile"].read_text())
+    old_base = base_pins.dockerfile_base(repo["dockerfile"].read_text())
     assert old_base in repo["workflow"].read_text()
     code = _refresh(repo, archive, "--snapshot", "20270105T120000Z", "--write", "--base-image", NEW_BASE,
                     "--base-amd64-manifest", NEW_MANIFEST, "--base-compressed-bytes", "29000000")
     assert code == 0
-    assert estimate_base_image.dockerfile_base(repo["dockerfile"].read_text()) == NEW_BASE
+    assert base_pins.dockerfile_base(repo["dockerfile"].read_text()) == NEW_BASE
     base = PinRecord.read(repo["record"]).base_image
     assert (base.reference, base.amd64_manifest, base.compressed_bytes) == (NEW_BASE, NEW_MANIFEST, 29_000_000)
     assert old_base not in repo["workflow"].read_text()
@@ -90,8 +90,8 @@ def test_refresh_moves_the_base_digest_in_the_dockerfile_record_and_ci_container
 
 
 def test_refresh_of_the_recorded_state_rewrites_the_dockerfile_unchanged():
-    text = estimate_base_image.DOCKERFILE.read_text()
-    record = PinRecord.read(estimate_base_image.PINS_RECORD)
+    text = base_pins.DOCKERFILE.read_text()
+    record = PinRecord.read(base_pins.PINS_RECORD)
     new_text, new_record = refresh_pins.refresh(text, record, record.packages, record.snapshot, None)
     assert (new_text, new_record) == (text, record)
 

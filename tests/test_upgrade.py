@@ -161,7 +161,7 @@ def test_the_upgrade_changes_only_the_image_the_pool_and_what_runs_on_gpu_nodes(
 
 def test_rolling_back_the_recipe_declares_the_first_runtime_again(upgrade):
     """Back to the previous recipe: the previous hash, so the image of that name (kept or deprecated
-    while its disks exist, see components/runtime_image.py) and a pool of that label."""
+    while its disks exist, see components/runtime_bake/provider.py) and a pool of that label."""
     before, _ = upgrade
     again = mockrun.run("dev")
     assert runtime_hash(again) == runtime_hash(before)

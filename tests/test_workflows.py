@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools import checks, estimate_base_image
+from tools import base_pins, checks
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
@@ -131,7 +131,7 @@ def test_preview_runs_the_test_suite_first():
 def test_preview_tests_inside_the_base_image_with_its_interpreter():
     """The bake's venv and the image's size estimate need Debian bookworm's python3.11 and apt."""
     job = _workflow("preview")["jobs"]["test"]
-    base = estimate_base_image.dockerfile_base(estimate_base_image.DOCKERFILE.read_text())
+    base = base_pins.dockerfile_base(base_pins.DOCKERFILE.read_text())
     assert job["container"]["image"] == base
     (packages,) = [step["run"] for step in job["steps"] if "apt-get install" in step.get("run", "")]
     assert {"python3.11", "python3.11-venv", "git", "make"} <= set(packages.split())

@@ -3,7 +3,7 @@
     python -m tools.bench_attacher [--latency 0.2] [--cold-runs 5]
 
 The real agent (google-cloud-compute client included) runs in dry device mode against
-tests/fakes/compute.py and the fake Kubernetes API, each answering every call after `--latency`
+tests/fakes/compute/ and the fake Kubernetes API, each answering every call after `--latency`
 seconds; the metadata server is local to the node and answers at once. Reported:
 - wall time from the start of the pass to mounted, and to verified + untainted (ready);
 - sequential API calls from start to mounted: the longest chain of calls each starting after the

@@ -55,10 +55,15 @@ TARGETS = (
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
     Target(
-        "components/runtime_image.py",
-        ("tests/test_runtime_image_cleanup.py", "tests/test_runtime_image.py"),  # the quick one first: -x stops there
+        "components/runtime_bake/compute.py",
+        ("tests/test_runtime_bake_cleanup.py", "tests/test_runtime_bake.py"),  # the quick one first: -x stops there
+        functions=("ComputeClient.call",),
+    ),
+    Target(
+        "components/runtime_bake/provider.py",
+        ("tests/test_runtime_bake_cleanup.py", "tests/test_runtime_bake.py"),
         functions=(
-            "_Compute.call", "RuntimeImageProvider.create", "RuntimeImageProvider._remove_builder",
+            "RuntimeImageProvider.create", "RuntimeImageProvider._remove_builder",
             "RuntimeImageProvider._remove_builder_after_failure", "RuntimeImageProvider._builder_instances",
             "RuntimeImageProvider._builder_disks",
         ),

@@ -29,17 +29,16 @@ import re
 import sys
 from pathlib import Path
 
-from tools.estimate_base_image import (
+from tools.apt_archive import Apt, archive_versions
+from tools.base_pins import (
     DOCKERFILE,
     PINS_RECORD,
     REPO_ROOT,
     SNAPSHOT_ARG,
     SNAPSHOT_TIMESTAMP,
-    Apt,
     BaseImage,
     EstimateError,
     PinRecord,
-    archive_versions,
     dockerfile_base,
     dockerfile_pins,
 )

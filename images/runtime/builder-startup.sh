@@ -1,5 +1,5 @@
 #!/bin/bash
-# The sd-runtime builder VM's startup script (Container-Optimized OS). components/runtime_image.py sends
+# The sd-runtime builder VM's startup script (Container-Optimized OS). components/runtime_bake/builder.py sends
 # this file unchanged as the `startup-script` metadata; what differs per bake comes as the instance's
 # metadata attributes sd-bake-*. It formats and mounts the blank data disk, runs bake.py in the base
 # image with the disk at the runtime root, and publishes progress in the guest attributes

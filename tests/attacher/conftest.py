@@ -1,7 +1,7 @@
 """Fixtures for the disk attacher: the three fakes it talks to, a udev stand-in, and the agent itself.
 
 The agent runs in-process through `attacher.__main__.main` (the same code path as
-`python -m attacher`) with the real google-cloud-compute client against tests/fakes/compute.py,
+`python -m attacher`) with the real google-cloud-compute client against tests/fakes/compute/,
 and in dry device mode: a disk attached as X shows up as the directory $SDGKE_DEVICE_DIR/google-X
 once the `Udev` thread sees the attachment in the fake, filled with what the disk's source image
 holds (MANIFEST.json and the ready marker).

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.estimate_base_image import Apt
+from tools.apt_archive import Apt
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The real google-cloud-storage client reaches it through STORAGE_EMULATOR_HOST. Every request is routed
 to its method in the storage.v1 discovery document google-api-python-client ships and its path and
 query parameters and metadata body are checked against that method's schemas (the SchemaChecker of
-tests/fakes/compute.py, built on the storage document); every JSON response is checked against the
+tests/fakes/compute/schema.py, built on the storage document); every JSON response is checked against the
 method's response schema. A request that fails a check is answered 400 and recorded in `problems`,
 which tests assert is empty. Media routes are the discovery document's own: the simple/multipart
 upload path of objects.insert (mediaUpload.protocols.simple.path) and objects.get with alt=media
@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.compute import SchemaChecker
+from tests.fakes.compute.schema import SchemaChecker
 from tests.fakes.server import LocalServer
 from tests.fakes.webui import _reply
 

@@ -2,7 +2,7 @@
 
 Which API answers are retried and how long, on a stand-in API method; the builder's cleanup on a
 stand-in API that can refuse to delete; an interrupt in the middle of a bake against the fake
-Compute API. test_runtime_image.py covers the scenarios end to end.
+Compute API. test_runtime_bake.py covers the scenarios end to end.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import pytest
 import requests
 from google.api_core import exceptions as gexc
 
-from components import runtime_image
-from components.runtime_image import BakeError, BakeSpec, Pacing, RuntimeImageProvider, _Compute
+from components.runtime_bake import compute
+from components.runtime_bake.builder import BakeSpec
+from components.runtime_bake.compute import BakeError, ComputeClient, Pacing
+from components.runtime_bake.provider import RuntimeImageProvider
 from tests import jitter
-from tests.test_runtime_image import (  # noqa: F401 - fake is a fixture
+from tests.test_runtime_bake import (  # noqa: F401 - fake is a fixture
     BUILDER,
     FAST,
     HASH12,
@@ -48,11 +50,10 @@ class Method:
 
 
 @pytest.fixture
-def api(monkeypatch) -> _Compute:
-    monkeypatch.setattr(runtime_image.time, "sleep", lambda s: None)
+def api(monkeypatch) -> ComputeClient:
+    monkeypatch.setattr(compute.time, "sleep", lambda s: None)
     # A local endpoint (never contacted) makes the clients anonymous, as against the fake.
-    spec = BakeSpec.from_props(props(compute_endpoint="http://127.0.0.1:9"))
-    return _Compute(spec, Pacing(poll_seconds=0, backoff_seconds=1.0, backoff_cap_seconds=3.0,
+    return ComputeClient(P, "http://127.0.0.1:9", Pacing(poll_seconds=0, backoff_seconds=1.0, backoff_cap_seconds=3.0,
                                                          attempts=5))
 
 
@@ -142,7 +143,7 @@ def test_backoff_doubles_up_to_the_cap_with_jitter_in_its_upper_half(api, draws)
 
 
 class BuilderApi:
-    """Stands in for _Compute in the cleanup: what exists, what is deleted, and a delete that may not stick."""
+    """Stands in for ComputeClient in the cleanup: what exists, what is deleted, and a delete that may not stick."""
 
     instances = SimpleNamespace(get="instances.get", delete_unary="instances.delete")
     disks = SimpleNamespace(get="disks.get", list="disks.list", delete_unary="disks.delete")
@@ -250,7 +251,7 @@ def test_a_cleanup_that_succeeds_after_a_failed_bake_raises_nothing_itself():
 
 
 def test_a_bake_over_removes_the_builder_saying_why(fake):  # noqa: F811 - the fixture
-    from tests.test_runtime_image import successful_bake
+    from tests.test_runtime_bake import successful_bake
 
     successful_bake(fake)
     log: list[str] = []
