@@ -221,6 +221,7 @@ class Request:
     cause: str = ""  # what cut it
     cold: bool = False  # no ready pod when it arrived
     pod: int | None = None
+    handed: float | None = None  # given to a pod: the interceptor forwarded it (old), a worker took it (new)
     attempt: int = 0  # bumped on every dispatch and interruption: stale events are ignored
 
     @property
@@ -472,6 +473,7 @@ class _Simulation:
 
     def _forward(self, pod: Pod, request: Request) -> None:
         request.attempt += 1
+        request.handed = self.now
         self._deadline(self.now + self.timeouts.response_header_s, request, 504, "interceptor response header timeout")
         pod.queue.append(request)
         if pod.current is None:
@@ -498,6 +500,8 @@ class _Simulation:
     def _start(self, pod: Pod, request: Request) -> None:
         request.attempt += 1
         pod.current, request.start, request.pod = request, self.now, pod.id
+        if not self.old:
+            request.handed = self.now
         service = request.service_s(self.scenario.generation_s)
         if not self.old and service > self.timeouts.generation_s:
             self._at(self.now + self.timeouts.generation_s, _GENERATION_DONE, self._generation_timeout,
@@ -602,8 +606,9 @@ class _Simulation:
             cold_start = self.scenario.cold_start
             self._at(self.now + cold_start.node_s + cold_start.disk_s, _NODE_USABLE, self._node_usable, node)
         rate = self.scenario.preemptions_per_node_hour
-        if rate > 0:
-            self._at(self.now + self.spot.expovariate(rate / 3600), _NOTICE, self._preemption_notice, node)
+        notice = self.now + self.spot.expovariate(rate / 3600) if rate > 0 else math.inf
+        if notice < self.duration_s:  # later ones cannot change the run's figures (and would go on forever)
+            self._at(notice, _NOTICE, self._preemption_notice, node)
         return node
 
     def _node_usable(self, node: Node) -> None:
@@ -688,7 +693,9 @@ class _Simulation:
             self.last_active = self.now
             if self.replicas == 0:
                 self._set_replicas(max(1, self._warm_floor(), scaling.min_replicas))
-        elif self.replicas > 0 and scaling.min_replicas == 0 and self.now - self.last_active >= scaling.cooldown_s:
+        elif self.replicas > 0 and scaling.min_replicas == 0 and self.now - self.last_active > scaling.cooldown_s:
+            # strictly after: LastActiveTime.Add(cooldownPeriod).Before(now) (kedacore/keda@258b79f9
+            # pkg/scaling/executor/scale_scaledobjects.go scaleToZeroOrIdle)
             self.recommendations.clear()
             self._set_replicas(0)
         self.keda_next = None
@@ -698,7 +705,7 @@ class _Simulation:
         # Idle: the polls until the cool-down ends or a warm window opens see nothing new, so skip to that tick.
         due = []
         if self.replicas > 0 and scaling.min_replicas == 0:
-            due.append(max(tick + 1, math.ceil((self.last_active + scaling.cooldown_s) / scaling.keda_poll_s)))
+            due.append(max(tick + 1, math.floor((self.last_active + scaling.cooldown_s) / scaling.keda_poll_s) + 1))
         opening = self._next_warm_window()
         if opening is not None:
             due.append(math.ceil(opening / scaling.keda_poll_s))
