@@ -202,6 +202,15 @@ def test_a_warm_schedule_keeps_one_pod_in_its_window_and_none_outside_with_min_0
     assert [(s.t, s.replicas) for s in result.samples if s.t >= 86_400.0] == []  # Tuesday: nothing
 
 
+def test_a_warm_schedule_of_two_keeps_both_pods_through_its_window():
+    schedule, _ = parse_warm("Mon 09:00-18:00 2")
+    result = simulate(Scenario(warm=(schedule,)), [], 86_400.0)
+    assert result.times("pod-created") == [9 * 3600.0] * 2
+    # After 18:00 the HPA's last recommendation of 2 (17:59:45) leaves its window at 18:04:45; KEDA takes the
+    # last pod at 18:05:00, when its cool-down has passed.
+    assert result.times("pod-gone") == [18 * 3600.0 + 285, 18 * 3600.0 + 300]
+
+
 def test_a_warm_schedule_follows_its_time_zone():
     schedule, _ = parse_warm("Mon-Fri 09:00-18:00 1")
     scenario = Scenario(warm=(schedule,), timezone="America/New_York", start_date="2026-12-07")
