@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from tools.sim.warm import parse_warm
 G = 3.0  # seconds per image in these scenarios
 COLD = ColdStart().total_s
 DEV_TIMEOUTS = Timeouts()
+SHIPPED_TRACE = Path(cli.__file__).parent / "sim" / "traces" / "business-week.csv"
 POD_ON_A_NODE = ColdStart().pull_s + ColdStart().webui_s
 
 
@@ -306,6 +308,10 @@ def test_the_business_week_works_weekdays_from_nine_to_six_and_its_seed_decides_
     rows = business_week(seed=1)
     assert rows == business_week(seed=1) and rows != business_week(seed=2)
     assert all(t.t % 86_400 >= 9 * 3600 and t.t % 86_400 < 18 * 3600 and t.t // 86_400 < 5 for t in rows)
+
+
+def test_the_shipped_business_week_trace_is_the_generator_s_seed_1():
+    assert parse_trace(SHIPPED_TRACE) == business_week(seed=1)  # rewrite it with --write-trace if this fails
 
 
 def test_the_cli_spike_table_shows_the_old_design_s_504s_and_the_range_of_node_removal_times(capsys):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tools.sim.arrivals import PATTERNS, Load, business_week, sessions, spike
 from tools.sim.model import DESIGNS, ColdStart, Costs, Result, Scaling, Scenario, Timeouts, simulate
-from tools.sim.trace import TraceError, parse_trace, to_demand
+from tools.sim.trace import TraceError, TraceRow, parse_trace, to_demand, write_csv
 from tools.sim.warm import parse_warm
 
 SCENARIOS = ("spike", "business-week")
@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     money.add_argument("--disk-usd-per-hour", type=float, default=costs.disk_usd_per_hour)
     out = p.add_argument_group("output")
     out.add_argument("--png", type=Path, help="draw the timeline of the first row's middle run")
+    out.add_argument("--write-trace", type=Path, help="write the scenario's arrivals as a CSV trace (and run nothing)")
     out.add_argument("--json", type=Path, help="write parameters and results as JSON ('-' for stdout)")
     return p
 
@@ -113,6 +114,8 @@ def build(args: argparse.Namespace) -> tuple[Scenario, list[str]]:
     problems += scenario.problems()
     if args.scenario and args.trace:
         problems.append(f"--scenario {args.scenario} and --trace {args.trace}: expected one of them, not both")
+    if args.write_trace and not args.scenario:
+        problems.append(f"--write-trace {args.write_trace}: expected a --scenario to write")
     if args.hours is not None and args.hours <= 0:
         problems.append(f"--hours {args.hours}: expected > 0")
     removal = args.node_scale_down
@@ -124,12 +127,16 @@ def build(args: argparse.Namespace) -> tuple[Scenario, list[str]]:
     return scenario, problems
 
 
+def scenario_rows(args: argparse.Namespace) -> tuple[list[TraceRow], str]:
+    if args.scenario == "spike":
+        return spike(), "a spike of 100 one-image requests at t = 1 h after a quiet hour"
+    return business_week(args.seed), f"a business week of 4 people working in bursts (seed {args.seed})"
+
+
 def demand(args: argparse.Namespace) -> tuple[list, list[float], float, str]:
     """Sessions, browser visits, the simulated time and a line saying what they are. TraceError on a bad trace."""
-    if args.scenario == "spike":
-        rows, what = spike(), "a spike of 100 one-image requests at t = 1 h after a quiet hour"
-    elif args.scenario == "business-week":
-        rows, what = business_week(args.seed), f"a business week of 4 people working in bursts (seed {args.seed})"
+    if args.scenario:
+        rows, what = scenario_rows(args)
     elif args.trace:
         rows, what = parse_trace(args.trace), f"the trace {args.trace}"
     else:
@@ -191,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print("invalid parameters:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
+    if args.write_trace:
+        rows, what = scenario_rows(args)
+        write_csv(rows, args.write_trace, f"{what}; t = 0 is Monday 00:00 (python -m tools.simulate --write-trace)")
+        print(f"wrote {len(rows)} rows to {args.write_trace}")
+        return 0
     designs = [part.strip() for part in args.design.split(",") if part.strip()]
     rows = [(design, capacity, run_row(variant, args.node_scale_down, api, ui, duration_s, args.seed))
             for design, capacity, variant in variants(scenario, designs)]

@@ -100,12 +100,12 @@ def business_week(seed: int, people: int = 4, days: int = 7) -> list[TraceRow]:
             continue
         for _ in range(people):
             for _ in range(rng.randint(2, 4)):
-                t = day * DAY_S + rng.uniform(9 * 3600, 17.5 * 3600)
+                t = round(day * DAY_S + rng.uniform(9 * 3600, 17.5 * 3600), 1)  # tenths: a CSV trace holds it exactly
                 if rng.random() < 0.5:
-                    rows.append(TraceRow(round(t, 1), 0, "ui"))
+                    rows.append(TraceRow(t, 0, "ui"))
                 for _ in range(rng.randint(3, 12)):
                     if t >= day * DAY_S + 18 * 3600:
                         break
-                    rows.append(TraceRow(round(t, 1), rng.choice((1, 1, 1, 2, 4))))
-                    t += rng.uniform(20, 120)
+                    rows.append(TraceRow(t, rng.choice((1, 1, 1, 2, 4))))
+                    t = round(t + rng.uniform(20, 120), 1)
     return sorted(rows, key=lambda row: row.t)
