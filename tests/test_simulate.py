@@ -1,7 +1,8 @@
 """The simulator on scenarios small enough to work out by hand (tools/sim, tools/simulate.py).
 
 Defaults: cold start 38 + 89 + 4 + 11 + 65 = 207 s from zero nodes; a pod on an empty node that is already
-up needs pull + WebUI = 76 s. The HPA syncs every 15 s, KEDA polls every 5 s. Dev's timeout chain: generation
+up needs pull + WebUI = 76 s. The HPA syncs every 15 s; KEDA polls every 5 s (new) or 30 s (old, its default).
+Dev's timeout chain: generation
 120 s, the interceptor's responseHeader 150 s, readiness 600 s.
 """
 
@@ -65,8 +66,13 @@ def test_one_request_with_a_warm_replica_waits_one_generation():
 
 
 def test_a_pod_idle_for_the_cool_down_is_removed_at_the_first_poll_after_it():
-    result = run([0.0], design="old", cooldown_s=300, keda_poll_s=20)
+    result = run([0.0], cooldown_s=300, keda_poll_s=20)
     assert result.times("pod-gone") == [520.0]  # last seen active at 200 s; at 500 s exactly the cool-down has not passed
+
+
+def test_the_old_design_scales_to_zero_on_keda_s_default_30_s_poll():
+    result = run([0.0], design="old", cooldown_s=300)
+    assert result.times("pod-gone") == [510.0]  # polls every 30 s; the last to see it busy is at 180 s (done at 210 s)
 
 
 def test_a_pod_on_a_node_still_up_skips_the_node_boot_and_the_disk():
@@ -273,8 +279,9 @@ def test_every_bad_csv_row_is_named_by_line_value_and_what_is_allowed(tmp_path):
 
 
 def test_every_bad_json_line_is_named_by_line_value_and_what_is_allowed(tmp_path):
-    text = '{"t": 1, "images": 1}\n{"t": 2, "images": 0}\n{"t": 3, "img": 1}\n{"t": 4\n[1, 2]\n'
+    text = '{"t": 1, "images": 1}\n{"t": 2, "images": 0}\n{"t": 3, "img": 1}\n{"t": 4\n[1, 2]\n{"t": true, "images": 1}\n'
     path, problems = trace_problems(tmp_path, "trace.jsonl", text)
+    assert any(p.startswith(f"{path}:6: arrival True") for p in problems)
     assert f"{path}:2: images 0: expected a whole number from 1 to 1000" in problems
     assert any(p.startswith(f"{path}:3: keys ['img', 't']") for p in problems)
     assert any(p.startswith(f"{path}:4: not JSON") for p in problems)
@@ -292,6 +299,13 @@ def test_the_cli_reports_a_bad_trace_and_exits_2_without_a_traceback(tmp_path, c
     assert cli.main(["--trace", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:2: images 'many'" in err and "Traceback" not in err
+
+
+def test_the_cli_refuses_a_run_shorter_than_the_trace(tmp_path, capsys):
+    path = tmp_path / "trace.csv"
+    path.write_text("0,1\n7200,1\n")
+    assert cli.main(["--trace", str(path), "--hours", "1"]) == 2
+    assert "--hours 1: expected more than the last arrival (7200 s = 2.00 h)" in capsys.readouterr().err
 
 
 def test_the_cli_replays_a_trace(tmp_path, capsys):

@@ -147,6 +147,9 @@ def demand(args: argparse.Namespace) -> tuple[list, list[float], float, str]:
         return found, [], hours * 3600, what
     api, ui = to_demand(rows)
     hours = args.hours or SCENARIO_HOURS.get(args.scenario) or 24.0 * (int(rows[-1].t // 86_400) + 1)
+    if rows[-1].t >= hours * 3600:
+        raise TraceError([f"--hours {hours:g}: expected more than the last arrival ({rows[-1].t:g} s = "
+                          f"{rows[-1].t / 3600:.2f} h), or nothing past the run would be billed"])
     images = sum(session.images for session in api)
     return api, ui, hours * 3600, f"{what}: {len(api)} requests ({images} images), {len(ui)} browser visits"
 

@@ -83,6 +83,7 @@ HPA_TOLERANCE = 0.1
 HPA_SCALE_UP_PODS = 4
 HPA_SCALE_UP_FACTOR = 2
 SPOT_NOTICE_S = 30.0
+KEDA_DEFAULT_POLL_S = 30.0  # old: components/autoscaling.py sets no pollingInterval (scaledobject-spec default)
 ERROR_STATUSES = (504, 429, 503, 502)
 
 
@@ -110,7 +111,7 @@ class Scaling:
     max_replicas: int = 2  # also the GPU pool's max nodes (Pulumi.dev.yaml gpuPool.maxNodes)
     target: float = 1.0  # metric per pod: one request in flight (old), one wanted pod (new)
     hpa_sync_s: float = 15.0  # the HPA sync period (kube-controller-manager default)
-    keda_poll_s: float = 5.0  # the ScaledObject's pollingInterval: seconds for the request queue's demand
+    keda_poll_s: float = 5.0  # new: the ScaledObject's pollingInterval, seconds for the request queue's demand
     stabilisation_s: float = 300.0  # HPA scaleDown.stabilizationWindowSeconds = autoscaling.cooldownSeconds
     cooldown_s: float = 300.0  # KEDA cooldownPeriod = autoscaling.cooldownSeconds (dev)
     node_scale_down_s: float = 600.0  # cluster autoscaler scale-down-unneeded-time default
@@ -322,6 +323,7 @@ class _Simulation:
         self.scenario = scenario
         self.old = scenario.design == "old"
         self.scaling = scenario.scaling
+        self.keda_poll_s = KEDA_DEFAULT_POLL_S if self.old else scenario.scaling.keda_poll_s
         self.timeouts = scenario.timeouts
         self.duration_s = duration_s
         self.rng = random.Random(f"dispatch-{seed}")
@@ -705,21 +707,21 @@ class _Simulation:
         # Idle: the polls until the cool-down ends or a warm window opens see nothing new, so skip to that tick.
         due = []
         if self.replicas > 0 and scaling.min_replicas == 0:
-            due.append(max(tick + 1, math.floor((self.last_active + scaling.cooldown_s) / scaling.keda_poll_s) + 1))
+            due.append(max(tick + 1, math.floor((self.last_active + scaling.cooldown_s) / self.keda_poll_s) + 1))
         opening = self._next_warm_window()
         if opening is not None:
-            due.append(math.ceil(opening / scaling.keda_poll_s))
+            due.append(math.ceil(opening / self.keda_poll_s))
         if due:
             self._wake_keda(min(due))
 
     def _wake_keda(self, tick: int | None = None) -> None:
         """Schedule KEDA's next poll (at `tick`, or the first tick from now) unless an earlier one is due."""
-        tick = math.ceil(self.now / self.scaling.keda_poll_s) if tick is None else tick
-        if tick * self.scaling.keda_poll_s >= self.duration_s and not self.pending_work and not self._metric():
+        tick = math.ceil(self.now / self.keda_poll_s) if tick is None else tick
+        if tick * self.keda_poll_s >= self.duration_s and not self.pending_work and not self._metric():
             return  # past the end of the run and nothing left to serve
         if self.keda_next is None or tick < self.keda_next:
             self.keda_next = tick
-            self._at(tick * self.scaling.keda_poll_s, _KEDA, self._keda_tick, tick)
+            self._at(tick * self.keda_poll_s, _KEDA, self._keda_tick, tick)
 
     def _keda_tick(self, tick: int) -> None:
         if tick == self.keda_next:  # an earlier wake-up replaced this one

@@ -42,7 +42,7 @@ def _row(where: str, t: object, images: object, route: object) -> tuple[TraceRow
     problems = []
     try:
         seconds = float(t)
-        if not math.isfinite(seconds) or seconds < 0:
+        if isinstance(t, bool) or not math.isfinite(seconds) or seconds < 0:
             raise ValueError
     except (TypeError, ValueError):
         seconds = 0.0
