@@ -15,8 +15,10 @@ never "served", and the GPU time spent on a request nobody waits for is counted 
   modules/api/api.py:467).
 - the route's `timeouts.responseHeader` runs per upstream call, so it covers the wait inside the pod plus the
   generation (interceptor/handler/upstream.go: 504 on expiry); `timeouts.request` bounds the whole request;
-  the load balancer's backend timeout (GCPBackendPolicy `timeoutSec`) bounds it from outside. A cut request
-  stays queued in WebUI, which runs it anyway: nothing interrupts it (REFERENCE section 8).
+  the load balancer's backend timeout (GCPBackendPolicy `timeoutSec`) bounds it from outside (counted as a
+  502; Google's load balancer logs call it `backend_timeout`, the status code is not verified; with the chain
+  the program derives it never fires first). A cut request stays queued in WebUI, which runs it anyway:
+  nothing interrupts it (REFERENCE section 8).
 - every request the interceptor holds or has forwarded counts toward its concurrency metric, pushed to KEDA
   (`external-push`): KEDA scales 0 -> 1 at once (kedacore/keda@258b79f9de7e550bc766b0bb1903c0d67971e655
   pkg/scaling/scale_handler.go startPushScalers). A browser tab's Gradio WebSocket is an open request too.
@@ -57,9 +59,9 @@ Both designs (one GPU pod per GPU node; g2-standard-8 has one L4):
   `scale-down-unneeded-time` is 10 min (https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/
   FAQ.md, "How does scale-down work?"), so the command line runs a range of values.
 - Spot preemption: each node is preempted at `preemptions_per_node_hour` (a Poisson rate). GKE gives the pods
-  30 s after the preemption notice, then the VM stops
-  (https://cloud.google.com/kubernetes-engine/docs/concepts/spot-vms#termination-graceful-shutdown). From the
-  notice the pod takes no new work and the ReplicaSet creates its replacement; what is still running when
+  30 s after the preemption notice, then the VM stops (https://cloud.google.com/kubernetes-engine/docs/concepts/
+  spot-vms, "Termination and graceful shutdown of Spot VMs": 15 s for ordinary pods, then 15 s for system
+  pods). From the notice the pod takes no new work and the ReplicaSet creates its replacement; what is still running when
   the VM stops is lost: the old design's clients of that pod get 502, the new design puts the job back at
   the head of the buffer while its client waits within its bound (docs/request-queue.md, `cancel`), else 502.
 """
