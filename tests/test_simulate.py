@@ -108,6 +108,14 @@ def test_gpu_hours_count_billed_node_time_within_the_run():
 
 # Timeouts: a cut request is an error, and the GPU time it still takes is waste
 
+def test_each_design_s_load_balancer_waits_longer_than_the_hop_behind_it():
+    timeouts = Timeouts(generation_s=120.0, cold_start_s=600.0, max_wait_s=300.0)
+    assert (timeouts.response_header_s, timeouts.request_s) == (150.0, 750.0)
+    assert timeouts.load_balancer_s("old") == 780.0  # the README's timeout chain in dev
+    assert timeouts.load_balancer_s("new") == 300.0 + 120.0 + 30.0  # the longest wait plus one generation
+
+
+
 def test_a_request_cut_by_the_interceptor_s_response_header_timeout_is_an_error_not_served():
     # responseHeader = 20 + 30 = 50 s; the second request waits 30 s in the pod, then needs 30 s more.
     result = run([0.0, 0.0], design="old", generation_s=30.0, timeouts=Timeouts(generation_s=20.0),
