@@ -1,11 +1,16 @@
-"""Simulate sd-gke's request-driven scaling and print latency, cold starts, GPU-hours and cost.
+"""Simulate sd-gke's request path and scaling, the old design (KEDA HTTP add-on) against the new (the request
+queue), and print latency, errors by kind, GPU-hours and the GPU time wasted on requests nobody waits for.
 
-    python -m tools.simulate [--pattern daily] [--min-replicas 0] [--cooldown 300] ... [--png PATH] [--json PATH]
-    python -m tools.simulate --sweep-min 0,1 --sweep-cooldown 60,300,900,1800   # the README's trade-off table
+    python -m tools.simulate --scenario spike                                           # README: the spike
+    python -m tools.simulate --scenario business-week --warm "Mon-Fri 09:00-18:00 1"    # README: a business week
+    python -m tools.simulate --trace my-trace.csv --tz Europe/Berlin --warm "Mon-Fri 08:00-19:00 1"
+    python -m tools.simulate --pattern daily --hours 672                                # generated sessions
 
-The model and the source of every default are in tools/sim/model.py; arrivals in tools/sim/arrivals.py.
-A sweep runs every (warm minimum, cool-down) pair on the same arrivals, plus one fixed replica
-(today's Deployment) for comparison. Exit 2 on invalid parameters, every problem listed.
+The model and the source of every rule are in tools/sim/model.py; traces in tools/sim/trace.py; warm
+schedules in tools/sim/warm.py. Every row runs on the same arrivals once per node removal time of
+`--node-scale-down` (GKE publishes no figure for OPTIMIZE_UTILIZATION), and shows p99 and GPU-hours as
+min/mid/max over that range. With `--warm`, the rows compare scaling to `--min-replicas`, a warm minimum
+of 1 at all times, and the schedules. Exit 2 on invalid parameters or trace, every problem listed.
 """
 
 from __future__ import annotations
@@ -16,15 +21,17 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from tools.sim.arrivals import PATTERNS, Load, sessions
-from tools.sim.model import DISPATCH, ColdStart, Costs, Result, Scaling, Scenario, simulate
+from tools.sim.arrivals import PATTERNS, Load, business_week, sessions, spike
+from tools.sim.model import DESIGNS, ColdStart, Costs, Result, Scaling, Scenario, Timeouts, simulate
+from tools.sim.trace import TraceError, TraceRow, parse_trace, to_demand, write_csv
+from tools.sim.warm import parse_warm
 
-COLUMNS = (("p50_s", "p50 (s)", "{:.0f}"), ("p99_s", "p99 (s)", "{:.0f}"), ("cold_share", "met a cold start", "{:.1%}"),
-           ("gpu_hours_per_day", "GPU-h/day", "{:.1f}"), ("usd_per_day", "$/day", "{:.2f}"),
-           ("usd_per_1000_images", "$/1000 images", "{:.2f}"))
+SCENARIOS = ("spike", "business-week")
+SCENARIO_HOURS = {"spike": 3.0, "business-week": 168.0}
+NODE_SCALE_DOWN_S = (60.0, 330.0, 600.0)  # an assumed floor, the middle, upstream's default (tools/sim/model.py)
 
 
-def _floats(text: str) -> list[float]:
+def _numbers(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError as err:
@@ -32,127 +39,186 @@ def _floats(text: str) -> list[float]:
 
 
 def parser() -> argparse.ArgumentParser:
-    defaults_load, defaults_cold, defaults_scaling, defaults_costs = Load(), ColdStart(), Scaling(), Costs()
+    load_defaults, cold, scaling, timeouts, costs, scenario = Load(), ColdStart(), Scaling(), Timeouts(), Costs(), Scenario()
     p = argparse.ArgumentParser(prog="python -m tools.simulate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    load = p.add_argument_group("demand")
-    load.add_argument("--pattern", choices=PATTERNS, default=defaults_load.pattern)
-    load.add_argument("--sessions-per-hour", type=float, default=defaults_load.sessions_per_hour,
-                      help="mean session starts per hour over the run")
-    load.add_argument("--session-requests", type=int, default=defaults_load.session_requests, help="prompts per session")
-    load.add_argument("--think", type=float, default=defaults_load.think_s, help="seconds between a session's prompts")
-    load.add_argument("--burst-on", type=float, default=defaults_load.burst_on_s, help="bursty: seconds on")
-    load.add_argument("--burst-off", type=float, default=defaults_load.burst_off_s, help="bursty: seconds off")
-    load.add_argument("--peak-hour", type=float, default=defaults_load.daily_peak_hour, help="daily: hour of the peak")
-    load.add_argument("--amplitude", type=float, default=defaults_load.daily_amplitude, help="daily: 0 flat .. 1 zero at night")
-    load.add_argument("--hours", type=float, default=24.0, help="simulated time")
-    load.add_argument("--seed", type=int, default=1)
-    model = p.add_argument_group("service")
-    model.add_argument("--generation", type=float, default=Scenario().generation_s, help="seconds per image")
-    model.add_argument("--dispatch", choices=DISPATCH, default=Scenario().dispatch,
-                       help="service: random ready pod, queue inside it (KEDA + Service); queue: one shared FIFO")
-    cold = p.add_argument_group("cold start (seconds)")
+    demand = p.add_argument_group("demand (one of --scenario, --trace; else sessions of --pattern)")
+    demand.add_argument("--scenario", choices=SCENARIOS,
+                        help="spike: 100 requests after a quiet hour; business-week: a few people in bursts, weekdays 09-18")
+    demand.add_argument("--trace", type=Path, help="CSV arrival_s,images[,route] or JSON lines {\"t\":..,\"images\":..}")
+    demand.add_argument("--pattern", choices=PATTERNS, default=load_defaults.pattern)
+    demand.add_argument("--sessions-per-hour", type=float, default=load_defaults.sessions_per_hour)
+    demand.add_argument("--session-requests", type=int, default=load_defaults.session_requests, help="prompts per session")
+    demand.add_argument("--think", type=float, default=load_defaults.think_s, help="seconds between a session's prompts")
+    demand.add_argument("--hours", type=float, help="simulated time (default: 3 spike, 168 business week, the trace's "
+                        "whole days, 24 for sessions)")
+    demand.add_argument("--seed", type=int, default=1)
+    service = p.add_argument_group("service and timeouts")
+    service.add_argument("--design", default=",".join(DESIGNS), help="old (KEDA HTTP add-on), new (request queue), or both")
+    service.add_argument("--generation", type=float, default=scenario.generation_s, help="seconds per image")
+    service.add_argument("--generation-timeout", type=float, default=timeouts.generation_s, help="webui.generationTimeoutSeconds")
+    service.add_argument("--cold-start-timeout", type=float, default=timeouts.cold_start_s,
+                         help="autoscaling.coldStartTimeoutSeconds (old: the interceptor's readiness timeout)")
+    service.add_argument("--max-wait", type=float, default=timeouts.max_wait_s, help="new: QUEUE_MAX_WAIT_SECONDS")
+    service.add_argument("--max-depth", type=int, default=timeouts.max_depth, help="new: QUEUE_MAX_DEPTH")
+    service.add_argument("--ui-keepalive", type=float, default=scenario.ui_keepalive_s,
+                         help="seconds a browser visit keeps a pod wanted (new: UI_KEEPALIVE_SECONDS)")
+    steps = p.add_argument_group("cold start (seconds)")
     for name in ("autoscaler", "node", "disk", "pull", "webui"):
-        cold.add_argument(f"--{name}", type=float, default=getattr(defaults_cold, f"{name}_s"))
-    scaling = p.add_argument_group("autoscaling")
-    scaling.add_argument("--min-replicas", type=int, default=defaults_scaling.min_replicas)
-    scaling.add_argument("--max-replicas", type=int, default=defaults_scaling.max_replicas)
-    scaling.add_argument("--target", type=float, default=defaults_scaling.target_in_flight, help="in-flight requests per pod")
-    scaling.add_argument("--poll", type=float, default=defaults_scaling.poll_s, help="seconds between HPA/KEDA evaluations")
-    scaling.add_argument("--stabilisation", type=float, default=defaults_scaling.stabilisation_s,
-                         help="HPA scale-down stabilisation window, seconds")
-    scaling.add_argument("--cooldown", type=float, default=defaults_scaling.cooldown_s,
-                         help="seconds with nothing in flight before scaling to zero")
-    scaling.add_argument("--node-scale-down", type=float, default=defaults_scaling.node_scale_down_s,
-                         help="seconds a GPU node stays empty before the cluster autoscaler removes it")
-    costs = p.add_argument_group("costs (USD per GPU node-hour)")
-    costs.add_argument("--node-usd-per-hour", type=float, default=defaults_costs.node_usd_per_hour)
-    costs.add_argument("--disk-usd-per-hour", type=float, default=defaults_costs.disk_usd_per_hour)
-    sweep = p.add_argument_group("trade-off table")
-    sweep.add_argument("--sweep-min", type=_floats, help="warm minimums to compare, e.g. 0,1")
-    sweep.add_argument("--sweep-cooldown", type=_floats, help="cool-downs to compare, seconds, e.g. 60,300,900")
+        steps.add_argument(f"--{name}", type=float, default=getattr(cold, f"{name}_s"))
+    autoscaling = p.add_argument_group("autoscaling")
+    autoscaling.add_argument("--min-replicas", type=int, default=scaling.min_replicas)
+    autoscaling.add_argument("--max-replicas", type=int, default=scaling.max_replicas)
+    autoscaling.add_argument("--hpa-sync", type=float, default=scaling.hpa_sync_s, help="HPA sync period, seconds")
+    autoscaling.add_argument("--keda-poll", type=float, default=scaling.keda_poll_s, help="ScaledObject pollingInterval")
+    autoscaling.add_argument("--stabilisation", type=float, default=scaling.stabilisation_s,
+                             help="HPA scale-down stabilisation window, seconds")
+    autoscaling.add_argument("--cooldown", type=float, default=scaling.cooldown_s, help="KEDA cooldownPeriod (1 -> 0)")
+    autoscaling.add_argument("--node-scale-down", type=_numbers, default=list(NODE_SCALE_DOWN_S),
+                             help="seconds an empty GPU node lives: 1 to 3 values (min,mid,max)")
+    autoscaling.add_argument("--preemptions-per-node-hour", type=float, default=scenario.preemptions_per_node_hour,
+                             help="Spot preemption rate (30 s notice)")
+    autoscaling.add_argument("--warm", action="append", default=[], metavar="SCHEDULE",
+                             help="warm capacity, e.g. 'Mon-Fri 09:00-18:00 1' (repeatable): KEDA cron trigger")
+    autoscaling.add_argument("--tz", default=scenario.timezone, help="IANA time zone of the run's clock and --warm")
+    autoscaling.add_argument("--start-date", default=scenario.start_date, help="the day t = 0 starts (midnight, --tz)")
+    money = p.add_argument_group("costs (USD per GPU node-hour)")
+    money.add_argument("--node-usd-per-hour", type=float, default=costs.node_usd_per_hour)
+    money.add_argument("--disk-usd-per-hour", type=float, default=costs.disk_usd_per_hour)
     out = p.add_argument_group("output")
-    out.add_argument("--png", type=Path, help="draw the timeline of the run (of the first row when sweeping)")
+    out.add_argument("--png", type=Path, help="draw the timeline of the first row's middle run")
+    out.add_argument("--write-trace", type=Path, help="write the scenario's arrivals as a CSV trace (and run nothing)")
     out.add_argument("--json", type=Path, help="write parameters and results as JSON ('-' for stdout)")
     return p
 
 
-def build(args: argparse.Namespace) -> tuple[Load, Scenario, list[str]]:
-    load = Load(args.pattern, args.sessions_per_hour, args.session_requests, args.think, args.burst_on, args.burst_off,
-                args.peak_hour, args.amplitude)
-    scenario = Scenario(ColdStart(args.autoscaler, args.node, args.disk, args.pull, args.webui),
-                        Scaling(args.min_replicas, args.max_replicas, args.target, args.poll, args.stabilisation,
-                                args.cooldown, args.node_scale_down),
-                        Costs(args.node_usd_per_hour, args.disk_usd_per_hour), args.generation, args.dispatch)
-    problems = load.problems() + scenario.problems()
-    if args.hours <= 0:
-        problems.append(f"hours={args.hours}: expected > 0")
-    for flag, values in (("--sweep-min", args.sweep_min), ("--sweep-cooldown", args.sweep_cooldown)):
-        if values is not None and (not values or any(v < 0 for v in values)):
-            problems.append(f"{flag}={values}: expected a non-empty list of numbers >= 0")
-    for value in args.sweep_min or []:
-        if value != int(value) or value > args.max_replicas:
-            problems.append(f"--sweep-min value {value}: expected a whole number <= --max-replicas ({args.max_replicas})")
-    return load, scenario, problems
+def build(args: argparse.Namespace) -> tuple[Scenario, list[str]]:
+    """The base scenario and every problem with the arguments."""
+    schedules, problems = [], []
+    for text in args.warm:
+        schedule, found = parse_warm(text)
+        problems += found
+        schedules += [schedule] if schedule else []
+    designs = [part.strip() for part in args.design.split(",") if part.strip()]
+    if not designs or any(design not in DESIGNS for design in designs):
+        problems.append(f"--design {args.design!r}: expected old, new or old,new")
+    scenario = Scenario(
+        design=designs[0] if designs and designs[0] in DESIGNS else "new",
+        cold_start=ColdStart(args.autoscaler, args.node, args.disk, args.pull, args.webui),
+        scaling=Scaling(args.min_replicas, args.max_replicas, 1.0, args.hpa_sync, args.keda_poll, args.stabilisation,
+                        args.cooldown, args.node_scale_down[0] if args.node_scale_down else 0.0),
+        timeouts=Timeouts(args.generation_timeout, args.cold_start_timeout, args.max_wait, args.max_depth),
+        costs=Costs(args.node_usd_per_hour, args.disk_usd_per_hour), generation_s=args.generation,
+        ui_keepalive_s=args.ui_keepalive, preemptions_per_node_hour=args.preemptions_per_node_hour,
+        warm=tuple(schedules), timezone=args.tz, start_date=args.start_date)
+    problems += scenario.problems()
+    if args.scenario and args.trace:
+        problems.append(f"--scenario {args.scenario} and --trace {args.trace}: expected one of them, not both")
+    if args.write_trace and not args.scenario:
+        problems.append(f"--write-trace {args.write_trace}: expected a --scenario to write")
+    if args.hours is not None and args.hours <= 0:
+        problems.append(f"--hours {args.hours}: expected > 0")
+    removal = args.node_scale_down
+    if not 1 <= len(removal) <= 3 or any(v < 0 for v in removal) or removal != sorted(removal):
+        problems.append(f"--node-scale-down {removal}: expected 1 to 3 values >= 0 in ascending order (min,mid,max)")
+    if args.warm and args.min_replicas > 0:
+        problems.append(f"--min-replicas {args.min_replicas} with --warm: expected 0, the schedules are compared with "
+                        "scaling to zero and with a warm minimum of 1")
+    return scenario, problems
 
 
-def label(scaling: Scaling) -> str:
-    if scaling.min_replicas == scaling.max_replicas:
-        return f"fixed {scaling.min_replicas} replica{'s' if scaling.min_replicas > 1 else ''}"
-    if scaling.min_replicas:
-        return f"min {scaling.min_replicas} (warm)"  # KEDA's cool-down only applies with a minimum of 0
-    return f"min 0, cool-down {scaling.cooldown_s:g} s"
+def scenario_rows(args: argparse.Namespace) -> tuple[list[TraceRow], str]:
+    if args.scenario == "spike":
+        return spike(), "a spike of 100 one-image requests at t = 1 h after a quiet hour"
+    return business_week(args.seed), f"a business week of 4 people working in bursts (seed {args.seed})"
 
 
-def variants(scenario: Scenario, args: argparse.Namespace) -> list[tuple[str, Scenario]]:
-    """The scenarios of a sweep, each labelled; a single run when no sweep was asked for."""
-    if args.sweep_min is None and args.sweep_cooldown is None:
-        return [(label(scenario.scaling), scenario)]
-    rows = []
-    for minimum in args.sweep_min or [scenario.scaling.min_replicas]:
-        for cooldown in args.sweep_cooldown or [scenario.scaling.cooldown_s]:
-            variant = replace(scenario, scaling=replace(scenario.scaling, min_replicas=int(minimum), cooldown_s=cooldown))
-            if all(label(variant.scaling) != existing for existing, _ in rows):
-                rows.append((label(variant.scaling), variant))
-    fixed = replace(scenario.scaling, min_replicas=1, max_replicas=1)
-    if all(label(fixed) != existing for existing, _ in rows):
-        rows.append((label(fixed), replace(scenario, scaling=fixed)))
-    return rows
+def demand(args: argparse.Namespace) -> tuple[list, list[float], float, str]:
+    """Sessions, browser visits, the simulated time and a line saying what they are. TraceError on a bad trace."""
+    if args.scenario:
+        rows, what = scenario_rows(args)
+    elif args.trace:
+        rows, what = parse_trace(args.trace), f"the trace {args.trace}"
+    else:
+        load = Load(args.pattern, args.sessions_per_hour, args.session_requests, args.think)
+        hours = args.hours or 24.0
+        found = sessions(load, hours * 3600, args.seed)
+        what = f"{len(found)} sessions of {load.session_requests} prompts ({load.pattern}, seed {args.seed})"
+        return found, [], hours * 3600, what
+    api, ui = to_demand(rows)
+    hours = args.hours or SCENARIO_HOURS.get(args.scenario) or 24.0 * (int(rows[-1].t // 86_400) + 1)
+    if rows[-1].t >= hours * 3600:
+        raise TraceError([f"--hours {hours:g}: expected more than the last arrival ({rows[-1].t:g} s = "
+                          f"{rows[-1].t / 3600:.2f} h), or nothing past the run would be billed"])
+    images = sum(session.images for session in api)
+    return api, ui, hours * 3600, f"{what}: {len(api)} requests ({images} images), {len(ui)} browser visits"
 
 
-def row(result: Result) -> dict:
-    summary = result.summary()
-    summary["usd_per_day"] = summary["cost_usd"] * 86_400 / result.duration_s
-    return summary
+def variants(scenario: Scenario, designs: list[str]) -> list[tuple[str, str, Scenario]]:
+    """(design, capacity label, scenario) for every row."""
+    if scenario.warm:
+        capacities = [(f"min {scenario.scaling.min_replicas}", replace(scenario, warm=())),
+                      ("warm 1 always", replace(scenario, warm=(), scaling=replace(scenario.scaling, min_replicas=1))),
+                      ("; ".join(s.text for s in scenario.warm), scenario)]
+    else:
+        capacities = [(f"min {scenario.scaling.min_replicas}", scenario)]
+    return [(design, label, replace(variant, design=design)) for label, variant in capacities for design in designs]
 
 
-def table(rows: list[tuple[str, dict]]) -> str:
-    header = "| scenario | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    lines = [header, "|---|" + "---:|" * len(COLUMNS)]
-    for label, summary in rows:
-        cells = ["n/a" if summary[key] is None else fmt.format(summary[key]) for key, _, fmt in COLUMNS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+def run_row(scenario: Scenario, removal: list[float], api, ui, duration_s: float, seed: int) -> list[Result]:
+    return [simulate(replace(scenario, scaling=replace(scenario.scaling, node_scale_down_s=value)), api, duration_s, seed, ui)
+            for value in removal]
+
+
+def _spread(values: list[float | None], fmt: str) -> str:
+    return " / ".join("n/a" if value is None else fmt.format(value) for value in values)
+
+
+def table(rows: list[tuple[str, str, list[Result]]], removal: list[float], per_day: bool) -> str:
+    gpu_key, gpu_title = ("gpu_hours_per_day", "GPU-h/day") if per_day else ("gpu_hours", "GPU-h")
+    spread = " / ".join(f"{value:g}" for value in removal)
+    header = (f"| design | capacity | p50 (s) | p99 (s), node removal {spread} s | 504 | 429 | 503 | 502 | served | "
+              f"{gpu_title}, node removal {spread} s | wasted GPU-s |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for design, capacity, results in rows:
+        summaries = [result.summary() for result in results]
+        middle = summaries[len(summaries) // 2]
+        p50 = "n/a" if middle["p50_s"] is None else f"{middle['p50_s']:.0f}"
+        served = "n/a" if middle["served_share"] is None else f"{middle['served_share']:.0%}"
+        lines.append(f"| {design} | {capacity} | {p50} | {_spread([s['p99_s'] for s in summaries], '{:.0f}')} | "
+                     f"{middle['errors_504']} | {middle['errors_429']} | {middle['errors_503']} | {middle['errors_502']} | "
+                     f"{served} | {_spread([s[gpu_key] for s in summaries], '{:.2f}')} | {middle['wasted_gpu_s']:.0f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    load, scenario, problems = build(args)
+    scenario, problems = build(args)
+    try:
+        api, ui, duration_s, what = demand(args)
+    except TraceError as error:
+        problems += error.problems
     if problems:
         print("invalid parameters:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    duration_s = args.hours * 3600
-    demand = sessions(load, duration_s, args.seed)
-    results = [(label, simulate(variant, demand, duration_s, args.seed)) for label, variant in variants(scenario, args)]
-    rows = [(label, row(result)) for label, result in results]
-    print(f"{len(demand)} sessions of {load.session_requests} prompts over {args.hours:g} h ({load.pattern}, seed {args.seed}); "
-          f"{scenario.generation_s:g} s per image; cold start {scenario.cold_start.total_s:g} s from zero nodes")
-    print(table(rows))
+    if args.write_trace:
+        rows, what = scenario_rows(args)
+        write_csv(rows, args.write_trace, f"{what}; t = 0 is Monday 00:00 (python -m tools.simulate --write-trace)")
+        print(f"wrote {len(rows)} rows to {args.write_trace}")
+        return 0
+    designs = [part.strip() for part in args.design.split(",") if part.strip()]
+    rows = [(design, capacity, run_row(variant, args.node_scale_down, api, ui, duration_s, args.seed))
+            for design, capacity, variant in variants(scenario, designs)]
+    print(f"{what}; {duration_s / 3600:g} h simulated; {scenario.generation_s:g} s per image; "
+          f"cold start {scenario.cold_start.total_s:g} s from zero nodes; max {scenario.scaling.max_replicas} pods")
+    print("p50, errors, served and wasted GPU-s at the middle node removal time; errors: 504 timeouts, 429 queue full, "
+          "503 queue wait, 502 load balancer or preemption")
+    print(table(rows, args.node_scale_down, per_day=duration_s >= 86_400))
     if args.json:
-        document = {"load": asdict(load), "hours": args.hours, "seed": args.seed,
-                    "rows": [{"label": label, "scenario": asdict(result.scenario), "summary": summary}
-                             for (label, result), (_, summary) in zip(results, rows, strict=True)]}
-        text = json.dumps(document, indent=2)
+        document = {"what": what, "duration_s": duration_s, "seed": args.seed, "node_scale_down_s": args.node_scale_down,
+                    "rows": [{"design": design, "capacity": capacity, "scenario": asdict(results[0].scenario),
+                              "summaries": [result.summary() for result in results]} for design, capacity, results in rows]}
+        text = json.dumps(document, indent=2, default=str)
         if str(args.json) == "-":
             print(text)
         else:
@@ -161,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         from tools.sim.plot import draw
 
-        label, result = results[0]
-        draw(result, args.png, f"{label}: {len(result.requests)} requests, {load.pattern} load, seed {args.seed}")
+        design, capacity, results = rows[0]
+        result = results[len(results) // 2]
+        draw(result, args.png, f"{design}, {capacity}: {len(result.requests)} requests, seed {args.seed}")
         print(f"wrote {args.png}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Demand: sessions that start steadily, in bursts (on/off) or along a daily curve.
+"""Demand: sessions that start steadily, in bursts (on/off) or along a daily curve; and the two scenarios
+of issue 17, a spike after a quiet hour and a business week of a few people working in bursts.
 
 Every pattern draws session starts from a Poisson process (exponential gaps; thinning for the bursts
 and the daily curve). A session is `session_requests` prompts, each sent `think_s` after the previous
@@ -13,9 +14,12 @@ import random
 from dataclasses import dataclass
 
 from tools.sim.model import Session
+from tools.sim.trace import TraceRow
 
 PATTERNS = ("steady", "bursty", "daily")
 DAY_S = 86_400.0
+SPIKE_AT_S = 3600.0
+SPIKE_REQUESTS = 100
 
 
 @dataclass(frozen=True)
@@ -78,3 +82,30 @@ def _poisson(rate, rate_max: float, duration_s: float, rng: random.Random) -> li
             return times
         if rng.random() * rate_max < rate(t):
             times.append(t)
+
+
+def spike(requests: int = SPIKE_REQUESTS, at_s: float = SPIKE_AT_S) -> list[TraceRow]:
+    """Issue 17's test: `requests` API requests of one image at once, after a quiet hour."""
+    return [TraceRow(at_s, 1) for _ in range(requests)]
+
+
+def business_week(seed: int, people: int = 4, days: int = 7) -> list[TraceRow]:
+    """A few people working in bursts, Monday to Friday 09:00-18:00 (t = 0 is Monday 00:00), nobody at the
+    weekend. Each person has 2-4 bursts a working day, starting anywhere from 09:00 to 17:30; half of the
+    bursts open the browser UI first; a burst is 3-12 prompts, 20-120 s apart, of 1, 2 or 4 images."""
+    rng = random.Random(f"business-week-{seed}")
+    rows = []
+    for day in range(days):
+        if day % 7 >= 5:
+            continue
+        for _ in range(people):
+            for _ in range(rng.randint(2, 4)):
+                t = round(day * DAY_S + rng.uniform(9 * 3600, 17.5 * 3600), 1)  # tenths: a CSV trace holds it exactly
+                if rng.random() < 0.5:
+                    rows.append(TraceRow(t, 0, "ui"))
+                for _ in range(rng.randint(3, 12)):
+                    if t >= day * DAY_S + 18 * 3600:
+                        break
+                    rows.append(TraceRow(t, rng.choice((1, 1, 1, 2, 4))))
+                    t = round(t + rng.uniform(20, 120), 1)
+    return sorted(rows, key=lambda row: row.t)

@@ -36,6 +36,9 @@ def draw(result: Result, path: Path, title: str) -> None:
         points = [(r.arrival / 3600, r.latency) for r in result.requests if r.cold is cold and r.latency is not None]
         if points:
             latency.scatter(*zip(*points, strict=True), s=6, color=colour, label=label)
+    errors = [(r.arrival / 3600, max(r.end - r.arrival, 0.1)) for r in result.requests if r.end is not None and not r.served]
+    if errors:
+        latency.scatter(*zip(*errors, strict=True), s=12, marker="x", color="black", label="error (when the client got it)")
     latency.set_yscale("log")
     latency.set_ylabel("latency (s)")
     latency.set_xlabel("time (h)")
