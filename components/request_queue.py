@@ -194,15 +194,7 @@ class RequestQueue(pulumi.ComponentResource):
                             # The workers' port answers while draining: results of accepted requests still arrive.
                             liveness_probe=k8s.core.v1.ProbeArgs(http_get=health("workers"), period_seconds=10,
                                                                  timeout_seconds=5, failure_threshold=6),
-                            security_context=k8s.core.v1.SecurityContextArgs(
-                                allow_privilege_escalation=False,
-                                read_only_root_filesystem=True,
-                                run_as_non_root=True,
-                                run_as_user=UID,
-                                run_as_group=UID,
-                                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                            ),
+                            security_context=webui.restricted_container(UID),
                         )],
                     ),
                 ),

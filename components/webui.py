@@ -98,6 +98,19 @@ def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
     return {f"checkov.io/skip{i}": f"{check}={reason}" for i, (check, reason) in enumerate(sorted(skips.items()), 1)}
 
 
+def restricted_container(uid: int) -> k8s.core.v1.SecurityContextArgs:
+    """A container that meets Pod Security `restricted` as `uid`, with a read-only root file system."""
+    return k8s.core.v1.SecurityContextArgs(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        run_as_user=uid,
+        run_as_group=uid,
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
 def tolerations(taints: list[dict]) -> list[k8s.core.v1.TolerationArgs]:
     """Tolerate exactly these taints (key, value and effect), nothing broader."""
     return [k8s.core.v1.TolerationArgs(key=t["key"], operator="Equal", value=t["value"], effect=t["effect"])
@@ -206,15 +219,7 @@ class Webui(pulumi.ComponentResource):
         def probe_cmd(mode: str) -> k8s.core.v1.ExecActionArgs:
             return k8s.core.v1.ExecActionArgs(command=["python3", f"{PROBE_DIR}/probe.py", mode])
 
-        restricted = k8s.core.v1.SecurityContextArgs(
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            run_as_non_root=True,
-            run_as_user=UID,
-            run_as_group=UID,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        )
+        restricted = restricted_container(UID)
         runtime_mount = k8s.core.v1.VolumeMountArgs(
             name="runtime", mount_path=RUNTIME_ROOT, read_only=True, mount_propagation=args.runtime.propagation,
         )
