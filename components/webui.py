@@ -351,7 +351,9 @@ class Webui(pulumi.ComponentResource):
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 policy_types=["Ingress", "Egress"],
                 # WebUI serves the request queue only, and needs nothing outside: everything it runs is baked.
-                # Its worker long-polls the request queue, and with batch work reaches Google's APIs.
+                # Its worker long-polls the request queue, and with batch work reaches Google's APIs. Kubelet's
+                # probes come from the pod's own node, which a NetworkPolicy cannot block
+                # (https://kubernetes.io/docs/concepts/services-networking/network-policies/, "What you can't do").
                 ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                     from_=[front], ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
                 )],

@@ -127,6 +127,22 @@ def test_the_stacks_warm_schedules_become_cron_triggers(runs, stack, crons):
     assert [t["type"] for t in triggers].count("cron") == crons == len(stack_config(runs[stack]).autoscaling.warm_schedules)
 
 
+DOCUMENTED_METADATA = {
+    "metrics-api": {"url", "format", "valueLocation", "targetValue", "activationTargetValue", "unsafeSsl"},
+    "cron": {"timezone", "start", "end", "desiredReplicas"},
+}
+"""Trigger parameters as KEDA 2.20 documents them (https://keda.sh/docs/2.20/scalers/metrics-api/,
+https://keda.sh/docs/2.20/scalers/cron/): the CRD leaves `metadata` an open string map, so a misspelt
+parameter would pass the schema and be ignored by the scaler."""
+
+
+def test_demand_and_warm_triggers_use_only_documented_parameters(runs):
+    for run in runs.values():
+        for trigger in spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]:
+            documented = DOCUMENTED_METADATA.get(trigger["type"])
+            assert documented is None or set(trigger["metadata"]) <= documented, trigger
+
+
 def test_the_scaled_object_matches_the_pinned_crd_schema(run):
     assert crd_schemas.validate(manifest(run, SCALED_OBJECT, "autoscaling-scaled-object")) == []
 
