@@ -100,7 +100,7 @@ class Gateway(pulumi.ComponentResource):
         labels = k8s_labels("gateway", args.environment)
         sources = load_balancer_sources(cfg, args.public)
         gcp.compute.Firewall(
-            f"{name}-load-balancer-to-interceptor",
+            f"{name}-load-balancer-to-backend",
             network=args.network,
             direction="INGRESS",
             source_ranges=sources,

@@ -146,9 +146,9 @@ def test_the_cluster_runs_the_gke_gateway_controller_with_the_standard_crds(run)
 
 
 def test_the_load_balancer_and_its_health_checks_reach_the_request_queue_pods(run, public):
-    internal = inputs(run, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor")
+    internal = inputs(run, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend")
     proxy_only = stack_config(run).gateway.proxy_only_cidr
     assert internal["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22", proxy_only]
     assert internal["allows"] == [{"protocol": "tcp", "ports": ["8080"]}]
-    external = inputs(public, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor")
+    external = inputs(public, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend")
     assert external["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]

@@ -95,7 +95,7 @@ EXPECTED = {
     ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
     ("sdgke:webui:Webui", "webui"),
     ("docker-build:index:Image", "webui-worker-image"),
-    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor"),
+    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend"),
     # the request queue in front of the WebUI (components/request_queue.py)
     ("sdgke:request_queue:RequestQueue", "request-queue"),
     ("docker-build:index:Image", "request-queue-image"),
