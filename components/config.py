@@ -461,13 +461,19 @@ def _warm_schedules(r: _Reader, key: str, value: Any) -> Any:
     schedules = []
     for i, raw in enumerate(value):
         item = f"{key}[{i}]"
-        missing = sorted(set(_WARM_SCHEDULE) - set(raw)) if isinstance(raw, dict) else []
+        if not isinstance(raw, dict):
+            r.fail(item, raw, "an object with keys " + ", ".join(_WARM_SCHEDULE))
+            continue
+        missing = [name for name in _WARM_SCHEDULE if name not in raw]
         for name in missing:
             r.problems.append(f"{item}.{name}: missing; a warm schedule needs " + ", ".join(_WARM_SCHEDULE))
         if missing:
             continue
+        known = len(r.problems)
         schedule = r.section(item, raw, WarmSchedule, _WARM_SCHEDULE)
-        if isinstance(schedule, WarmSchedule) and schedule.start == schedule.end and r.valid(f"{item}.start"):
+        if len(r.problems) > known:
+            continue
+        if schedule.start == schedule.end:
             r.fail(f"{item}.end", schedule.end, "a time other than start: KEDA refuses a cron window that starts "
                    "and ends at once (https://keda.sh/docs/2.20/scalers/cron/)")
         schedules.append(schedule)

@@ -114,3 +114,15 @@ def test_an_unknown_queue_key_is_refused():
 def test_an_old_stack_file_with_the_add_on_keys_gets_told_what_replaced_them(key, value, instead):
     assert problems(autoscaling={key: value}) == [
         f"autoscaling.{key}: {json.dumps(value)} is not allowed; expected no value: the key is gone; {instead}"]
+
+
+@pytest.mark.parametrize("entry", ["weekdays", None, 1, ["0 9 * * 1-5"]])
+def test_a_schedule_that_is_not_an_object_is_refused(entry):
+    assert problems(**schedules(entry)) == [
+        f"autoscaling.warmSchedules[0]: {json.dumps(entry)} is not allowed; expected an object with keys "
+        "timezone, start, end, replicas"]
+
+
+def test_a_bad_value_in_a_schedule_is_named_once():
+    assert problems(**schedules({**WEEKDAYS, "replicas": "1", "end": WEEKDAYS["start"]})) == [
+        'autoscaling.warmSchedules[0].replicas: "1" is not allowed; expected an integer from 1 to 100']
