@@ -10,26 +10,22 @@ import pulumi_gcp as gcp
 
 from components import config
 from components import jobs as jobs_module
+from components import request_queue as request_queue_module
 from components.apis import ProjectApis, ProjectApisArgs
-from components.autoscaling import (
-    INTERCEPTOR_ADMIN_PORT,
-    INTERCEPTOR_PROXY,
-    INTERCEPTOR_PROXY_PORT,
-    INTERCEPTOR_READY_PATH,
-    Autoscaling,
-    AutoscalingArgs,
-)
+from components.autoscaling import Autoscaling, AutoscalingArgs
 from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
 from components.compute_class import GpuComputeClass, GpuComputeClassArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
-from components.gateway import Backend, Gateway, GatewayArgs
+from components.gateway import Backend, Gateway, GatewayArgs, load_balancer_sources
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.jobs import Jobs, JobsArgs
 from components.labels import gcp_labels
 from components.observability import Observability, ObservabilityArgs, QueueSubscriptions
 from components.registry import Registry, RegistryArgs
+from components.request_queue import RequestQueue, RequestQueueArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
+from components.timeouts import TimeoutChain
 from components.webui import API_USER, NAMESPACE, SERVICE_ACCOUNT, Webui, WebuiArgs
 
 ROOT = Path(__file__).parent
@@ -38,6 +34,7 @@ try:
     cfg = config.load(ROOT)
 except config.ConfigError as err:
     raise pulumi.RunError(str(err)) from None
+chain = TimeoutChain.of(cfg)
 
 # Everything on the `google` provider waits for the project's APIs (components/apis.py).
 apis = ProjectApis("apis", ProjectApisArgs(project=cfg.project),
@@ -107,9 +104,9 @@ jobs = None
 if cfg.jobs.enabled:
     jobs = Jobs(
         "jobs",
-        JobsArgs(config=cfg.jobs, project=cfg.project, region=cfg.region, protect=cfg.protected, registry=registry,
+        JobsArgs(config=cfg.jobs, project=cfg.project, region=cfg.region, protect=cfg.protected,
                  webui_namespace=NAMESPACE, webui_service_account=SERVICE_ACCOUNT,
-                 generation_timeout_seconds=cfg.webui.generation_timeout_seconds),
+                 generation_timeout_seconds=chain.worker_call),
         on_google,
     )
 webui = Webui(
@@ -120,8 +117,23 @@ webui = Webui(
         image=base_image.ref,
         runtime=runtime_volume,
         node_selector=node_selector,
+        registry=registry,
+        chain=chain,
+        front=request_queue_module.FRONT,
         tolerations=gpu_pool.workload_tolerations,
-        queue=jobs.sidecar if jobs else None,
+        batch=jobs.batch if jobs else None,
+    ),
+    on_cluster,
+)
+request_queue = RequestQueue(
+    "request-queue",
+    RequestQueueArgs(
+        config=cfg.queue,
+        environment=cfg.environment,
+        registry=registry,
+        chain=chain,
+        load_balancer_ranges=load_balancer_sources(cfg.gateway, cfg.webui.public),
+        api_auth=webui.api_auth,
     ),
     on_cluster,
 )
@@ -130,11 +142,9 @@ autoscaling = Autoscaling(
     AutoscalingArgs(
         config=cfg.autoscaling,
         environment=cfg.environment,
-        generation_timeout_seconds=cfg.webui.generation_timeout_seconds,
         namespace=webui.namespace,
         deployment=webui.deployment.metadata.name,
-        service=webui.service.metadata.name,
-        service_port=webui.service_port,
+        demand_url=request_queue_module.DEMAND_URL,
         network=cluster.network.id,
         control_plane_cidr=cfg.network.master_cidr,
         backlog=jobs.backlog_scaling if jobs else None,
@@ -150,13 +160,13 @@ gateway = Gateway(
         region=cfg.region,
         network=cluster.network.id,
         backend=Backend(
-            namespace=autoscaling.interceptor_namespace,
-            service=INTERCEPTOR_PROXY,
-            port=INTERCEPTOR_PROXY_PORT,
-            health_port=INTERCEPTOR_ADMIN_PORT,
-            health_path=INTERCEPTOR_READY_PATH,
+            namespace=request_queue.namespace,
+            service=request_queue_module.SERVICE,
+            port=request_queue_module.HTTP_PORT,
+            health_port=request_queue_module.HTTP_PORT,
+            health_path=request_queue_module.HEALTH_PATH,
         ),
-        backend_timeout_seconds=autoscaling.timeouts.load_balancer,
+        backend_timeout_seconds=chain.load_balancer,
     ),
     on_cluster,
 )
@@ -177,7 +187,8 @@ pulumi.export("base_image", base_image.ref)
 pulumi.export("runtime_image", runtime_image.self_link)
 pulumi.export("runtime_hash", runtime_image.identity_hash)
 pulumi.export("webui_namespace", webui.namespace)
-pulumi.export("webui_service", webui.service.metadata.name)
+pulumi.export("request_queue_service", request_queue.service.metadata.name)
+pulumi.export("client_budget_seconds", chain.client_budget)
 pulumi.export("webui_gateway", gateway.name)
 pulumi.export("dashboard", observability.dashboard.id)
 if webui.api_password is not None:

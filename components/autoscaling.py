@@ -1,29 +1,25 @@
-"""Demand-driven WebUI replicas: KEDA and its HTTP add-on, from zero to N and back, on requests.
+"""Demand-driven WebUI replicas: KEDA scales the WebUI Deployment from zero to N and back.
 
-The add-on's interceptor sits in front of the WebUI Service: it counts in-flight requests, holds a
-request while no WebUI pod is ready, and feeds the counts to KEDA, which scales the Deployment
-(kedacore/charts@cbb9bb8 v2.20.2; kedacore/http-add-on@v0.15.0 interceptor/proxy.go: the handler
-chain Counting -> Placeholder -> EndpointResolver -> Upstream).
-
-Two routes to the one WebUI Service, both feeding one ScaledObject:
-- `/sdapi/` (the API): one in-flight generation per replica (`scalingMetric.concurrency.targetValue: 1`);
-  a request that arrives during a cold start waits at the interceptor up to the readiness timeout
-  (middleware/endpoint_resolver.go WaitForReady) and then goes through.
-- everything else (the browser UI): while no pod is ready the interceptor answers at once with a
-  "starting" page (`coldStart.placeholder`, middleware/placeholder.go), and the visit itself wakes a
-  pod: the route scales on request rate, so a one-off page load still counts.
+One ScaledObject carries every reason to run a WebUI pod; KEDA takes the largest replica count any trigger
+asks for (https://keda.sh/docs/2.20/concepts/scaling-deployments/#scaledobject-spec):
+- the request queue's demand (docs/request-queue.md): KEDA's `metrics-api` trigger reads `desired`
+  (generations running plus requests waiting, or one pod while a browser is active) from
+  `GET /v1/demand` every polling interval (https://keda.sh/docs/2.20/scalers/metrics-api/);
+- warm schedules (`autoscaling.warmSchedules`): one `cron` trigger each
+  (https://keda.sh/docs/2.20/scalers/cron/);
+- the batch backlog, with jobs on (components/jobs.py `backlog_scaling`).
+KEDA itself is a pinned Helm release (kedacore/charts, chart keda 2.20.2) on the system pool.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from components.config import AutoscalingConfig
+from components.config import AutoscalingConfig, WarmSchedule
 from components.labels import k8s_labels, pod_security_labels
 
 NAMESPACE = "keda"
@@ -32,29 +28,15 @@ KEDA_OPERATOR_SERVICE_ACCOUNT = "keda-operator"
 CHART_REPOSITORY = "https://kedacore.github.io/charts"
 """kedacore/charts README: `helm repo add kedacore https://kedacore.github.io/charts`."""
 KEDA_CHART = "keda"
-HTTP_ADD_ON_CHART = "keda-add-ons-http"
 SYSTEM_NODE_SELECTOR = {"sd-gke/pool": "system"}
-"""The system pool's label (components/cluster.py): KEDA and the add-on never take a GPU node."""
-SCALER_ADDRESS = f"{HTTP_ADD_ON_CHART}-external-scaler.{NAMESPACE}:9090"
-"""The add-on scaler's gRPC Service: `{{ .Chart.Name }}-{{ .Values.scaler.service }}` on
-`scaler.grpcPort` (http-add-on/templates/scaler/service.yaml, values.yaml at v2.20.2)."""
-INTERCEPTOR_PROXY = f"{HTTP_ADD_ON_CHART}-interceptor-proxy"
-INTERCEPTOR_PROXY_PORT = 8080
-INTERCEPTOR_ADMIN_PORT = 9090
-INTERCEPTOR_READY_PATH = "/readyz"
-"""The interceptor's readiness endpoint on its admin port (templates/interceptor/deployment.yaml)."""
-ADD_ON_UID = 65532
-"""The add-on's images are built with ko (http-add-on@v0.15.0 .ko.yaml), whose images run as 65532."""
-API_PATH = "/sdapi/"
-STARTING_PAGE = Path(__file__).resolve().parent.parent / "images" / "webui" / "starting.html"
-RESPONSE_BODY_LABEL = {"http.keda.sh/response-body": "true"}
-"""A placeholder body in a ConfigMap must carry this label (v1beta1 StaticResponse.bodyFromConfigMap)."""
-STARTING_RETRY_SECONDS = 15
-UI_REQUEST_RATE_PER_REPLICA = 50
-"""UI traffic (page loads, assets, Gradio polling) wakes one pod; it asks for a second only past this rate."""
-MARGIN_SECONDS = 30
-"""Slack between links of the timeout chain: connection set-up, upload, the interceptor's own hop."""
-INTERCEPTOR_SHUTDOWN_DELAY_SECONDS = 5
+"""The system pool's label (components/cluster.py): KEDA and the request queue never take a GPU node."""
+POLLING_INTERVAL_SECONDS = 1
+"""How often KEDA asks every trigger (ScaledObject `pollingInterval`, default 30 s,
+https://keda.sh/docs/2.20/reference/scaledobject-spec/#pollinginterval). At zero replicas only KEDA's own
+loop can wake the WebUI, so this is the delay from a first request to the 0 -> 1 decision: one second, as
+the HTTP add-on's push scaler gave. One `GET /v1/demand` a second costs the request queue nothing; the
+backlog trigger's Cloud Monitoring read every second stays far inside its quota."""
+DEMAND_TRIGGER = "request-queue"
 CONTROL_PLANE_PORTS = ("6443", "9443")
 """What the API server calls on KEDA's pods: the metrics server (keda/values.yaml service.portHttpsTarget)
 and the admission webhooks (webhooks.port, default 9443). A private cluster's control plane reaches nodes
@@ -63,38 +45,14 @@ on 443 and 10250 only until a firewall rule opens more
 HPA gets no external metric (no scaling past one pod) and ScaledObjects fail admission."""
 
 
-@dataclass(frozen=True)
-class TimeoutChain:
-    """Every timeout a request held through a cold start meets, outermost last.
-
-    generation < response_header: the interceptor waits for one generation's first byte;
-    readiness: how long a request waits at the interceptor for a ready pod;
-    request = readiness + response_header: the interceptor's total for one request;
-    load_balancer >= request: the Gateway's backend timeout (GCPBackendPolicy timeoutSec).
-    """
-
-    generation: int
-    response_header: int
-    readiness: int
-    request: int
-    load_balancer: int
-
-    @classmethod
-    def of(cls, generation_seconds: int, cold_start_seconds: int) -> TimeoutChain:
-        response_header = generation_seconds + MARGIN_SECONDS
-        request = cold_start_seconds + response_header
-        return cls(generation_seconds, response_header, cold_start_seconds, request, request + MARGIN_SECONDS)
-
-
 @dataclass
 class AutoscalingArgs:
     config: AutoscalingConfig
     environment: str
-    generation_timeout_seconds: int
     namespace: pulumi.Input[str]
     deployment: pulumi.Input[str]
-    service: pulumi.Input[str]
-    service_port: str
+    demand_url: str
+    """The request queue's `GET /v1/demand` (components/request_queue.py)."""
     network: pulumi.Input[str]
     control_plane_cidr: str
     backlog: BacklogScaling | None = None
@@ -102,21 +60,14 @@ class AutoscalingArgs:
 
 @dataclass
 class BacklogScaling:
-    """A queue's backlog as a second way to wake the WebUI: one ScaledObject carries it beside the HTTP
-    triggers (KEDA takes the largest replica count any trigger asks for,
-    https://keda.sh/docs/2.20/concepts/scaling-deployments/#scaledobject-spec), read by KEDA's operator
-    as `operator_google_service_account` through Workload Identity (TriggerAuthentication podIdentity gcp,
-    https://keda.sh/docs/2.20/authentication-providers/gcp-workload-identity/)."""
+    """A queue's backlog as another way to wake the WebUI: one ScaledObject carries it beside the request
+    queue's demand, read by KEDA's operator as `operator_google_service_account` through Workload Identity
+    (TriggerAuthentication podIdentity gcp, https://keda.sh/docs/2.20/authentication-providers/gcp-workload-identity/)."""
 
     trigger: pulumi.Input[dict]
     authentication: str
     authentication_spec: dict
     operator_google_service_account: pulumi.Input[str]
-
-
-def seconds(value: int) -> str:
-    """A metav1.Duration as the CRDs take it."""
-    return f"{value}s"
 
 
 def keda_values(operator_google_service_account: pulumi.Input[str] | None = None) -> dict:
@@ -130,67 +81,29 @@ def keda_values(operator_google_service_account: pulumi.Input[str] | None = None
     return values
 
 
-def http_add_on_values(chain: TimeoutChain) -> dict:
-    """The add-on's three parts on the system pool, meeting Pod Security `restricted`, and an interceptor
-    that drains for as long as a held request may last, so scaling the interceptors in cuts none.
-    Request timeouts live on each InterceptorRoute (they override the interceptor's global ones)."""
-    placement = {"nodeSelector": SYSTEM_NODE_SELECTOR}
-    drain = chain.request
-    return {
-        "operator": placement,
-        "scaler": placement,
-        "interceptor": {
-            **placement,
-            "shutdownDelay": seconds(INTERCEPTOR_SHUTDOWN_DELAY_SECONDS),
-            "drainTimeout": seconds(drain),
-            "terminationGracePeriodSeconds": INTERCEPTOR_SHUTDOWN_DELAY_SECONDS + drain + MARGIN_SECONDS,
-        },
-        "podSecurityContext": {
-            "runAsNonRoot": True, "runAsUser": ADD_ON_UID, "runAsGroup": ADD_ON_UID, "fsGroup": ADD_ON_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
-            "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    }
+def demand_trigger(url: str) -> dict:
+    """KEDA's `metrics-api` trigger on the request queue's demand: the JSON field `desired` (GJSON path,
+    `valueLocation`) against `targetValue` 1, so the HPA asks for one pod per unit of demand; active above
+    `activationTargetValue`, 0 by default (https://keda.sh/docs/2.20/scalers/metrics-api/)."""
+    return {"type": "metrics-api", "name": DEMAND_TRIGGER,
+            "metadata": {"url": url, "format": "json", "valueLocation": "desired", "targetValue": "1"}}
 
 
-def api_route_spec(service: str, port: str, chain: TimeoutChain) -> dict:
-    """InterceptorRoute spec (http.keda.sh/v1beta1) of the API: held through a cold start, one generation per pod."""
-    return {
-        "target": {"service": service, "portName": port},
-        "rules": [{"paths": [{"value": API_PATH}]}],
-        "scalingMetric": {"concurrency": {"targetValue": 1}},
-        "timeouts": {
-            "readiness": seconds(chain.readiness),
-            "responseHeader": seconds(chain.response_header),
-            "request": seconds(chain.request),
-        },
-    }
+def warm_trigger(index: int, schedule: WarmSchedule) -> dict:
+    """KEDA's `cron` trigger: `desiredReplicas` between `start` and `end` in `timezone`
+    (https://keda.sh/docs/2.20/scalers/cron/)."""
+    return {"type": "cron", "name": f"warm-{index}",
+            "metadata": {"timezone": schedule.timezone, "start": schedule.start, "end": schedule.end,
+                         "desiredReplicas": str(schedule.replicas)}}
 
 
-def ui_route_spec(service: str, port: str, page: str, chain: TimeoutChain) -> dict:
-    """InterceptorRoute spec of the browser UI: a starting page while no pod is ready, scaled on visits."""
-    return {
-        "target": {"service": service, "portName": port},
-        "rules": [{"paths": [{"value": "/"}]}],
-        "coldStart": {"placeholder": {"response": {
-            "statusCode": 503,
-            "bodyFromConfigMap": {"name": page, "key": "index.html"},
-            "headers": {"Retry-After": str(STARTING_RETRY_SECONDS), "Cache-Control": "no-store"},
-        }}},
-        "scalingMetric": {"requestRate": {"targetValue": UI_REQUEST_RATE_PER_REPLICA, "window": "1m"}},
-        "timeouts": {"responseHeader": seconds(chain.response_header)},
-    }
-
-
-def scaled_object_spec(cfg: AutoscalingConfig, deployment: str, routes: list[str],
+def scaled_object_spec(cfg: AutoscalingConfig, deployment: str, demand_url: str,
                        extra_triggers: tuple[dict, ...] = ()) -> dict:
-    """ScaledObject spec (keda.sh/v1alpha1): one external-push trigger per route, the cool-down both for
-    1 -> 0 (cooldownPeriod) and for N -> N-1 (the HPA's scale-down stabilization window)."""
+    """ScaledObject spec (keda.sh/v1alpha1): the demand, the warm schedules and any extra trigger; the cool-down
+    both for 1 -> 0 (cooldownPeriod) and for N -> N-1 (the HPA's scale-down stabilization window)."""
     return {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "pollingInterval": POLLING_INTERVAL_SECONDS,
         "minReplicaCount": cfg.min_replicas,
         "maxReplicaCount": cfg.max_replicas,
         "cooldownPeriod": cfg.cooldown_seconds,
@@ -200,23 +113,20 @@ def scaled_object_spec(cfg: AutoscalingConfig, deployment: str, routes: list[str
             "scaleDown": {"stabilizationWindowSeconds": cfg.cooldown_seconds,
                           "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
         }}},
-        "triggers": [
-            {"type": "external-push", "name": route,
-             "metadata": {"scalerAddress": SCALER_ADDRESS, "interceptorRoute": route}}
-            for route in routes
-        ] + list(extra_triggers),
+        "triggers": [demand_trigger(demand_url),
+                     *(warm_trigger(i, s) for i, s in enumerate(cfg.warm_schedules)),
+                     *extra_triggers],
     }
 
 
 class Autoscaling(pulumi.ComponentResource):
-    """KEDA and the HTTP add-on (pinned Helm releases), the WebUI's routes, starting page and ScaledObject."""
+    """KEDA (a pinned Helm release), the control plane's way to it, and the WebUI's ScaledObject."""
 
     def __init__(self, name: str, args: AutoscalingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdgke:autoscaling:Autoscaling", name, None, opts)
         cfg = args.config
         child = pulumi.ResourceOptions(parent=self)
         labels = k8s_labels("autoscaling", args.environment)
-        self.timeouts = TimeoutChain.of(args.generation_timeout_seconds, cfg.cold_start_timeout_seconds)
 
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
@@ -232,47 +142,15 @@ class Autoscaling(pulumi.ComponentResource):
             description="GKE control plane to KEDA's metrics server and admission webhooks",
             opts=child,
         )
-        repository = k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY)
         keda = k8s.helm.v3.Release(
             f"{name}-keda",
-            name=KEDA_CHART, chart=KEDA_CHART, version=cfg.keda_chart_version, repository_opts=repository,
+            name=KEDA_CHART, chart=KEDA_CHART, version=cfg.keda_chart_version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY),
             namespace=namespace.metadata.name,
             values=keda_values(args.backlog.operator_google_service_account if args.backlog else None), atomic=True,
             opts=child,
         )
-        # The add-on's chart creates a ScaledObject for its interceptors: KEDA's CRDs come first.
-        add_on = k8s.helm.v3.Release(
-            f"{name}-http-add-on",
-            name=HTTP_ADD_ON_CHART, chart=HTTP_ADD_ON_CHART, version=cfg.http_add_on_chart_version,
-            repository_opts=repository, namespace=namespace.metadata.name,
-            values=http_add_on_values(self.timeouts), atomic=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[keda]),
-        )
-        on_crds = pulumi.ResourceOptions(parent=self, depends_on=[add_on])
-
-        page = k8s.core.v1.ConfigMap(
-            f"{name}-starting-page",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui-starting", namespace=args.namespace,
-                                                labels={**labels, **RESPONSE_BODY_LABEL}),
-            data={"index.html": STARTING_PAGE.read_text().replace("RETRY_SECONDS", str(STARTING_RETRY_SECONDS))},
-            opts=child,
-        )
-        routes = {
-            "webui-api": pulumi.Output.all(args.service).apply(
-                lambda a: api_route_spec(a[0], args.service_port, self.timeouts)),
-            "webui-ui": pulumi.Output.all(args.service, page.metadata.name).apply(
-                lambda a: ui_route_spec(a[0], args.service_port, a[1], self.timeouts)),
-        }
-        self.routes = [
-            k8s.apiextensions.CustomResource(
-                f"{name}-{route}",
-                api_version="http.keda.sh/v1beta1", kind="InterceptorRoute",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=route, namespace=args.namespace, labels=labels),
-                spec=spec,
-                opts=on_crds,
-            )
-            for route, spec in routes.items()
-        ]
+        on_crds = pulumi.ResourceOptions(parent=self, depends_on=[keda])
         backlog_triggers: list[pulumi.Input[dict]] = []
         authentications = []
         if args.backlog is not None:
@@ -290,8 +168,7 @@ class Autoscaling(pulumi.ComponentResource):
             api_version="keda.sh/v1alpha1", kind="ScaledObject",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=args.namespace, labels=labels),
             spec=pulumi.Output.all(args.deployment, *backlog_triggers).apply(
-                lambda a: scaled_object_spec(cfg, a[0], list(routes), tuple(a[1:]))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[add_on, *self.routes, *authentications]),
+                lambda a: scaled_object_spec(cfg, a[0], args.demand_url, tuple(a[1:]))),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[keda, *authentications]),
         )
-        self.interceptor_namespace = namespace.metadata.name
-        self.register_outputs({"namespace": self.interceptor_namespace, "scaled_object": "webui"})
+        self.register_outputs({"namespace": namespace.metadata.name, "scaled_object": "webui"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,20 +150,38 @@ class WebuiConfig:
 
 
 @dataclass(frozen=True)
+class WarmSchedule:
+    """Replicas KEDA's cron trigger keeps warm between `start` and `end` (5-field cron) in `timezone` (IANA)."""
+
+    timezone: str
+    start: str
+    end: str
+    replicas: int
+
+
+@dataclass(frozen=True)
 class AutoscalingConfig:
-    """Demand-driven WebUI replicas (KEDA and its HTTP add-on): the autoscaler owns the replica count."""
+    """Demand-driven WebUI replicas (KEDA, fed by the request queue): the autoscaler owns the replica count."""
 
     min_replicas: int = 0
     max_replicas: int = 2
     cooldown_seconds: int = 300
-    cold_start_timeout_seconds: int = 600
     keda_chart_version: str = "2.20.2"
-    http_add_on_chart_version: str = "0.15.0"
+    warm_schedules: tuple[WarmSchedule, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The request queue in front of the WebUI (components/request_queue.py, docs/request-queue.md): how many
+    requests may wait, and for how long, before a client gets 429 or 503 with Retry-After."""
+
+    max_wait_seconds: int = 600
+    max_depth: int = 200
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """The way in: a GKE Gateway in front of the interceptor; public only with TLS and IAP."""
+    """The way in: a GKE Gateway in front of the request queue; public only with TLS and IAP."""
 
     proxy_only_cidr: str = "10.24.0.0/23"
     hostname: str = ""
@@ -206,6 +225,7 @@ class StackConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     webui: WebuiConfig = field(default_factory=WebuiConfig)
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
@@ -382,21 +402,98 @@ _JOBS = {
 
 
 KEDA_CHART_VERSIONS = ("2.20.2",)
-HTTP_ADD_ON_CHART_VERSIONS = ("0.15.0",)
 """Chart versions whose CRD schemas tests/schemas holds: a new version gets its schemas written and checked first."""
 _HOSTNAME = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
 _RESOURCE_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_NAMES = re.compile(r"^[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3}(-[A-Za-z]{3})?)*$")
+CRON_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+"""Minute, hour, day of month, month, day of week: the "Linux format cron" KEDA's cron trigger takes
+(https://keda.sh/docs/2.20/scalers/cron/); month and weekday may also be names (JAN, MON-FRI)."""
+COLD_START_SECONDS = 300
+"""The shortest wait that covers a cold start from zero GPU nodes (published: about 3.5 min from the autoscaler's
+trigger to a warm WebUI, REFERENCE §1), with room to spare: a shorter queue.maxWaitSeconds answers 503 to every
+request that wakes the WebUI."""
+
+
+def _gone(instead: str) -> _Checker:
+    """A key an old stack file may still carry: refused with what replaced it."""
+    return lambda r, k, v: r.fail(k, v, f"no value: the key is gone; {instead}")
+
+
+def _cron(r: _Reader, key: str, value: Any) -> Any:
+    allowed = ("a 5-field cron expression (minute hour day-of-month month day-of-week) such as \"0 9 * * MON-FRI\", "
+               "each number within " + ", ".join(f"{lo}-{hi}" for lo, hi in CRON_FIELD_RANGES))
+    parts = value.split() if isinstance(value, str) else []
+    ok = len(parts) == 5
+    for i, part in enumerate(parts if ok else ()):
+        low, high = CRON_FIELD_RANGES[i]
+        if i >= 3 and _CRON_NAMES.match(part):
+            continue
+        if not _CRON_FIELD.match(part) or any(not low <= int(n) <= high
+                                              for n in re.findall(r"(?<!/)\b\d+", part)):
+            ok = False
+    if not ok:
+        r.fail(key, value, allowed)
+    return value
+
+
+def _timezone(r: _Reader, key: str, value: Any) -> Any:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        r.fail(key, value, "an IANA time zone such as Europe/Berlin or America/New_York")
+    return value
+
+
+_WARM_SCHEDULE = {
+    "timezone": ("timezone", _timezone),
+    "start": ("start", _cron),
+    "end": ("end", _cron),
+    "replicas": ("replicas", lambda r, k, v: r.integer(k, v, 1, 100)),
+}
+
+
+def _warm_schedules(r: _Reader, key: str, value: Any) -> Any:
+    if not isinstance(value, list):
+        r.fail(key, value, "a list of {timezone, start, end, replicas}")
+        return ()
+    schedules = []
+    for i, raw in enumerate(value):
+        item = f"{key}[{i}]"
+        if not isinstance(raw, dict):
+            r.fail(item, raw, "an object with keys " + ", ".join(_WARM_SCHEDULE))
+            continue
+        missing = [name for name in _WARM_SCHEDULE if name not in raw]
+        for name in missing:
+            r.problems.append(f"{item}.{name}: missing; a warm schedule needs " + ", ".join(_WARM_SCHEDULE))
+        if missing:
+            continue
+        known = len(r.problems)
+        schedule = r.section(item, raw, WarmSchedule, _WARM_SCHEDULE)
+        if len(r.problems) > known:
+            continue
+        if schedule.start == schedule.end:
+            r.fail(f"{item}.end", schedule.end, "a time other than start: KEDA refuses a cron window that starts "
+                   "and ends at once (https://keda.sh/docs/2.20/scalers/cron/)")
+        schedules.append(schedule)
+    return tuple(schedules)
+
+
 _AUTOSCALING = {
     "minReplicas": ("min_replicas", lambda r, k, v: r.integer(k, v, 0, 100)),
     "maxReplicas": ("max_replicas", lambda r, k, v: r.integer(k, v, 1, 100)),
     "cooldownSeconds": ("cooldown_seconds", lambda r, k, v: r.integer(k, v, 30, 86400)),
-    # At least the published cold start from zero GPU nodes (about 3.5 min, node boot to a warm WebUI)
-    # with room to spare: a shorter wait fails every request that wakes the WebUI.
-    "coldStartTimeoutSeconds": ("cold_start_timeout_seconds", lambda r, k, v: r.integer(k, v, 300, 3600)),
     "kedaChartVersion": ("keda_chart_version", lambda r, k, v: r.choice(k, v, KEDA_CHART_VERSIONS)),
-    "httpAddOnChartVersion": (
-        "http_add_on_chart_version", lambda r, k, v: r.choice(k, v, HTTP_ADD_ON_CHART_VERSIONS),
-    ),
+    "warmSchedules": ("warm_schedules", _warm_schedules),
+    "coldStartTimeoutSeconds": ("cold_start_timeout_seconds", _gone(
+        "requests now wait in the request queue; set queue.maxWaitSeconds instead")),
+    "httpAddOnChartVersion": ("http_add_on_chart_version", _gone(
+        "the KEDA HTTP add-on is replaced by the request queue (docs/request-queue.md); delete the key")),
+}
+_QUEUE = {
+    "maxWaitSeconds": ("max_wait_seconds", lambda r, k, v: r.integer(k, v, COLD_START_SECONDS, 3600)),
+    "maxDepth": ("max_depth", lambda r, k, v: r.integer(k, v, 1, 100000)),
 }
 _GATEWAY = {
     "proxyOnlyCidr": ("proxy_only_cidr", lambda r, k, v: r.cidr(k, v, (23, 26))),
@@ -429,7 +526,7 @@ def _master_version(r: _Reader, key: str, value: Any) -> Any:
 
 TOP_LEVEL_KEYS = (
     "project", "region", "zones", "environment",
-    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "autoscaling", "gateway",
+    "network", "cluster", "systemPool", "gpuPool", "runtime", "webui", "autoscaling", "queue", "gateway",
     "observability", "jobs", "deletionProtection",
 )
 
@@ -477,6 +574,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     runtime = r.section("runtime", raw.get("runtime"), RuntimeConfig, _RUNTIME)
     webui = r.section("webui", raw.get("webui"), WebuiConfig, _WEBUI)
     autoscaling = r.section("autoscaling", raw.get("autoscaling"), AutoscalingConfig, _AUTOSCALING)
+    queue = r.section("queue", raw.get("queue"), QueueConfig, _QUEUE)
     gateway = r.section("gateway", raw.get("gateway"), GatewayConfig, _GATEWAY)
     observability = r.section("observability", raw.get("observability"), ObservabilityConfig, _OBSERVABILITY)
     jobs = r.section("jobs", raw.get("jobs"), JobsConfig, _JOBS)
@@ -488,13 +586,14 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     _check_relations(r, network, system_pool, gpu_pool, runtime, webui, root)
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
     _check_demand_scaling(r, environment, gpu_pool, webui, autoscaling, gateway, network)
+    _check_queue(r, queue, observability)
     _check_delivery_and_capacity(r, cluster, gpu_pool, runtime, raw.get("runtime"))
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
         project=project, region=region, zones=zones, environment=environment,
         network=network, cluster=cluster, system_pool=system_pool, gpu_pool=gpu_pool,
-        runtime=runtime, webui=webui, autoscaling=autoscaling, gateway=gateway,
+        runtime=runtime, webui=webui, autoscaling=autoscaling, queue=queue, gateway=gateway,
         observability=observability, jobs=jobs, deletion_protection=deletion_protection,
     )
 
@@ -626,6 +725,12 @@ def _check_demand_scaling(r: _Reader, environment: str, gpu_pool: GpuPoolConfig,
     if r.valid("autoscaling.minReplicas", "environment") and environment != "prod" and autoscaling.min_replicas:
         r.fail("autoscaling.minReplicas", autoscaling.min_replicas,
                "0 outside prod: an idle stack keeps no GPU node")
+    if r.valid("autoscaling.minReplicas", "autoscaling.maxReplicas", "autoscaling.warmSchedules"):
+        for i, schedule in enumerate(autoscaling.warm_schedules):
+            if not autoscaling.min_replicas <= schedule.replicas <= autoscaling.max_replicas:
+                r.fail(f"autoscaling.warmSchedules[{i}].replicas", schedule.replicas,
+                       f"from autoscaling.minReplicas ({autoscaling.min_replicas}) to autoscaling.maxReplicas "
+                       f"({autoscaling.max_replicas})")
     if r.valid("webui.public", "gateway") and webui.public:
         for key, value in (("gateway.hostname", gateway.hostname), ("gateway.certificateMap", gateway.certificate_map),
                            ("gateway.iapClientId", gateway.iap_client_id),
@@ -636,6 +741,15 @@ def _check_demand_scaling(r: _Reader, environment: str, gpu_pool: GpuPoolConfig,
         for key, cidr in _network_ranges(network).items():
             if r.valid(key) and ipaddress.IPv4Network(gateway.proxy_only_cidr).overlaps(ipaddress.IPv4Network(cidr)):
                 r.fail("gateway.proxyOnlyCidr", gateway.proxy_only_cidr, f"a range that does not overlap {key} ({cidr})")
+
+
+def _check_queue(r: _Reader, queue: QueueConfig, observability: ObservabilityConfig) -> None:
+    """A request may wait at least as long as the cold start the stack expects: the cold-start alert's budget."""
+    if r.valid("queue.maxWaitSeconds", "observability.coldStartBudgetSeconds") and \
+            queue.max_wait_seconds < observability.cold_start_budget_seconds:
+        r.fail("queue.maxWaitSeconds", queue.max_wait_seconds,
+               f"at least observability.coldStartBudgetSeconds ({observability.cold_start_budget_seconds}): "
+               "a request that wakes the WebUI waits through its cold start")
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:
@@ -663,3 +777,10 @@ def load(root: Path) -> StackConfig:
     from pulumi.runtime.config import CONFIG
 
     return parse(decode(dict(CONFIG.get())), root)
+
+
+def load_stack(root: Path, stack: str) -> StackConfig:
+    """Read a stack file's config without Pulumi, for tools that run beside it (tools/loadtest.py)."""
+    from tools.mockrun import read_stack_config
+
+    return parse(decode(read_stack_config(stack, root)), root)

@@ -1,4 +1,4 @@
-"""The way in: a GKE Gateway in front of the KEDA HTTP add-on's interceptor.
+"""The way in: a GKE Gateway in front of the request queue (components/request_queue.py).
 
 Internal by default (class gke-l7-rilb, a regional internal Application Load Balancer, which needs a
 proxy-only subnet in the region: https://cloud.google.com/load-balancing/docs/proxy-only-subnets).
@@ -11,7 +11,7 @@ https://cloud.google.com/kubernetes-engine/docs/how-to/configure-gateway-resourc
 The load balancer's backend timeout defaults to 30 s (GCPBackendPolicy `timeoutSec`, same page);
 a request held through a cold start needs minutes, so it is set from the timeout chain.
 GCPBackendPolicy and HealthCheckPolicy must sit in the namespace of the Service they target (same page,
-"Restrictions and limitations"), so everything here lives in the interceptor's namespace.
+"Restrictions and limitations"), so everything here lives in the request queue's namespace.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ class GatewayArgs:
     backend_timeout_seconds: int
 
 
+def load_balancer_sources(cfg: GatewayConfig, public: bool) -> list[str]:
+    """Where the load balancer's proxies and its health checks connect to the backend pods from."""
+    return list(HEALTH_CHECK_RANGES) + ([] if public else [cfg.proxy_only_cidr])
+
+
 def listeners(public: bool) -> list[dict]:
     """Public: HTTPS only (no plain-HTTP listener at all); internal: HTTP inside the VPC."""
     if public:
@@ -76,7 +81,7 @@ def backend_policy_spec(backend: Backend, timeout_seconds: int, cfg: GatewayConf
 
 
 def health_check_spec(backend: Backend) -> dict:
-    """Ask the interceptor's admin port whether it serves: its proxy port answers for routes, not health."""
+    """Ask the backend's health endpoint whether it serves (the request queue's /healthz: 503 while it drains)."""
     return {
         "default": {"config": {"type": "HTTP", "httpHealthCheck": {
             "port": backend.health_port, "requestPath": backend.health_path,
@@ -93,14 +98,14 @@ class Gateway(pulumi.ComponentResource):
         cfg, backend = args.config, args.backend
         child = pulumi.ResourceOptions(parent=self)
         labels = k8s_labels("gateway", args.environment)
-        sources = list(HEALTH_CHECK_RANGES) + ([] if args.public else [cfg.proxy_only_cidr])
+        sources = load_balancer_sources(cfg, args.public)
         gcp.compute.Firewall(
-            f"{name}-load-balancer-to-interceptor",
+            f"{name}-load-balancer-to-backend",
             network=args.network,
             direction="INGRESS",
             source_ranges=sources,
-            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=[str(backend.port), str(backend.health_port)])],
-            description="The WebUI Gateway's load balancer and its health checks to the interceptor pods",
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=sorted({str(backend.port), str(backend.health_port)}))],
+            description="The WebUI Gateway's load balancer and its health checks to the request queue's pods",
             opts=child,
         )
         depends = []

@@ -1,12 +1,13 @@
 """Asynchronous jobs: a Pub/Sub queue in front of the GPUs, results in a bucket, nothing lost.
 
-Batch users publish txt2img jobs (tools/jobs.py); the queue agent (images/queue-agent), a sidecar of
-every WebUI pod, works them one at a time and commits each result once to the bucket, then announces
+Batch users publish txt2img jobs (tools/jobs.py); the queue agent (images/queue-agent, components/worker.py),
+the worker beside every WebUI, works them one at a time when the request queue has no interactive work
+for it, and commits each result once to the bucket, then announces
 it on the completions topic. A job that fails maxDeliveryAttempts times ends on the dead-letter topic
 with its reason, where a subscription keeps it for inspection (a topic without a subscription keeps
 nothing: https://cloud.google.com/pubsub/docs/subscription-overview).
 
-The pod count follows the backlog through KEDA (`backlog_scaling`), next to the HTTP trigger of the same
+The pod count follows the backlog through KEDA (`backlog_scaling`), next to the request queue's trigger of the same
 Deployment's ScaledObject: an HPA may not target a Deployment KEDA already scales, and one ScaledObject
 may carry several triggers (https://keda.sh/docs/2.16/concepts/scaling-deployments/).
 
@@ -46,18 +47,15 @@ too, so tests/test_jobs.py pins the query to this module's subscription and proj
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumi_kubernetes as k8s
 
 from components.autoscaling import KEDA_OPERATOR_SERVICE_ACCOUNT, BacklogScaling
 from components.autoscaling import NAMESPACE as KEDA_NAMESPACE
 from components.config import JobsConfig
-from components.registry import Registry, digest_ref, pushed_image
+from components.worker import BatchWork
 
-CONTEXT = Path(__file__).resolve().parent.parent / "images" / "queue-agent"
 MESSAGE_RETENTION = "604800s"
 """Seven days, Pub/Sub's maximum for a subscription: a batch outlives any outage of the GPU pool."""
 AGENT_ROLES = {
@@ -75,14 +73,6 @@ KEDA_AUTHENTICATION_SPEC = {"podIdentity": {"provider": "gcp"}}
 SUBSCRIPTION = "sd-jobs"
 DEAD_LETTER_SUBSCRIPTION = "sd-jobs-dead-letter"
 """The subscriptions' names: what the agent pulls from, and where jobs that failed every attempt wait."""
-
-HEARTBEAT_DIR = "/run/queue-agent"
-HEARTBEAT_ENV = {"JOBS_HEARTBEAT": f"{HEARTBEAT_DIR}/heartbeat", "JOBS_HEARTBEAT_MAX_AGE": "60"}
-"""The agent's loop beats at least every pull (10 s) and every second of a job: 60 s of silence is a hung agent."""
-HEARTBEAT_VOLUME = k8s.core.v1.VolumeArgs(name="queue-agent", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
-    medium="Memory", size_limit="1Mi"))
-ALIVE = k8s.core.v1.ExecActionArgs(command=["python", "-m", "queue_agent.alive"])
-
 
 BACKLOG_METRIC = "pubsub.googleapis.com/subscription/num_undelivered_messages"
 BACKLOG_WINDOW_SECONDS = 300
@@ -118,49 +108,18 @@ def queue_trigger(project: str, subscription: str, jobs_per_pod: int) -> dict:
 
 
 @dataclass
-class QueueSidecar:
-    """What the WebUI pod needs to run the queue agent beside WebUI."""
-
-    image: pulumi.Input[str]
-    env: dict[str, pulumi.Input[str]]
-    google_service_account: pulumi.Input[str]
-
-    def container(self, security_context: k8s.core.v1.SecurityContextArgs,
-                  api_auth: list[k8s.core.v1.EnvVarArgs]) -> k8s.core.v1.ContainerArgs:
-        """A regular container, not a native sidecar: those stop only after WebUI has exited
-        (https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/#sidecar-containers-and-pod-lifecycle),
-        and the agent must stop pulling at once while the WebUI's preStop drain lets the job in flight finish."""
-        return k8s.core.v1.ContainerArgs(
-            name="queue-agent",
-            image=self.image,
-            image_pull_policy="IfNotPresent",
-            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in {**self.env, **HEARTBEAT_ENV}.items()] + api_auth,
-            startup_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=5, timeout_seconds=5, failure_threshold=12),
-            readiness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=10, timeout_seconds=5),
-            liveness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=20, timeout_seconds=5, failure_threshold=3),
-            volume_mounts=[k8s.core.v1.VolumeMountArgs(name=HEARTBEAT_VOLUME.name, mount_path=HEARTBEAT_DIR)],
-            resources=k8s.core.v1.ResourceRequirementsArgs(
-                requests={"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
-                limits={"memory": "256Mi", "ephemeral-storage": "256Mi"},
-            ),
-            security_context=security_context,
-        )
-
-
-@dataclass
 class JobsArgs:
     config: JobsConfig
     project: str
     region: str
     protect: bool
-    registry: Registry
     webui_namespace: str
     webui_service_account: str
     generation_timeout_seconds: int
 
 
 class Jobs(pulumi.ComponentResource):
-    """Topics, the jobs subscription, the results bucket, the agent's identity and image."""
+    """Topics, the jobs subscription, the results bucket and the batch worker's identity and settings."""
 
     def __init__(self, name: str, args: JobsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdgke:jobs:Jobs", name, None, opts)
@@ -228,9 +187,7 @@ class Jobs(pulumi.ComponentResource):
         gcp.pubsub.SubscriptionIAMMember(f"{name}-forwarder-subscriber", subscription=self.subscription.name,
                                          role="roles/pubsub.subscriber", member=service_agent, opts=child)
 
-        self.image = pushed_image(f"{name}-agent-image", "sd-queue-agent", CONTEXT, args.registry, self)
-        self.sidecar = QueueSidecar(
-            image=digest_ref(self.image),
+        self.batch = BatchWork(
             google_service_account=account.email,
             env={
                 "JOBS_SUBSCRIPTION": self.subscription.id,

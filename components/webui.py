@@ -15,16 +15,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components import worker
 from components.config import WebuiConfig
-from components.jobs import HEARTBEAT_VOLUME, QueueSidecar
 from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.recipe import BAKE_SCRIPT
+from components.registry import Registry, digest_ref, pushed_image
 from components.runtime_layout import GPU_TAINT, MANIFEST, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
 from components.source import load_source
+from components.timeouts import TimeoutChain
 
 PORT = 7860
-SERVICE_PORT = "http"
-"""The Service's port name, which the interceptor's routes target."""
 NAMESPACE = "sd-webui"
 SERVICE_ACCOUNT = "webui"
 DATA_DIR = "/data"
@@ -54,10 +54,10 @@ deploy decides. With the annotation the provider skips its readiness await for c
 itself stays safe (maxUnavailable 0 keeps old pods serving until new ones are ready)."""
 
 
-QUEUE_EGRESS = k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+BATCH_EGRESS = k8s.networking.v1.NetworkPolicyEgressRuleArgs(
     ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=p, protocol="TCP") for p in (443, 80, 988)],
 )
-"""The queue agent's way out: Google APIs on 443, and the GKE metadata server it gets its Workload Identity
+"""The batch worker's way out: Google APIs on 443, and the GKE metadata server it gets its Workload Identity
 token from (169.254.169.254:80, served on 988: https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#network-policy)."""
 
 
@@ -82,9 +82,13 @@ class WebuiArgs:
     image: pulumi.Input[str]
     runtime: RuntimeVolume
     node_selector: dict[str, pulumi.Input[str]]
+    registry: Registry
+    chain: TimeoutChain
+    front: worker.QueueFront
+    """The request queue the worker beside WebUI pulls from (components/request_queue.py)."""
     tolerations: list[dict] = field(default_factory=lambda: [GPU_TAINT])
-    queue: QueueSidecar | None = None
-    """The queue agent beside WebUI (components/jobs.py), with its Google identity."""
+    batch: worker.BatchWork | None = None
+    """The worker's batch part (components/jobs.py), with its Google identity; None without jobs."""
 
 
 def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
@@ -92,6 +96,19 @@ def checkov_skips(skips: dict[str, str]) -> dict[str, str]:
     if any("=" in reason for reason in skips.values()):
         raise ValueError("a checkov skip reason cannot contain '='")
     return {f"checkov.io/skip{i}": f"{check}={reason}" for i, (check, reason) in enumerate(sorted(skips.items()), 1)}
+
+
+def restricted_container(uid: int) -> k8s.core.v1.SecurityContextArgs:
+    """A container that meets Pod Security `restricted` as `uid`, with a read-only root file system."""
+    return k8s.core.v1.SecurityContextArgs(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        run_as_user=uid,
+        run_as_group=uid,
+        capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+    )
 
 
 def tolerations(taints: list[dict]) -> list[k8s.core.v1.TolerationArgs]:
@@ -131,7 +148,10 @@ def launch_args(cfg: WebuiConfig) -> list[str]:
 
 
 class Webui(pulumi.ComponentResource):
-    """Namespace, API credentials, probe script, Deployment, PodDisruptionBudget and Service."""
+    """Namespace, API credentials, probe script, the worker's image, Deployment, PodDisruptionBudget and NetworkPolicy.
+
+    No Service: nothing routes to the WebUI pods by a Service. Each pod's worker registers the pod's own
+    address with the request queue, which sends browser traffic there (docs/request-queue.md)."""
 
     def __init__(self, name: str, args: WebuiArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdgke:webui:Webui", name, None, opts)
@@ -165,18 +185,21 @@ class Webui(pulumi.ComponentResource):
                 "HOME": f"{DATA_DIR}/home",
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "SD_WARM_TIMEOUT": str(WARM_TIMEOUT_SECONDS),
-                "SD_DRAIN_SECONDS": str(cfg.generation_timeout_seconds),
+                "SD_DRAIN_SECONDS": str(args.chain.webui_drain),
             }.items()
         ]
         self.api_password = None
         self.api_secret = None
+        self.api_auth = None
+        """`user:password` as --api-auth takes it, for the request queue's copy; None without API auth."""
         if cfg.api_auth:
             self.api_password = random.RandomPassword(f"{name}-api-password", length=32, special=False, opts=child)
+            self.api_auth = pulumi.Output.concat(API_USER, ":", self.api_password.result)
             self.api_secret = k8s.core.v1.Secret(
                 f"{name}-api-auth",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name="webui-api-auth", namespace=ns, labels=labels),
                 type="Opaque",
-                string_data={"SD_API_AUTH": pulumi.Output.concat(API_USER, ":", self.api_password.result)},
+                string_data={"SD_API_AUTH": self.api_auth},
                 opts=child,
             )
             env.append(k8s.core.v1.EnvVarArgs(
@@ -196,15 +219,7 @@ class Webui(pulumi.ComponentResource):
         def probe_cmd(mode: str) -> k8s.core.v1.ExecActionArgs:
             return k8s.core.v1.ExecActionArgs(command=["python3", f"{PROBE_DIR}/probe.py", mode])
 
-        restricted = k8s.core.v1.SecurityContextArgs(
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            run_as_non_root=True,
-            run_as_user=UID,
-            run_as_group=UID,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        )
+        restricted = restricted_container(UID)
         runtime_mount = k8s.core.v1.VolumeMountArgs(
             name="runtime", mount_path=RUNTIME_ROOT, read_only=True, mount_propagation=args.runtime.propagation,
         )
@@ -216,18 +231,19 @@ class Webui(pulumi.ComponentResource):
             f"mkdir -p {DATA_DIR}/home {DATA_DIR}/cache {DATA_DIR}/outputs",
             *(f"ln -sfn {RUNTIME_ROOT}/{target} {DATA_DIR}/{name}" for name, target in BAKE.DATA_LINKS.items()),
         ]))
-        grace = cfg.generation_timeout_seconds + 30
-        sidecars, service_account = [], None
-        if args.queue is not None:
+        self.worker_image = pushed_image(f"{name}-worker-image", worker.IMAGE, worker.CONTEXT, args.registry, self)
+        worker_container = worker.container(digest_ref(self.worker_image), args.front, args.batch, restricted,
+                                            [e for e in env if e.name == "SD_API_AUTH"])
+        service_account = None
+        if args.batch is not None:
             service_account = k8s.core.v1.ServiceAccount(
                 f"{name}-service-account",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=SERVICE_ACCOUNT, namespace=ns, labels=labels,
-                    annotations={"iam.gke.io/gcp-service-account": args.queue.google_service_account}),
+                    annotations={"iam.gke.io/gcp-service-account": args.batch.google_service_account}),
                 automount_service_account_token=False,  # Workload Identity needs no Kubernetes token
                 opts=child,
             ).metadata.name
-            sidecars.append(args.queue.container(restricted, [e for e in env if e.name == "SD_API_AUTH"]))
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels,
@@ -245,7 +261,7 @@ class Webui(pulumi.ComponentResource):
                         automount_service_account_token=False,
                         service_account_name=service_account,
                         enable_service_links=False,
-                        termination_grace_period_seconds=grace,
+                        termination_grace_period_seconds=args.chain.webui_grace,
                         node_selector=args.node_selector,
                         tolerations=tolerations(args.tolerations),
                         security_context=k8s.core.v1.PodSecurityContextArgs(
@@ -300,7 +316,7 @@ class Webui(pulumi.ComponentResource):
                                 k8s.core.v1.VolumeMountArgs(name="shm", mount_path="/dev/shm"),
                                 k8s.core.v1.VolumeMountArgs(name="probe", mount_path=PROBE_DIR, read_only=True),
                             ],
-                        ), *sidecars],
+                        ), worker_container],
                         volumes=[
                             k8s.core.v1.VolumeArgs(name="runtime", **args.runtime.source),
                             k8s.core.v1.VolumeArgs(name="data", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="8Gi")),
@@ -310,7 +326,7 @@ class Webui(pulumi.ComponentResource):
                             k8s.core.v1.VolumeArgs(name="probe", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
                                 name=probe.metadata.name, default_mode=0o444,
                             )),
-                            *([HEARTBEAT_VOLUME] if args.queue else []),
+                            worker.HEARTBEAT_VOLUME,
                         ],
                     ),
                 ),
@@ -326,35 +342,32 @@ class Webui(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        front = k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+            match_labels={"kubernetes.io/metadata.name": args.front.namespace}))
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels),
             spec=k8s.networking.v1.NetworkPolicySpecArgs(
                 pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 policy_types=["Ingress", "Egress"],
-                # WebUI serves its port and needs nothing outside: everything it runs is baked.
+                # WebUI serves the request queue only, and needs nothing outside: everything it runs is baked.
+                # Its worker long-polls the request queue, and with batch work reaches Google's APIs. Kubelet's
+                # probes come from the pod's own node, which a NetworkPolicy cannot block
+                # (https://kubernetes.io/docs/concepts/services-networking/network-policies/, "What you can't do").
                 ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
+                    from_=[front], ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
                 )],
-                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                    ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
-                ), *([QUEUE_EGRESS] if args.queue else [])],
-            ),
-            opts=child,
-        )
-        # Cluster-internal even when the WebUI is public: the way in is the Gateway, through the
-        # interceptor that wakes the pods (components/gateway.py).
-        self.service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=ns, labels=labels, annotations=SKIP_AWAIT),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                type="ClusterIP",
-                selector=selector,
-                ports=[k8s.core.v1.ServicePortArgs(name=SERVICE_PORT, port=80, target_port="http")],
+                egress=[
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                        ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
+                    ),
+                    k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=[front], ports=[
+                        k8s.networking.v1.NetworkPolicyPortArgs(port=args.front.worker_port, protocol="TCP")]),
+                    *([BATCH_EGRESS] if args.batch else []),
+                ],
             ),
             opts=child,
         )
         self.namespace = ns
-        self.service_port = SERVICE_PORT
         self.launch_command = shlex.join([VENV_PYTHON, *launch_args(cfg)])
-        self.register_outputs({"namespace": ns, "service": self.service.metadata.name})
+        self.register_outputs({"namespace": ns, "deployment": self.deployment.metadata.name})

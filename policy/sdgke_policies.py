@@ -623,6 +623,29 @@ def _helm_releases_pinned(args, report):
         report(f"Helm release {args.props.get('chart')!r} comes from {repo!r}: use an https chart repository.")
 
 
+CA_MAX_GRACEFUL_TERMINATION_SECONDS = 600
+"""How long the cluster autoscaler waits for a pod's graceful termination when it empties a node
+(`max-graceful-termination-sec`, default 600: kubernetes/autoscaler cluster-autoscaler/FAQ.md, "What are the
+parameters to CA?"); a longer drain is cut. Pods annotated safe-to-evict "false" keep their node (same FAQ,
+"What types of pods can prevent CA from removing a node?")."""
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+
+def _long_drain_keeps_its_node(args, report):
+    """A pod that may need longer than the autoscaler's wait to drain (the request queue holds requests for the
+    whole client budget) is never evicted for a scale-down; rollouts still honour its grace period."""
+    pod = _pod_spec(args.resource_type, args.props)
+    grace = (pod or {}).get("terminationGracePeriodSeconds")
+    if not isinstance(grace, int) or grace <= CA_MAX_GRACEFUL_TERMINATION_SECONDS:
+        return
+    annotations = _get(args.props, *WORKLOADS[args.resource_type][:-1], "metadata", "annotations") or {}
+    if annotations.get(SAFE_TO_EVICT) != "false":
+        namespace, name = _identity(args.props)
+        report(f"{args.resource_type.rsplit(':', 1)[-1]} {namespace}/{name} may take {grace}s to drain, longer than the "
+               f"cluster autoscaler waits when it empties a node ({CA_MAX_GRACEFUL_TERMINATION_SECONDS}s, "
+               f"max-graceful-termination-sec): annotate its pods {SAFE_TO_EVICT}: \"false\".")
+
+
 # --- advisory -------------------------------------------------------------------------------
 
 def _probes(args, report):
@@ -733,6 +756,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_validation("gateway-public-requires-tls-and-auth",
                       "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
                       _public_gateway_tls_and_auth),
+    _validation("k8s-long-drain-keeps-its-node",
+                "A pod that drains longer than the cluster autoscaler waits is not evicted for scale-down.",
+                POD_TYPES, _long_drain_keeps_its_node),
     _validation("helm-releases-pinned", "Helm releases pin an exact chart version from an https repository.",
                 (HELM_RELEASE,), _helm_releases_pinned),
     _validation("k8s-deployment-probes", "Deployments have startup and readiness probes.",

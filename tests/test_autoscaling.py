@@ -1,5 +1,5 @@
-"""Demand-driven WebUI replicas, as registered: KEDA and its HTTP add-on, the routes, the ScaledObject,
-and the policies that keep GPU Deployments demand-scaled within the pool."""
+"""Demand-driven WebUI replicas, as registered: KEDA, the ScaledObject on the request queue's demand, the warm
+schedules and the backlog, and the policies that keep GPU Deployments demand-scaled within the pool."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from tests.test_policy import _set, mutate, violations_of
 from tools.mockrun import HELM_RELEASE
 
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
-ROUTE = "kubernetes:http.keda.sh/v1beta1:InterceptorRoute"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 
@@ -31,47 +30,33 @@ def manifest(run, type_: str, name: str) -> dict:
 
 # --- the charts -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("role, chart, version", [
-    ("keda", "keda", "2.20.2"), ("http-add-on", "keda-add-ons-http", "0.15.0"),
-])
-def test_keda_and_the_add_on_come_from_pinned_chart_versions(run, role, chart, version):
-    inputs = release(run, role)
-    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (chart, version, "keda")
+def test_keda_comes_from_a_pinned_chart_version(run):
+    inputs = release(run, "keda")
+    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == ("keda", "2.20.2", "keda")
     assert inputs["repositoryOpts"] == {"repo": "https://kedacore.github.io/charts"}
 
 
-def test_the_keda_crd_schemas_are_written_from_the_docs_of_the_pinned_chart_versions():
-    """The KEDA schemas are hand-written from the docs of the versions the charts pin (keda 2.20.2,
-    keda-add-ons-http 0.15.0): their `source` names those doc versions."""
+def test_keda_is_the_only_helm_release(run):
+    """The KEDA HTTP add-on is gone: the request queue holds requests and feeds KEDA (docs/request-queue.md)."""
+    assert [r.name for r in run.of_type(HELM_RELEASE)] == ["autoscaling-keda"]
+    assert not [r for r in run.resources if r.type.startswith("kubernetes:http.keda.sh/")]
+
+
+def test_the_keda_crd_schemas_are_written_from_the_docs_of_the_pinned_chart_version():
     docs = crd_schemas.schemas()
     for kind in ("ScaledObject", "TriggerAuthentication"):
         assert docs[("keda.sh/v1alpha1", kind)]["source"].startswith("hand-written from https://keda.sh/docs/2.20/")
-    route = docs[("http.keda.sh/v1beta1", "InterceptorRoute")]["source"]
-    assert route.startswith("hand-written from https://keda.sh/http-add-on/0.15/reference/interceptorroute/")
 
 
-def test_the_add_on_is_installed_after_keda_whose_crds_its_chart_uses(run):
-    add_on = run.one(HELM_RELEASE, "autoscaling-http-add-on")
-    assert run.one(HELM_RELEASE, "autoscaling-keda").urn in add_on.dependencies
-
-
-def test_the_charts_run_on_the_system_pool_never_on_a_gpu_node(run):
+def test_keda_runs_on_the_system_pool_never_on_a_gpu_node(run):
     system = run.one(NODE_POOL, "sd-system").inputs["nodeConfig"]["labels"]
     assert autoscaling.SYSTEM_NODE_SELECTOR.items() <= system.items()
-    values = release(run, "http-add-on")["values"]
     assert release(run, "keda")["values"]["nodeSelector"] == autoscaling.SYSTEM_NODE_SELECTOR
-    assert all(values[part]["nodeSelector"] == autoscaling.SYSTEM_NODE_SELECTOR
-               for part in ("operator", "scaler", "interceptor"))
 
 
-def test_the_add_on_meets_the_restricted_pod_security_its_namespace_enforces(run):
+def test_keda_namespace_enforces_restricted_pod_security(run):
     ns = run.one("kubernetes:core/v1:Namespace", "autoscaling-namespace").inputs["metadata"]
     assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    values = release(run, "http-add-on")["values"]
-    assert values["podSecurityContext"]["runAsNonRoot"] is True
-    assert values["podSecurityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert values["securityContext"]["allowPrivilegeEscalation"] is False
-    assert values["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_releases_go_through_the_cluster_provider(run):
@@ -98,67 +83,68 @@ def test_dev_idles_at_zero_gpu_pods(runs):
     assert spec(runs["dev"], SCALED_OBJECT, "autoscaling-scaled-object")["minReplicaCount"] == 0
 
 
-def test_each_route_feeds_the_scaled_object_through_the_add_on_scaler(run):
-    triggers = [t for t in spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
-                if "interceptorRoute" in t["metadata"]]
-    assert [t["type"] for t in triggers] == ["external-push", "external-push"]
-    assert {t["metadata"]["interceptorRoute"] for t in triggers} == {"webui-api", "webui-ui"}
-    assert {t["metadata"]["scalerAddress"] for t in triggers} == {"keda-add-ons-http-external-scaler.keda:9090"}
+def test_the_request_queue_demand_drives_the_scaled_object_through_keda_metrics_api(run):
+    """KEDA 2.20 metrics-api: `url`, `valueLocation` (GJSON), `targetValue` (https://keda.sh/docs/2.20/scalers/metrics-api/)."""
+    demand = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"][0]
+    assert demand == {"type": "metrics-api", "name": "request-queue", "metadata": {
+        "url": "http://request-queue.request-queue.svc.cluster.local:8081/v1/demand", "format": "json",
+        "valueLocation": "desired", "targetValue": "1"}}
 
 
-def test_the_scaled_object_waits_for_its_crd_and_its_routes(run):
+def test_the_demand_url_is_the_request_queue_service_workers_port(run):
+    service = run.one("kubernetes:core/v1:Service", "request-queue-service").inputs
+    url = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"][0]["metadata"]["url"]
+    workers = next(p for p in service["spec"]["ports"] if p["name"] == "workers")
+    meta = service["metadata"]
+    assert url.startswith(f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local:{workers['port']}/")
+
+
+def test_keda_polls_every_second_so_a_first_request_wakes_a_pod_at_once(run):
+    assert spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["pollingInterval"] == 1
+
+
+def test_the_scaled_object_waits_for_keda_whose_crds_it_needs(run):
     so = run.one(SCALED_OBJECT, "autoscaling-scaled-object")
-    needed = {run.one(HELM_RELEASE, "autoscaling-http-add-on").urn, *(r.urn for r in run.of_type(ROUTE))}
-    assert needed <= set(so.dependencies)
+    assert run.one(HELM_RELEASE, "autoscaling-keda").urn in so.dependencies
 
 
-# --- the routes -----------------------------------------------------------------------------
-
-def test_the_api_asks_for_one_in_flight_generation_per_pod(run):
-    api = spec(run, ROUTE, "autoscaling-webui-api")
-    assert api["scalingMetric"] == {"concurrency": {"targetValue": 1}}
-    assert api["rules"] == [{"paths": [{"value": "/sdapi/"}]}]
-
-
-def test_api_requests_wait_through_a_cold_start_instead_of_getting_a_placeholder(run):
-    api = spec(run, ROUTE, "autoscaling-webui-api")
-    assert "coldStart" not in api
-    cold_start = stack_config(run).autoscaling.cold_start_timeout_seconds
-    assert api["timeouts"]["readiness"] == f"{cold_start}s"
+def test_each_warm_schedule_is_a_keda_cron_trigger(run_stack):
+    schedules = [{"timezone": "Europe/Berlin", "start": "0 9 * * 1-5", "end": "0 18 * * 1-5", "replicas": 1},
+                 {"timezone": "America/New_York", "start": "30 7 * * SAT", "end": "0 12 * * SAT", "replicas": 2}]
+    run = run_stack("dev", autoscaling={"minReplicas": 0, "maxReplicas": 2, "cooldownSeconds": 300,
+                                        "kedaChartVersion": "2.20.2", "warmSchedules": schedules})
+    triggers = [t for t in spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"] if t["type"] == "cron"]
+    assert triggers == [
+        {"type": "cron", "name": "warm-0", "metadata": {"timezone": "Europe/Berlin", "start": "0 9 * * 1-5",
+                                                        "end": "0 18 * * 1-5", "desiredReplicas": "1"}},
+        {"type": "cron", "name": "warm-1", "metadata": {"timezone": "America/New_York", "start": "30 7 * * SAT",
+                                                        "end": "0 12 * * SAT", "desiredReplicas": "2"}}]
 
 
-def test_both_routes_target_the_webui_service_by_its_port_name(run):
-    service = run.one("kubernetes:core/v1:Service", "webui-service").inputs
-    port_names = {p["name"] for p in service["spec"]["ports"]}
-    for name in ("autoscaling-webui-api", "autoscaling-webui-ui"):
-        target = spec(run, ROUTE, name)["target"]
-        assert target["service"] == service["metadata"]["name"] and target["portName"] in port_names
-        assert run.one(ROUTE, name).inputs["metadata"]["namespace"] == service["metadata"]["namespace"]
+@pytest.mark.parametrize("stack, crons", [("dev", 0), ("prod", 1)])
+def test_the_stacks_warm_schedules_become_cron_triggers(runs, stack, crons):
+    triggers = spec(runs[stack], SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
+    assert [t["type"] for t in triggers].count("cron") == crons == len(stack_config(runs[stack]).autoscaling.warm_schedules)
 
 
-def test_browsers_get_a_starting_page_while_no_pod_is_ready(run):
-    ui = spec(run, ROUTE, "autoscaling-webui-ui")
-    response = ui["coldStart"]["placeholder"]["response"]
-    page = run.one("kubernetes:core/v1:ConfigMap", "autoscaling-starting-page").inputs
-    assert response["bodyFromConfigMap"] == {"name": page["metadata"]["name"], "key": "index.html"}
-    assert page["metadata"]["labels"]["http.keda.sh/response-body"] == "true"
-    assert "is starting" in page["data"]["index.html"]
-    assert f'content="{autoscaling.STARTING_RETRY_SECONDS}"' in page["data"]["index.html"]
-    assert response["statusCode"] == 503 and response["headers"]["Retry-After"] == str(autoscaling.STARTING_RETRY_SECONDS)
+DOCUMENTED_METADATA = {
+    "metrics-api": {"url", "format", "valueLocation", "targetValue", "activationTargetValue", "unsafeSsl"},
+    "cron": {"timezone", "start", "end", "desiredReplicas"},
+}
+"""Trigger parameters as KEDA 2.20 documents them (https://keda.sh/docs/2.20/scalers/metrics-api/,
+https://keda.sh/docs/2.20/scalers/cron/): the CRD leaves `metadata` an open string map, so a misspelt
+parameter would pass the schema and be ignored by the scaler."""
 
 
-def test_a_browser_visit_wakes_a_pod_though_the_placeholder_answers_at_once(run):
-    """The placeholder answers within the request, too short for a concurrency sample: the UI route
-    scales on request rate, which remembers the visit for its window."""
-    ui = spec(run, ROUTE, "autoscaling-webui-ui")
-    assert set(ui["scalingMetric"]) == {"requestRate"}
-    assert ui["rules"] == [{"paths": [{"value": "/"}]}]
+def test_demand_and_warm_triggers_use_only_documented_parameters(runs):
+    for run in runs.values():
+        for trigger in spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]:
+            documented = DOCUMENTED_METADATA.get(trigger["type"])
+            assert documented is None or set(trigger["metadata"]) <= documented, trigger
 
 
-@pytest.mark.parametrize("name", ["autoscaling-scaled-object", "autoscaling-webui-api", "autoscaling-webui-ui"])
-def test_custom_resources_match_the_pinned_crd_schemas(run, name):
-    type_ = SCALED_OBJECT if name.endswith("scaled-object") else ROUTE
-    assert crd_schemas.validate(manifest(run, type_, name)) == []
+def test_the_scaled_object_matches_the_pinned_crd_schema(run):
+    assert crd_schemas.validate(manifest(run, SCALED_OBJECT, "autoscaling-scaled-object")) == []
 
 
 def test_the_crd_schema_check_rejects_a_misspelt_field(runs):
@@ -168,10 +154,10 @@ def test_the_crd_schema_check_rejects_a_misspelt_field(runs):
         "spec: Additional properties are not allowed ('maxReplicas' was unexpected)"]
 
 
-def test_the_crd_schema_check_rejects_a_concurrency_target_below_one(runs):
-    broken = manifest(runs["dev"], ROUTE, "autoscaling-webui-api")
-    broken["spec"] = {**broken["spec"], "scalingMetric": {"concurrency": {"targetValue": 0}}}
-    assert crd_schemas.validate(broken) == ["spec.scalingMetric.concurrency.targetValue: 0 is less than the minimum of 1"]
+def test_the_crd_schema_check_rejects_a_non_string_trigger_value(runs):
+    broken = manifest(runs["dev"], SCALED_OBJECT, "autoscaling-scaled-object")
+    broken["spec"]["triggers"][0]["metadata"]["targetValue"] = 1
+    assert crd_schemas.validate(broken) == ["spec.triggers.0.metadata.targetValue: 1 is not of type 'string'"]
 
 
 # --- policies -------------------------------------------------------------------------------
@@ -227,15 +213,14 @@ def test_an_unpinned_helm_release_is_refused(runs, change, message):
     assert violations_of(run, "helm-releases-pinned", mutate(run, HELM_RELEASE, "autoscaling-keda", change)) == [message]
 
 
-def test_the_offline_plan_shows_keda_the_add_on_the_scaled_object_the_routes_and_the_gateway(runs):
+def test_the_offline_plan_shows_keda_the_scaled_object_the_request_queue_and_the_gateway(runs):
     from tools import plan
 
     tree = plan.render_tree(runs["dev"])
     for line in (
         "kubernetes:helm.sh/v3:Release autoscaling-keda  [chart=keda, version=2.20.2, namespace=keda]",
-        "kubernetes:helm.sh/v3:Release autoscaling-http-add-on  [chart=keda-add-ons-http, version=0.15.0",
         "kubernetes:keda.sh/v1alpha1:ScaledObject autoscaling-scaled-object  [minReplicaCount=0, maxReplicaCount=2",
-        "kubernetes:http.keda.sh/v1beta1:InterceptorRoute autoscaling-webui-api  [value=/sdapi/",
+        "kubernetes:apps/v1:Deployment request-queue-deployment  [namespace=request-queue, replicas=1]",
         "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute webui-route",
         "kubernetes:gateway.networking.k8s.io/v1:Gateway webui-gateway  [gatewayClassName=gke-l7-rilb]",
     ):
@@ -266,8 +251,12 @@ def problems_with(**sections) -> list[str]:
      "autoscaling.minReplicas: 1 is not allowed; expected 0 outside prod: an idle stack keeps no GPU node"),
     ({"environment": "prod", "autoscaling": {"minReplicas": 2, "maxReplicas": 1}},
      "autoscaling.minReplicas: 2 is not allowed; expected at most autoscaling.maxReplicas (1)"),
-    ({"autoscaling": {"coldStartTimeoutSeconds": 60}},
-     "autoscaling.coldStartTimeoutSeconds: 60 is not allowed; expected an integer from 300 to 3600"),
+    ({"autoscaling": {"coldStartTimeoutSeconds": 600}},
+     "autoscaling.coldStartTimeoutSeconds: 600 is not allowed; expected no value: the key is gone; requests now wait "
+     "in the request queue; set queue.maxWaitSeconds instead"),
+    ({"autoscaling": {"httpAddOnChartVersion": "0.15.0"}},
+     'autoscaling.httpAddOnChartVersion: "0.15.0" is not allowed; expected no value: the key is gone; the KEDA HTTP '
+     "add-on is replaced by the request queue (docs/request-queue.md); delete the key"),
     ({"autoscaling": {"kedaChartVersion": "2.19.0"}},
      'autoscaling.kedaChartVersion: "2.19.0" is not allowed; expected one of 2.20.2'),
     ({"gateway": {"proxyOnlyCidr": "10.10.0.0/23"}},
@@ -276,7 +265,7 @@ def problems_with(**sections) -> list[str]:
     ({"webui": {"replicas": 2}},
      "webui.replicas: 2 is not allowed; expected no value: the key is gone, the autoscaler owns the replica count; "
      "set autoscaling.minReplicas and autoscaling.maxReplicas instead"),
-], ids=["max-beyond-pool", "warm-pod-in-dev", "min-above-max", "cold-start-too-short", "unvendored-chart",
+], ids=["max-beyond-pool", "warm-pod-in-dev", "min-above-max", "cold-start-timeout-gone", "add-on-gone", "unvendored-chart",
         "proxy-subnet-overlaps", "webui-replicas-gone"])
 def test_bad_autoscaling_config_is_reported_with_key_value_and_what_is_allowed(sections, expected):
     assert problems_with(**sections) == [expected]
@@ -284,25 +273,6 @@ def test_bad_autoscaling_config_is_reported_with_key_value_and_what_is_allowed(s
 
 def test_prod_may_keep_a_warm_pod():
     assert problems_with(environment="prod", autoscaling={"minReplicas": 1}) == []
-
-
-def test_the_add_on_pods_our_values_make_pass_pod_security_restricted(run):
-    """The chart puts `podSecurityContext` on each pod and `securityContext` on each container
-    (kedacore/charts@v2.20.2 http-add-on/templates/*/deployment.yaml): the pod they make passes the
-    Restricted checks of policy/pod_security.py, and the chart's defaults alone would not."""
-    from tests.test_pod_security import pod_security
-
-    values = release(run, "http-add-on")["values"]
-    pod = {"securityContext": values["podSecurityContext"],
-           "containers": [{"name": "interceptor", "image": "ghcr.io/kedacore/http-add-on-interceptor:0.15.0",
-                           "securityContext": values["securityContext"]}]}
-    assert pod_security.violations({}, pod, "restricted") == []
-    chart_defaults = {"securityContext": {"fsGroup": 1000, "supplementalGroups": [1000]},
-                      "containers": [{"name": "interceptor", "securityContext": {
-                          "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
-                          "readOnlyRootFilesystem": True}}]}
-    assert {v.check for v in pod_security.violations({}, chart_defaults, "restricted")} == {
-        "runAsNonRoot", "seccompProfile_restricted"}
 
 
 def test_the_private_control_plane_may_call_keda_metrics_server_and_webhooks(run):
@@ -318,9 +288,9 @@ def test_the_private_control_plane_may_call_keda_metrics_server_and_webhooks(run
 TRIGGER_AUTHENTICATION = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication"
 
 
-def test_the_queue_backlog_wakes_the_same_webui_as_the_http_routes(run):
+def test_the_queue_backlog_wakes_the_same_webui_as_the_request_queue(run):
     triggers = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
-    assert [t["type"] for t in triggers] == ["external-push", "external-push", "prometheus"]
+    assert [t["type"] for t in triggers if t["type"] != "cron"] == ["metrics-api", "prometheus"]
     assert triggers[-1]["authenticationRef"] == {"name": "sd-jobs-monitoring"}
     assert {k: triggers[-1]["metadata"][k] for k in ("threshold", "activationThreshold", "ignoreNullValues")} == {
         "threshold": "5", "activationThreshold": "0", "ignoreNullValues": "true"}
@@ -343,9 +313,9 @@ def test_the_trigger_authentication_matches_its_pinned_crd_schema(run):
     assert crd_schemas.validate(manifest(run, TRIGGER_AUTHENTICATION, "autoscaling-backlog-authentication")) == []
 
 
-def test_without_the_queue_only_requests_wake_the_webui(run_stack):
+def test_without_the_job_queue_only_requests_wake_the_webui(run_stack):
     run = run_stack("dev", jobs={"enabled": False})
     triggers = spec(run, SCALED_OBJECT, "autoscaling-scaled-object")["triggers"]
-    assert [t["type"] for t in triggers] == ["external-push", "external-push"]
+    assert [t["type"] for t in triggers] == ["metrics-api"]
     assert run.of_type(TRIGGER_AUTHENTICATION) == []
     assert "serviceAccount" not in release(run, "keda")["values"]

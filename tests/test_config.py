@@ -185,7 +185,7 @@ BAD_CONFIGS = [
     pytest.param(
         {"gpuPol": {"maxNodes": 4}},
         "sd-gke:gpuPol: unknown key; allowed keys are project, region, zones, environment, network, "
-        "cluster, systemPool, gpuPool, runtime, webui, autoscaling, gateway, observability, jobs, deletionProtection",
+        "cluster, systemPool, gpuPool, runtime, webui, autoscaling, queue, gateway, observability, jobs, deletionProtection",
         id="typo-top-level",
     ),
     pytest.param(

@@ -30,7 +30,7 @@ def field_of(cfg: config.StackConfig, section: str, attr: str):
 
 
 SECTIONS = {"systemPool": "system_pool", "gpuPool": "gpu_pool", "runtime": "runtime", "webui": "webui",
-            "autoscaling": "autoscaling"}
+            "autoscaling": "autoscaling", "queue": "queue"}
 INTEGER_BOUNDS = [
     # section, key, field, lowest allowed, highest allowed; gpuPool counts stay on g2-standard-8's fixed 1 GPU
     ("systemPool", "minNodes", "min_nodes", 1, 10),
@@ -45,7 +45,8 @@ INTEGER_BOUNDS = [
     ("autoscaling", "minReplicas", "min_replicas", 0, 100),
     ("autoscaling", "maxReplicas", "max_replicas", 1, 100),
     ("autoscaling", "cooldownSeconds", "cooldown_seconds", 30, 86400),
-    ("autoscaling", "coldStartTimeoutSeconds", "cold_start_timeout_seconds", 300, 3600),
+    ("queue", "maxWaitSeconds", "max_wait_seconds", 300, 3600),
+    ("queue", "maxDepth", "max_depth", 1, 100000),
 ]
 # Keys judged against others too (a pool's min and max, the replicas against each other, the GPUs the pool
 # holds and the environment): the other keys are set out of the way, section by section.
@@ -144,8 +145,8 @@ def test_unset_sections_take_the_documented_defaults():
     assert (web.model_path, web.api_auth, web.public, web.generation_timeout_seconds) == (
         "models/Stable-diffusion", True, False, 120)
     assert cfg.autoscaling == config.AutoscalingConfig(min_replicas=0, max_replicas=2, cooldown_seconds=300,
-                                                       cold_start_timeout_seconds=600, keda_chart_version="2.20.2",
-                                                       http_add_on_chart_version="0.15.0")
+                                                       keda_chart_version="2.20.2", warm_schedules=())
+    assert cfg.queue == config.QueueConfig(max_wait_seconds=600, max_depth=200)
     assert cfg.gateway == config.GatewayConfig(proxy_only_cidr="10.24.0.0/23", hostname="", certificate_map="",
                                                iap_client_id="", iap_secret_name="")
     assert cfg.observability == config.ObservabilityConfig(notification_email=None, cold_start_budget_seconds=300)
@@ -167,8 +168,10 @@ def test_every_section_value_lands_in_its_field():
         runtime={"recipe": "r/recipe.yml", "diskType": "pd-ssd", "diskSizeGb": 60, "bakeTimeoutMinutes": 30,
                  "bakeMachineType": "n2-standard-16", "delivery": "secondaryBootDisk"},
         webui={"modelPath": "models/sdxl", "apiAuth": False, "public": False, "generationTimeoutSeconds": 300},
-        autoscaling={"minReplicas": 1, "maxReplicas": 8, "cooldownSeconds": 600, "coldStartTimeoutSeconds": 900,
-                     "kedaChartVersion": "2.20.2", "httpAddOnChartVersion": "0.15.0"},
+        autoscaling={"minReplicas": 1, "maxReplicas": 8, "cooldownSeconds": 600, "kedaChartVersion": "2.20.2",
+                     "warmSchedules": [{"timezone": "Asia/Tokyo", "start": "0 8 * * *", "end": "0 20 * * *",
+                                        "replicas": 3}]},
+        queue={"maxWaitSeconds": 900, "maxDepth": 50},
         gateway={"proxyOnlyCidr": "10.2.0.0/23", "hostname": "sd.example.com", "certificateMap": "sd-certs",
                  "iapClientId": "123-abc.apps.googleusercontent.com", "iapSecretName": "sd-iap"},
         observability={"notificationEmail": "oncall@example.com", "coldStartBudgetSeconds": 600},
@@ -185,7 +188,9 @@ def test_every_section_value_lands_in_its_field():
                                                 "BALANCED", "DEFAULT")
     assert cfg.runtime == config.RuntimeConfig("r/recipe.yml", "pd-ssd", 60, 30, "n2-standard-16", "secondaryBootDisk")
     assert cfg.webui == config.WebuiConfig("models/sdxl", False, False, 300)
-    assert cfg.autoscaling == config.AutoscalingConfig(1, 8, 600, 900, "2.20.2", "0.15.0")
+    assert cfg.autoscaling == config.AutoscalingConfig(1, 8, 600, "2.20.2", (
+        config.WarmSchedule("Asia/Tokyo", "0 8 * * *", "0 20 * * *", 3),))
+    assert cfg.queue == config.QueueConfig(900, 50)
     assert cfg.gateway == config.GatewayConfig("10.2.0.0/23", "sd.example.com", "sd-certs",
                                                "123-abc.apps.googleusercontent.com", "sd-iap")
     assert cfg.observability == config.ObservabilityConfig("oncall@example.com", 600)
@@ -209,7 +214,6 @@ CHOICES = [
     ("runtime", "diskType", ["pd-balanced", "pd-ssd"]),
     ("runtime", "delivery", ["daemonset", "secondaryBootDisk"]),
     ("autoscaling", "kedaChartVersion", ["2.20.2"]),
-    ("autoscaling", "httpAddOnChartVersion", ["0.15.0"]),
 ]
 # A choice the default g2 machine refuses is taken on a machine that accepts it (the pairing has its own tests).
 CHOICE_COMPANION = {("gpuPool", "diskType", "pd-standard"): {"machineType": "n1-standard-8",

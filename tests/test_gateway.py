@@ -1,10 +1,10 @@
-"""The way in: the Gateway in front of the interceptor, internal by default, public only with TLS and IAP."""
+"""The way in: the Gateway in front of the request queue, internal by default, public only with TLS and IAP."""
 
 from __future__ import annotations
 
 import pytest
 
-from components import autoscaling, gateway
+from components import gateway, request_queue
 from tests import crd_schemas
 from tests.test_cluster import stack_config
 from tests.test_policy import _drop, _set, mutate, violations_of
@@ -35,24 +35,26 @@ def inputs(run, type_: str, name: str) -> dict:
     return run.one(type_, name).inputs
 
 
-def test_the_route_sends_everything_to_the_interceptor_proxy(run):
+def test_the_route_sends_everything_to_the_request_queue_clients_port(run):
     route = inputs(run, ROUTE, "webui-route")
+    service = inputs(run, "kubernetes:core/v1:Service", "request-queue-service")
     assert route["spec"]["parentRefs"] == [{"name": "webui"}]
-    assert route["spec"]["rules"] == [{"backendRefs": [{"name": "keda-add-ons-http-interceptor-proxy", "port": 8080}]}]
-    assert route["metadata"]["namespace"] == autoscaling.NAMESPACE
+    assert route["spec"]["rules"] == [{"backendRefs": [{"name": service["metadata"]["name"], "port": 8080}]}]
+    assert {"name": "http", "port": 8080, "targetPort": "http"} in service["spec"]["ports"]
+    assert route["metadata"]["namespace"] == service["metadata"]["namespace"] == request_queue.NAMESPACE
 
 
-def test_gateway_objects_live_beside_the_interceptor_service_they_target(run):
+def test_gateway_objects_live_beside_the_request_queue_service_they_target(run):
     """GCPBackendPolicy and HealthCheckPolicy must share the target Service's namespace (GKE docs)."""
-    assert {inputs(run, t, n)["metadata"]["namespace"] for t, n in OBJECTS} == {autoscaling.NAMESPACE}
+    assert {inputs(run, t, n)["metadata"]["namespace"] for t, n in OBJECTS} == {request_queue.NAMESPACE}
     for type_, name in OBJECTS[2:]:
         assert inputs(run, type_, name)["spec"]["targetRef"] == {
-            "group": "", "kind": "Service", "name": autoscaling.INTERCEPTOR_PROXY}
+            "group": "", "kind": "Service", "name": request_queue.SERVICE}
 
 
-def test_the_load_balancer_health_checks_the_interceptor_admin_port(run):
+def test_the_load_balancer_health_checks_the_request_queue_healthz(run):
     check = inputs(run, HEALTH_CHECK, "webui-health-check")["spec"]["default"]["config"]
-    assert check == {"type": "HTTP", "httpHealthCheck": {"port": 9090, "requestPath": "/readyz"}}
+    assert check == {"type": "HTTP", "httpHealthCheck": {"port": 8080, "requestPath": "/healthz"}}
 
 
 def test_an_internal_gateway_gets_its_proxy_only_subnet(run):
@@ -71,7 +73,7 @@ def test_a_public_gateway_is_global_external_https_only_with_a_certificate_map(p
     assert "webui-proxy-only" not in {r.name for r in public.of_type(SUBNET)}
 
 
-def test_a_public_gateway_requires_iap_on_the_interceptor(public):
+def test_a_public_gateway_requires_iap_on_the_request_queue(public):
     iap = inputs(public, BACKEND_POLICY, "webui-backend-policy")["spec"]["default"]["iap"]
     assert iap == {"enabled": True, "clientID": PUBLIC_GATEWAY["iapClientId"],
                    "oauth2ClientSecret": {"name": "webui-iap"}}
@@ -115,20 +117,20 @@ def test_a_public_gateway_with_tls_and_iap_passes(public, run):
 def test_a_public_plain_http_listener_is_refused(public):
     plain = mutate(public, GATEWAY, "webui-gateway", _set("spec.listeners.0", {"name": "http", "protocol": "HTTP", "port": 80}))
     assert violations_of(public, POLICY, plain) == [
-        "Public Gateway keda/webui has a HTTP listener 'http': a public endpoint serves HTTPS only."]
+        "Public Gateway request-queue/webui has a HTTP listener 'http': a public endpoint serves HTTPS only."]
 
 
 def test_a_public_https_listener_without_a_certificate_is_refused(public):
     uncertified = mutate(public, GATEWAY, "webui-gateway", _drop("metadata.annotations"))
     assert violations_of(public, POLICY, uncertified) == [
-        "Public Gateway keda/webui: HTTPS listener 'https' has no certificate "
+        "Public Gateway request-queue/webui: HTTPS listener 'https' has no certificate "
         "(networking.gke.io/certmap, tls.certificateRefs or pre-shared-certs)."]
 
 
 def test_a_public_gateway_without_iap_is_refused(public):
     open_door = mutate(public, BACKEND_POLICY, "webui-backend-policy", _drop("spec.default.iap"))
     assert violations_of(public, POLICY, open_door) == [
-        "Public Gateway keda/webui reaches Service keda/keda-add-ons-http-interceptor-proxy without authentication: "
+        "Public Gateway request-queue/webui reaches Service request-queue/request-queue without authentication: "
         "enable IAP in its GCPBackendPolicy."]
 
 
@@ -143,10 +145,10 @@ def test_the_cluster_runs_the_gke_gateway_controller_with_the_standard_crds(run)
     assert cluster["addonsConfig"]["httpLoadBalancing"] == {"disabled": False}
 
 
-def test_the_load_balancer_and_its_health_checks_reach_the_interceptor_pods(run, public):
-    internal = inputs(run, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor")
+def test_the_load_balancer_and_its_health_checks_reach_the_request_queue_pods(run, public):
+    internal = inputs(run, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend")
     proxy_only = stack_config(run).gateway.proxy_only_cidr
     assert internal["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22", proxy_only]
-    assert internal["allows"] == [{"protocol": "tcp", "ports": ["8080", "9090"]}]
-    external = inputs(public, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor")
+    assert internal["allows"] == [{"protocol": "tcp", "ports": ["8080"]}]
+    external = inputs(public, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend")
     assert external["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]

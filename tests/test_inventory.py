@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from components.autoscaling import RESPONSE_BODY_LABEL
-
 EXPECTED = {
     ("docker-build:index:Image", "base-image"),
     ("docker-build:index:Image", "runtime-disk-image"),
     ("gcp:artifactregistry/repository:Repository", "sd-repository"),
     ("gcp:compute/firewall:Firewall", "autoscaling-control-plane-to-keda"),
-    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-interceptor"),
     ("gcp:compute/network:Network", "sd-network"),
     ("gcp:compute/router:Router", "sd-router"),
     ("gcp:compute/routerNat:RouterNat", "sd-nat"),
@@ -62,22 +59,17 @@ EXPECTED = {
     ("kubernetes:apps/v1:Deployment", "webui-deployment"),
     ("kubernetes:batch/v1:CronJob", "runtime-disk-gc"),
     ("kubernetes:core/v1:ConfigMap", "webui-probe"),
-    ("kubernetes:core/v1:ConfigMap", "autoscaling-starting-page"),
     ("kubernetes:core/v1:Namespace", "autoscaling-namespace"),
     ("kubernetes:core/v1:Namespace", "runtime-disk-namespace"),
     ("kubernetes:core/v1:Namespace", "webui-namespace"),
     ("kubernetes:core/v1:Secret", "webui-api-auth"),
-    ("kubernetes:core/v1:Service", "webui-service"),
     ("kubernetes:core/v1:ServiceAccount", "runtime-disk-agent-ksa"),
     ("kubernetes:core/v1:ServiceAccount", "runtime-disk-gc-ksa"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "runtime-disk-network-policy"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy"),
     ("kubernetes:gateway.networking.k8s.io/v1:Gateway", "webui-gateway"),
     ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "webui-route"),
-    ("kubernetes:helm.sh/v3:Release", "autoscaling-http-add-on"),
     ("kubernetes:helm.sh/v3:Release", "autoscaling-keda"),
-    ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-api"),
-    ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-ui"),
     ("kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object"),
     ("kubernetes:keda.sh/v1alpha1:TriggerAuthentication", "autoscaling-backlog-authentication"),
     ("kubernetes:networking.gke.io/v1:GCPBackendPolicy", "webui-backend-policy"),
@@ -102,8 +94,17 @@ EXPECTED = {
     ("sdgke:registry:Registry", "sd"),
     ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
     ("sdgke:webui:Webui", "webui"),
+    ("docker-build:index:Image", "webui-worker-image"),
+    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend"),
+    # the request queue in front of the WebUI (components/request_queue.py)
+    ("sdgke:request_queue:RequestQueue", "request-queue"),
+    ("docker-build:index:Image", "request-queue-image"),
+    ("kubernetes:core/v1:Namespace", "request-queue-namespace"),
+    ("kubernetes:core/v1:Secret", "request-queue-api-auth"),
+    ("kubernetes:apps/v1:Deployment", "request-queue-deployment"),
+    ("kubernetes:core/v1:Service", "request-queue-service"),
+    ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "request-queue-network-policy"),
     # the asynchronous job queue (components/jobs.py)
-    ("docker-build:index:Image", "jobs-agent-image"),
     ("gcp:pubsub/topic:Topic", "jobs-topic"),
     ("gcp:pubsub/topic:Topic", "jobs-completions"),
     ("gcp:pubsub/topic:Topic", "jobs-dead-letter"),
@@ -155,7 +156,7 @@ def test_every_kubernetes_object_carries_the_common_labels(run):
     for o in run.kubernetes_objects():
         labels = dict(o.inputs["metadata"].get("labels", {}))
         labels = {k: v for k, v in labels.items()
-                  if not k.startswith("pod-security.kubernetes.io/") and k not in RESPONSE_BODY_LABEL}
+                  if not k.startswith("pod-security.kubernetes.io/")}
         assert labels == k8s_labels(labels.get("app.kubernetes.io/name", "?"), environment), o.name
 
 

@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from components import jobs as jobs_module
+from components import worker
 from tests.test_cluster import stack_config
 
-sys.path.insert(0, str(jobs_module.CONTEXT))
+sys.path.insert(0, str(worker.CONTEXT))
 from queue_agent import __main__ as agent_cli  # noqa: E402
 
 SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
@@ -89,10 +90,11 @@ def test_the_sidecar_is_probed_and_restricted(run):
     assert container["image"].startswith("us-central1-docker.pkg.dev/") and "@sha256:" in container["image"]
 
 
-def test_without_jobs_the_webui_pod_has_no_sidecar_and_no_queue(run_stack):
+def test_without_jobs_the_worker_has_no_batch_part_no_identity_and_no_queue(run_stack):
     run = run_stack("dev", jobs={"enabled": False})
     pod = run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["containers"]] == ["webui"] and "serviceAccountName" not in pod
+    assert [c["name"] for c in pod["containers"]] == ["webui", "queue-agent"] and "serviceAccountName" not in pod
+    assert not [e["name"] for e in sidecar(run)["env"] if e["name"].startswith("JOBS_") and "HEARTBEAT" not in e["name"]]
     assert not [r for r in run.resources if r.type.startswith("gcp:pubsub") or r.name.startswith("jobs")]
 
 

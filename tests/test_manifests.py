@@ -80,10 +80,10 @@ def test_every_checkov_skip_in_the_manifests_has_a_reason(checkov_reports, stack
     assert list(report.unexplained_skips) == []
 
 
-def test_only_the_disk_attacher_and_the_webui_carry_checkov_skips(run):
+def test_only_the_disk_attacher_the_webui_and_the_request_queue_carry_checkov_skips(run):
     skipping = {o.inputs["metadata"]["name"] for o in run.kubernetes_objects()
                 if any(k.startswith("checkov.io/skip") for k in (o.inputs["metadata"].get("annotations") or {}))}
-    assert skipping == {"disk-attacher", "webui"}
+    assert skipping == {"disk-attacher", "webui", "request-queue"}
 
 
 def test_checkov_skip_reasons_cannot_hide_an_equals_sign():

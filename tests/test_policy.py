@@ -250,15 +250,14 @@ def test_a_second_cluster_is_refused(runs):
 def test_public_service_without_auth_is_refused(runs):
     run = runs["dev"]
 
-    def load_balancer(s):
-        s["spec"]["type"] = "LoadBalancer"
-
     def no_auth(d):
         args = webui_container(d)["args"]
         i = args.index("--api-auth")
         del args[i:i + 2]
 
-    public = Run(run.stack, mutate(run, "kubernetes:core/v1:Service", "webui-service", load_balancer), run.outputs, run.config)
+    from tests.test_await import webui_service
+
+    public = Run(run.stack, run.resources + [webui_service(run, "LoadBalancer")], run.outputs, run.config)
     assert violations_of(public, "stack-public-service-requires-auth") == []
     found = violations_of(public, "stack-public-service-requires-auth", mutate(public, DEPLOYMENT, "webui-deployment", no_auth))
     assert found == ["Service 'webui' is public but 'webui' runs without --api-auth."]
@@ -273,6 +272,7 @@ def test_every_policy_has_a_non_compliant_case():
         "stack-runtime-selection-agrees",  # tests/test_upgrade.py
         "k8s-gpu-deployments-demand-scaled", "keda-scaler-fits-gpu-pool", "helm-releases-pinned",  # test_autoscaling.py
         "gateway-public-requires-tls-and-auth",  # tests/test_gateway.py
+        "k8s-long-drain-keeps-its-node",  # tests/test_request_queue.py
         "stack-alerts-page-the-channel",
     }
     assert {p.name for p in policy_check.policies()} == covered

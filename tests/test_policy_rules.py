@@ -113,6 +113,8 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "keda-no-data-is-zero": "A trigger that reads Cloud Monitoring counts no data as zero.",
     "gateway-public-requires-tls-and-auth":
         "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
+    "k8s-long-drain-keeps-its-node":
+        "A pod that drains longer than the cluster autoscaler waits is not evicted for scale-down.",
     "helm-releases-pinned": "Helm releases pin an exact chart version from an https repository.",
     "k8s-deployment-probes": "Deployments have startup and readiness probes.",
     "k8s-memory-limits": "Every container has a memory limit.",

@@ -1,101 +1,124 @@
-"""The timeout chain, computed from the recorded plan: every link at least as long as the one behind it.
+"""The timeout chain as a contract over what every plan variant registers (components/timeouts.py).
 
-A request that arrives while the WebUI is at zero waits at the interceptor for a ready pod, then for one
-generation; every hop in front of it must wait at least that long, or the caller gets a 502/504 while
-the pod it woke is still coming up (the load balancer's backend timeout defaults to 30 s:
-GCPBackendPolicy timeoutSec, https://cloud.google.com/kubernetes-engine/docs/how-to/configure-gateway-resources).
-The interceptor's timeouts are InterceptorRoute.spec.timeouts (kedacore/http-add-on@v0.15.0
-operator/apis/http/v1beta1/interceptorroute_types.go): readiness (wait for a ready pod), responseHeader
-(wait for the response once sent) and request (the whole lifecycle).
+Every link is read back from the registered resources: the request queue's environment, the worker's and
+WebUI's environment, the grace periods of both pods and the Gateway's backend timeout (GCPBackendPolicy
+timeoutSec, whose 30 s default would cut every request held through a cold start:
+https://cloud.google.com/kubernetes-engine/docs/how-to/configure-gateway-resources). No hop may cut a request
+the hop behind it is still working on, and the client's budget covers the longest wait plus one generation.
+The request queue waits GENERATION_TIMEOUT_SECONDS + 2 x MARGIN_SECONDS for a dispatched job's result
+(docs/request-queue.md, "Timeouts").
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
+from components import timeouts
+from tests import variants
 from tests.test_policy import _set, mutate
-from tools.mockrun import HELM_RELEASE, Recorded
+from tools.mockrun import Recorded
 
-API_ROUTE = ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "autoscaling-webui-api")
 BACKEND_POLICY = ("kubernetes:networking.gke.io/v1:GCPBackendPolicy", "webui-backend-policy")
-DEPLOYMENT = ("kubernetes:apps/v1:Deployment", "webui-deployment")
-ADD_ON = (HELM_RELEASE, "autoscaling-http-add-on")
+WEBUI = ("kubernetes:apps/v1:Deployment", "webui-deployment")
+FRONT = ("kubernetes:apps/v1:Deployment", "request-queue-deployment")
 
 
-def _seconds(duration: str) -> int:
-    match = re.fullmatch(r"(\d+)s", duration)
-    assert match, f"{duration!r} is not a whole number of seconds"
-    return int(match.group(1))
-
-
-def _one(resources: list[Recorded], key: tuple[str, str]) -> dict:
+def _inputs(resources: list[Recorded], key: tuple[str, str]) -> dict:
     return next(r.inputs for r in resources if (r.type, r.name) == key)
+
+
+def _pod(resources: list[Recorded], key: tuple[str, str]) -> dict:
+    return _inputs(resources, key)["spec"]["template"]["spec"]
+
+
+def _env(pod: dict, container: str) -> dict[str, str]:
+    found = next(c for c in pod["containers"] if c["name"] == container)
+    return {e["name"]: e["value"] for e in found["env"] if "value" in e}
 
 
 def chain(resources: list[Recorded]) -> dict[str, int]:
     """Every link, in seconds, read from what the program registered."""
-    webui = _one(resources, DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in webui["env"]}
-    timeouts = _one(resources, API_ROUTE)["spec"]["timeouts"]
-    interceptor = _one(resources, ADD_ON)["values"]["interceptor"]
-    return {
-        "webui generation limit": int(env["SD_DRAIN_SECONDS"]),
-        "interceptor responseHeader": _seconds(timeouts["responseHeader"]),
-        "interceptor readiness": _seconds(timeouts["readiness"]),
-        "interceptor request": _seconds(timeouts["request"]),
-        "interceptor drainTimeout": _seconds(interceptor["drainTimeout"]),
-        "interceptor grace": interceptor["terminationGracePeriodSeconds"] - _seconds(interceptor["shutdownDelay"]),
-        "load balancer timeoutSec": _one(resources, BACKEND_POLICY)["spec"]["default"]["timeoutSec"],
+    front_pod, webui_pod = _pod(resources, FRONT), _pod(resources, WEBUI)
+    front = {k: int(v) for k, v in _env(front_pod, "request-queue").items() if k.endswith("_SECONDS")}
+    worker = _env(webui_pod, "queue-agent")
+    links = {
+        "worker call": front["GENERATION_TIMEOUT_SECONDS"],
+        "result wait": front["GENERATION_TIMEOUT_SECONDS"] + 2 * front["MARGIN_SECONDS"],
+        "queue wait": front["QUEUE_MAX_WAIT_SECONDS"],
+        "margin": front["MARGIN_SECONDS"],
+        "front drain": front["DRAIN_SECONDS"],
+        "front grace": front_pod["terminationGracePeriodSeconds"],
+        "webui drain": int(_env(webui_pod, "webui")["SD_DRAIN_SECONDS"]),
+        "webui grace": webui_pod["terminationGracePeriodSeconds"],
+        "load balancer": _inputs(resources, BACKEND_POLICY)["spec"]["default"]["timeoutSec"],
     }
+    links["client budget"] = links["queue wait"] + links["result wait"]
+    if "JOBS_GENERATION_TIMEOUT_SECONDS" in worker:
+        links["batch call"] = int(worker["JOBS_GENERATION_TIMEOUT_SECONDS"])
+        links["batch drain"] = int(worker["JOBS_DRAIN_SECONDS"])
+    return links
 
 
 def broken_links(links: dict[str, int]) -> list[str]:
     """Each link shorter than what it must hold, named."""
+    margin = links["margin"]
     rules = [
-        ("interceptor responseHeader", links["webui generation limit"] + 1, "a generation, and then some"),
-        ("interceptor request", links["interceptor readiness"] + links["interceptor responseHeader"],
-         "the wait for a ready pod + one generation"),
-        ("load balancer timeoutSec", links["interceptor request"], "the interceptor's whole request"),
-        ("load balancer timeoutSec", links["interceptor readiness"] + links["webui generation limit"],
-         "the wait for a ready pod + one generation"),
-        ("interceptor drainTimeout", links["interceptor request"], "a held request, so interceptor scale-in cuts none"),
-        ("interceptor grace", links["interceptor drainTimeout"], "its drain"),
+        ("result wait", links["worker call"] + margin, "the worker's call to WebUI and its report: the worker reports first"),
+        ("client budget", links["queue wait"] + links["worker call"], "the longest wait plus one generation"),
+        ("load balancer", links["client budget"] + margin, "the client budget: the Gateway never cuts an accepted request"),
+        ("front drain", links["client budget"], "the client budget: a rollout finishes every accepted request"),
+        ("front grace", links["front drain"] + 1, "the front's drain"),
+        ("webui drain", links["worker call"], "the generation in flight"),
+        ("webui grace", links["webui drain"] + margin, "the WebUI's drain and the worker's report"),
     ]
+    if "batch call" in links:
+        rules += [("webui drain", links["batch call"], "the batch generation in flight"),
+                  ("webui grace", links["batch drain"] + 1, "the batch worker's drain")]
     return [f"{link} = {links[link]}s < {need}s ({why})" for link, need, why in rules if links[link] < need]
 
 
-def test_the_chain_holds_end_to_end(run):
-    assert broken_links(chain(run.resources)) == []
+@pytest.mark.parametrize("variant", variants.VARIANTS, ids=variants.IDS)
+def test_no_hop_cuts_a_request_the_hop_behind_it_still_works_on(variant):
+    assert broken_links(chain(variants.variant(*variant).resources)) == []
 
 
 def test_dev_chain_figures(runs):
-    """The figures the README quotes."""
+    """The figures the README's timeout table quotes."""
     assert chain(runs["dev"].resources) == {
-        "webui generation limit": 120, "interceptor responseHeader": 150, "interceptor readiness": 600,
-        "interceptor request": 750, "interceptor drainTimeout": 750, "interceptor grace": 780,
-        "load balancer timeoutSec": 780,
+        "worker call": 120, "result wait": 180, "queue wait": 600, "margin": 30, "client budget": 780,
+        "load balancer": 810, "front drain": 780, "front grace": 810, "webui drain": 120, "webui grace": 150,
+        "batch call": 120, "batch drain": 120,
     }
 
 
 def test_the_chain_follows_the_stack_config(run_stack):
-    run = run_stack("dev", autoscaling={"minReplicas": 0, "maxReplicas": 2, "cooldownSeconds": 300,
-                                        "coldStartTimeoutSeconds": 1200})
+    run = run_stack("dev", webui={"generationTimeoutSeconds": 300}, queue={"maxWaitSeconds": 1200, "maxDepth": 10})
     links = chain(run.resources)
-    assert links["interceptor readiness"] == 1200 and links["load balancer timeoutSec"] >= 1200 + 120
-    assert broken_links(links) == []
+    assert (links["worker call"], links["queue wait"]) == (300, 1200)
+    assert links["client budget"] >= 1200 + 300 and broken_links(links) == []
 
 
-@pytest.mark.parametrize("key, path, value, broken", [
-    (BACKEND_POLICY, "spec.default.timeoutSec", 30, "load balancer timeoutSec = 30s < 750s"),
-    (API_ROUTE, "spec.timeouts.responseHeader", "100s", "interceptor responseHeader = 100s < 121s"),
-    (API_ROUTE, "spec.timeouts.request", "600s", "interceptor request = 600s < 750s"),
-    (API_ROUTE, "spec.timeouts.readiness", "900s", "interceptor request = 750s < 1050s"),
-    (ADD_ON, "values.interceptor.drainTimeout", "30s", "interceptor drainTimeout = 30s < 750s"),
-    (ADD_ON, "values.interceptor.terminationGracePeriodSeconds", 45, "interceptor grace = 40s < 750s"),
+def test_the_client_budget_tools_default_to_is_the_registered_one(runs):
+    for stack, run in runs.items():
+        assert timeouts.client_budget_seconds(stack) == chain(run.resources)["client budget"]
+        assert run.outputs["client_budget_seconds"] == chain(run.resources)["client budget"]
+
+
+def _front_env(name: str, value: str):
+    def change(d: dict) -> None:
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        next(e for e in container["env"] if e["name"] == name)["value"] = value
+    return change
+
+
+@pytest.mark.parametrize("key, change, broken", [
+    (BACKEND_POLICY, _set("spec.default.timeoutSec", 30), "load balancer = 30s < 810s"),
+    (FRONT, _front_env("DRAIN_SECONDS", "600"), "front drain = 600s < 780s"),
+    (FRONT, _set("spec.template.spec.terminationGracePeriodSeconds", 700), "front grace = 700s < 781s"),
+    (FRONT, _front_env("QUEUE_MAX_WAIT_SECONDS", "900"), "load balancer = 810s < 1110s"),
+    (FRONT, _front_env("GENERATION_TIMEOUT_SECONDS", "200"), "webui drain = 120s < 200s"),
+    (WEBUI, _set("spec.template.spec.terminationGracePeriodSeconds", 130), "webui grace = 130s < 150s"),
 ])
-def test_a_shorter_link_breaks_the_chain(runs, key, path, value, broken):
-    run = runs["dev"]
-    shortened = mutate(run, key[0], key[1], _set(path, value))
+def test_a_shorter_link_breaks_the_chain(runs, key, change, broken):
+    shortened = mutate(runs["dev"], key[0], key[1], change)
     assert any(b.startswith(broken) for b in broken_links(chain(shortened))), broken_links(chain(shortened))

@@ -112,13 +112,14 @@ def test_api_auth_can_be_turned_off_for_a_private_service(run_stack):
     assert not run.of_type("kubernetes:core/v1:Secret")
 
 
-def test_service_is_cluster_internal_by_default(run):
-    assert run.one("kubernetes:core/v1:Service", "webui-service").inputs["spec"]["type"] == "ClusterIP"
+def test_nothing_reaches_the_webui_through_a_service(run):
+    """The request queue sends each request to the pod its worker registered (docs/request-queue.md)."""
+    assert [r.name for r in run.of_type("kubernetes:core/v1:Service")] == ["request-queue-service"]
 
 
-def test_a_public_webui_keeps_its_service_inside_the_cluster_behind_the_gateway(run_stack):
+def test_a_public_webui_is_reached_only_through_the_request_queue_behind_the_gateway(run_stack):
     run = run_stack("dev", webui={"public": True, "apiAuth": True}, gateway=PUBLIC_GATEWAY)
-    assert run.one("kubernetes:core/v1:Service", "webui-service").inputs["spec"]["type"] == "ClusterIP"
+    assert [r.name for r in run.of_type("kubernetes:core/v1:Service")] == ["request-queue-service"]
     assert "--api-auth" in container(run)["args"]
 
 
@@ -186,13 +187,23 @@ def test_launch_args_carry_the_offline_flags_whatever_the_config(flag):
     assert flag in webui_module.launch_args(WebuiConfig(api_auth=False))
 
 
-def test_webui_only_serves_its_port_and_reaches_only_dns_google_apis_and_the_metadata_server(run):
+FRONT = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "request-queue"}}}
+DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+GOOGLE_APIS = {"ports": [{"port": p, "protocol": "TCP"} for p in (443, 80, 988)]}
+
+
+def test_webui_serves_only_the_request_queue_and_reaches_dns_the_queue_google_apis_and_metadata(run):
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy").inputs["spec"]
     assert policy["podSelector"]["matchLabels"] == pod_labels_selector(run)
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["ingress"] == [{"ports": [{"port": webui_module.PORT, "protocol": "TCP"}]}]
-    assert policy["egress"] == [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
-                                {"ports": [{"port": p, "protocol": "TCP"} for p in (443, 80, 988)]}]
+    assert policy["ingress"] == [{"from": [FRONT], "ports": [{"port": webui_module.PORT, "protocol": "TCP"}]}]
+    assert policy["egress"] == [DNS, {"to": [FRONT], "ports": [{"port": 8081, "protocol": "TCP"}]}, GOOGLE_APIS]
+
+
+def test_without_batch_work_the_webui_reaches_no_google_api(run_stack):
+    policy = run_stack("dev", jobs={"enabled": False}).one(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy").inputs["spec"]
+    assert GOOGLE_APIS not in policy["egress"] and DNS in policy["egress"]
 
 
 def pod_labels_selector(run) -> dict:

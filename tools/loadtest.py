@@ -72,13 +72,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 def client_budget_seconds(stack: str) -> int:
     """How long the stack lets a client's request take, cold start included: the load balancer's timeout,
-    the outermost link of the timeout chain (components/autoscaling.py TimeoutChain)."""
-    from components.autoscaling import TimeoutChain
-    from components.config import decode, parse
-    from tools.mockrun import read_stack_config
+    the outermost link of the timeout chain (components/timeouts.py), so the tool never gives up on a
+    request the stack is still working on."""
+    from components import config
+    from components.timeouts import TimeoutChain
 
-    config = parse(decode(read_stack_config(stack, ROOT)), ROOT)
-    return TimeoutChain.of(config.webui.generation_timeout_seconds, config.autoscaling.cold_start_timeout_seconds).load_balancer
+    return TimeoutChain.of(config.load_stack(ROOT, stack)).load_balancer
 
 
 @dataclass
