@@ -56,8 +56,8 @@ def test_one_request_from_zero_waits_the_whole_cold_start_and_one_generation(des
 
 
 def test_the_request_queue_is_activated_at_keda_s_next_poll():
-    result = run([1.0])  # KEDA polls at 0 and 5 s: the metrics-api trigger sees the request at 5 s
-    assert result.times("pod-created") == [5.0] and latencies(result) == [4.0 + COLD + G]
+    result = run([1.5])  # KEDA polls every second (pollingInterval 1): the metrics-api trigger sees it at 2 s
+    assert result.times("pod-created") == [2.0] and latencies(result) == [0.5 + COLD + G]
 
 
 def test_one_request_with_a_warm_replica_waits_one_generation():
@@ -397,3 +397,30 @@ def test_an_invalid_scenario_is_refused_with_every_problem_named():
         simulate(scenario, [], 60.0)
     for fragment in ("design='random'", "generation_s=0", "min_replicas=3, max_replicas=2", "max_depth=0"):
         assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_new_design_runs_with_the_settings_the_stack_deploys(stack):
+    from components import autoscaling, config
+    from components.request_queue import UI_KEEPALIVE_SECONDS
+    from tools.mockrun import ROOT
+
+    cfg = config.load_stack(ROOT, stack)
+    args = cli.parser(stack).parse_args(["--scenario", "spike"])
+    assert (args.max_depth, args.max_wait, args.generation_timeout) == (
+        cfg.queue.max_depth, cfg.queue.max_wait_seconds, cfg.webui.generation_timeout_seconds)
+    assert (args.keda_poll, args.cooldown, args.stabilisation) == (
+        autoscaling.POLLING_INTERVAL_SECONDS, cfg.autoscaling.cooldown_seconds, cfg.autoscaling.cooldown_seconds)
+    assert (args.min_replicas, args.max_replicas, args.ui_keepalive) == (
+        cfg.autoscaling.min_replicas, cfg.autoscaling.max_replicas, UI_KEEPALIVE_SECONDS)
+
+
+def test_prod_s_queue_depth_differs_from_dev_s_so_the_stack_is_really_read():
+    assert cli.parser("dev").parse_args([]).max_depth == 200
+    assert cli.parser("prod").parse_args([]).max_depth == 1000
+
+
+def test_an_option_on_the_command_line_overrides_the_stack(capsys):
+    assert cli.main(["--stack", "prod", "--scenario", "spike", "--max-depth", "7", "--design", "new",
+                     "--node-scale-down", "60"]) == 0
+    assert "stack prod: queue max depth 7," in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Simulate sd-gke's request path and scaling, the old design (KEDA HTTP add-on) against the new (the request
 queue), and print latency, errors by kind, GPU-hours and the GPU time wasted on requests nobody waits for.
 
-    python -m tools.simulate --scenario spike                                           # README: the spike
+    python -m tools.simulate --scenario spike                                           # README: the spike (dev's settings)
     python -m tools.simulate --scenario business-week --warm "Mon-Fri 09:00-18:00 1"    # README: a business week
     python -m tools.simulate --trace my-trace.csv --tz Europe/Berlin --warm "Mon-Fri 08:00-19:00 1"
     python -m tools.simulate --pattern daily --hours 672                                # generated sessions
@@ -11,6 +11,11 @@ schedules in tools/sim/warm.py. Every row runs on the same arrivals once per nod
 `--node-scale-down` (GKE publishes no figure for OPTIMIZE_UTILIZATION), and shows p99 and GPU-hours as
 min/mid/max over that range. With `--warm`, the rows compare scaling to `--min-replicas`, a warm minimum
 of 1 at all times, and the schedules. Exit 2 on invalid parameters or trace, every problem listed.
+
+The new design's settings are the stack's own (`--stack`, default dev): the queue's bounds and the generation
+timeout from its config through the timeout chain (components/timeouts.py), KEDA's polling interval and the
+cool-down the ScaledObject is given, the replica bounds, and the browser keepalive the request queue is given.
+An option given on the command line overrides the stack.
 """
 
 from __future__ import annotations
@@ -38,10 +43,26 @@ def _numbers(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
 
 
-def parser() -> argparse.ArgumentParser:
+def stack_settings(stack: str) -> dict[str, float | int]:
+    """The simulator's options as the stack deploys them: what components/ derives from its config."""
+    from components import autoscaling, config, request_queue
+    from components.timeouts import TimeoutChain
+    from tools.mockrun import ROOT
+
+    cfg = config.load_stack(ROOT, stack)
+    chain = TimeoutChain.of(cfg)
+    return {"generation_timeout": chain.generation, "max_wait": chain.queue_wait, "max_depth": cfg.queue.max_depth,
+            "ui_keepalive": request_queue.UI_KEEPALIVE_SECONDS, "keda_poll": autoscaling.POLLING_INTERVAL_SECONDS,
+            "stabilisation": cfg.autoscaling.cooldown_seconds, "cooldown": cfg.autoscaling.cooldown_seconds,
+            "min_replicas": cfg.autoscaling.min_replicas, "max_replicas": cfg.autoscaling.max_replicas}
+
+
+def parser(stack: str = "dev") -> argparse.ArgumentParser:
     load_defaults, cold, scaling, timeouts, costs, scenario = Load(), ColdStart(), Scaling(), Timeouts(), Costs(), Scenario()
     p = argparse.ArgumentParser(prog="python -m tools.simulate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--stack", choices=("dev", "prod"), default=stack,
+                   help="the stack whose settings the new design runs with (Pulumi.<stack>.yaml)")
     demand = p.add_argument_group("demand (one of --scenario, --trace; else sessions of --pattern)")
     demand.add_argument("--scenario", choices=SCENARIOS,
                         help="spike: 100 requests after a quiet hour; business-week: a few people in bursts, weekdays 09-18")
@@ -89,6 +110,7 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--png", type=Path, help="draw the timeline of the first row's middle run")
     out.add_argument("--write-trace", type=Path, help="write the scenario's arrivals as a CSV trace (and run nothing)")
     out.add_argument("--json", type=Path, help="write parameters and results as JSON ('-' for stdout)")
+    p.set_defaults(**stack_settings(stack))
     return p
 
 
@@ -192,7 +214,10 @@ def table(rows: list[tuple[str, str, list[Result]]], removal: list[float], per_d
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--stack", choices=("dev", "prod"), default="dev")
+    known, _ = first.parse_known_args(argv)
+    args = parser(known.stack).parse_args(argv)
     scenario, problems = build(args)
     try:
         api, ui, duration_s, what = demand(args)
@@ -209,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     designs = [part.strip() for part in args.design.split(",") if part.strip()]
     rows = [(design, capacity, run_row(variant, args.node_scale_down, api, ui, duration_s, args.seed))
             for design, capacity, variant in variants(scenario, designs)]
+    print(f"stack {args.stack}: queue max depth {args.max_depth}, max wait {args.max_wait:g} s, generation timeout "
+          f"{args.generation_timeout:g} s, KEDA polling {args.keda_poll:g} s, cool-down {args.cooldown:g} s")
     print(f"{what}; {duration_s / 3600:g} h simulated; {scenario.generation_s:g} s per image; "
           f"cold start {scenario.cold_start.total_s:g} s from zero nodes; max {scenario.scaling.max_replicas} pods")
     print("p50, errors, served and wasted GPU-s at the middle node removal time; errors: 504 timeouts, 429 queue full, "

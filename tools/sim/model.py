@@ -113,7 +113,7 @@ class Scaling:
     max_replicas: int = 2  # also the GPU pool's max nodes (Pulumi.dev.yaml gpuPool.maxNodes)
     target: float = 1.0  # metric per pod: one request in flight (old), one wanted pod (new)
     hpa_sync_s: float = 15.0  # the HPA sync period (kube-controller-manager default)
-    keda_poll_s: float = 5.0  # new: the ScaledObject's pollingInterval, seconds for the request queue's demand
+    keda_poll_s: float = 1.0  # new: the ScaledObject's pollingInterval (components/autoscaling.py POLLING_INTERVAL_SECONDS)
     stabilisation_s: float = 300.0  # HPA scaleDown.stabilizationWindowSeconds = autoscaling.cooldownSeconds
     cooldown_s: float = 300.0  # KEDA cooldownPeriod = autoscaling.cooldownSeconds (dev)
     node_scale_down_s: float = 600.0  # cluster autoscaler scale-down-unneeded-time default
@@ -126,8 +126,8 @@ class Timeouts:
 
     generation_s: float = 120.0  # webui.generationTimeoutSeconds
     cold_start_s: float = 600.0  # autoscaling.coldStartTimeoutSeconds: the interceptor's readiness timeout
-    max_wait_s: float = 600.0  # QUEUE_MAX_WAIT_SECONDS (an assumption until the stack sets it)
-    max_depth: int = 200  # QUEUE_MAX_DEPTH (an assumption until the stack sets it)
+    max_wait_s: float = 600.0  # QUEUE_MAX_WAIT_SECONDS = queue.maxWaitSeconds (Pulumi.dev.yaml)
+    max_depth: int = 200  # QUEUE_MAX_DEPTH = queue.maxDepth (Pulumi.dev.yaml)
 
     @property
     def response_header_s(self) -> float:
