@@ -183,7 +183,7 @@ class StrictWorkersPort(LocalServer):
                     return
                 if job in self.results:
                     self._cancel_open.discard(job)
-                    answer = 410
+                    answer = 204
                     break
                 if job in self._reasons:
                     reason = self._reasons[job]
@@ -200,7 +200,7 @@ class StrictWorkersPort(LocalServer):
         if answer == 200:
             _reply(request, 200, json.dumps({"reason": reason}).encode(), {"Content-Type": "application/json"})
         else:
-            _reply(request, 410, b'{"detail":"the job is over"}', {"Content-Type": "application/json"})
+            _reply(request, 204)  # the result arrived: nothing to interrupt
 
     def _result(self, request: BaseHTTPRequestHandler, body: bytes, worker: str, job: str) -> None:
         status, content_type = request.headers.get("X-Upstream-Status", ""), request.headers.get("Content-Type")

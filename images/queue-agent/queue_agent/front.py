@@ -117,11 +117,11 @@ class Front:
 
 
 class CancelWatch:
-    """The `cancel` request held open while a job runs. The request is sent before the constructor
-    returns, so the request queue knows the worker holds the job; `cancelled` is set when it answers
-    (a reason to interrupt) or drops (the request queue has given the job up: nobody waits for this
-    run any more). `close()` ends it from this side, without a reason: the job was reported, or is
-    being handed back."""
+    """The `cancel` request held open while a job runs. The request is sent before the constructor returns,
+    so the request queue knows the worker holds the job. `cancelled` is set when it answers with a reason
+    to interrupt, with anything but the 204 that follows the result, or drops (the request queue has given
+    the job up: nobody waits for this run any more). `close()` ends it from this side, without a reason:
+    the job was reported, or is being handed back."""
 
     def __init__(self, host: str, port: int, path: str):
         self.path = path
@@ -142,6 +142,8 @@ class CancelWatch:
         try:
             response = self._connection.getresponse()
             answer = response.read()
+            if response.status == 204:  # the result arrived: the job is over, nothing to interrupt
+                return
             if response.status == 200:
                 self.reason = str(json.loads(answer).get("reason") or "cancelled")
             else:
