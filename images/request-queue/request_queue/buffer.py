@@ -1,0 +1,85 @@
+"""The one FIFO buffer: admission at QUEUE_MAX_DEPTH, and hand-over to workers that long-poll for work.
+
+A worker polling while nothing waits parks a future here; the next admitted job goes straight to the oldest
+parked worker, so a job never waits while a worker is free. A job handed to a poll whose worker vanished in
+the same instant goes back to the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from request_queue.jobs import Job, State
+
+
+class Buffer:
+    def __init__(self, max_depth: int):
+        self.max_depth = max_depth
+        self._waiting: deque[Job] = deque()
+        self._polls: deque[asyncio.Future[Job]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def admit(self, job: Job) -> bool:
+        """Queue `job` at the tail, or refuse it (False) with QUEUE_MAX_DEPTH requests already waiting."""
+        if len(self._waiting) >= self.max_depth:
+            return False
+        self._offer(job, head=False)
+        return True
+
+    def requeue(self, job: Job) -> None:
+        """Put a job whose worker vanished back at the head: it has waited longest."""
+        job.requeued()
+        self._offer(job, head=True)
+
+    def drop(self, job: Job) -> None:
+        """Take a job whose client left, or whose wait expired, out of the buffer."""
+        try:
+            self._waiting.remove(job)
+        except ValueError:
+            pass  # already handed to a poll: the poll skips it, its state is no longer WAITING
+
+    def _offer(self, job: Job, head: bool) -> None:
+        while self._polls:
+            poll = self._polls.popleft()
+            if not poll.done():
+                poll.set_result(job)
+                return
+        if head:
+            self._waiting.appendleft(job)
+        else:
+            self._waiting.append(job)
+
+    async def take(self, wait: float) -> Job | None:
+        """The next waiting job, waiting up to `wait` seconds for one; None if none came."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            job = await self._take_once(until - loop.time())
+            if job is None or job.state is State.WAITING:
+                return job
+
+    async def _take_once(self, wait: float) -> Job | None:
+        if self._waiting:
+            return self._waiting.popleft()
+        if wait <= 0:
+            return None
+        poll: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._polls.append(poll)
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(poll)
+        except TimeoutError:
+            return poll.result() if poll.done() else None
+        except asyncio.CancelledError:
+            if poll.done():  # handed a job as the worker vanished: it goes back first in line
+                job = poll.result()
+                if job.state is State.WAITING:
+                    self._offer(job, head=True)
+            raise
+        finally:
+            poll.cancel()
+            if poll in self._polls:
+                self._polls.remove(poll)

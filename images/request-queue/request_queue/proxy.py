@@ -1,0 +1,150 @@
+"""Calls that are not queued, passed straight to a WebUI pod: the API's other calls and the browser UI.
+
+An API call that does not take queue_lock (routes.py) goes to any registered pod, an idle one first, waiting
+through a cold start within QUEUE_MAX_WAIT_SECONDS. The browser UI goes to one pod per browser, kept by a
+cookie, WebSocket upgrades included: Gradio 3.41's queue (WebUI v1.10.1's UI) joins over a WebSocket at
+`/queue/join` (gradio-app/gradio@v3.41.2 gradio/routes.py `queue_join`). While no pod is registered, `/` gets
+an inline "starting" page (503, Retry-After) and every browser request keeps one pod wanted
+(UI_KEEPALIVE_SECONDS), which is what wakes a pod from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from request_queue.clients import refusal, retry_after
+from request_queue.headers import passed
+from request_queue.state import Front
+from request_queue.workers import Worker
+
+COOKIE = "sdgke-pod"
+"""Which pod this browser's UI session lives on: Gradio keeps session state in the pod's memory."""
+STARTING_RETRY_AFTER = 10
+STARTING_PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="10"><title>Starting</title></head>
+<body><h1>Stable Diffusion is starting</h1>
+<p>A GPU is being started for you. This page reloads by itself; it takes a minute or two.</p></body></html>
+"""
+
+
+async def _worker_within(front: Front, until: float) -> Worker | None:
+    while (worker := front.registry.pick()) is None:
+        try:
+            async with asyncio.timeout(until - front.now()):
+                await front.registry.present.wait()
+        except TimeoutError:
+            return None
+    return worker
+
+
+async def _forward(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
+    """One HTTP exchange with the pod, status, headers and body passed through as they are."""
+    assert front.session is not None
+    body = await request.read()
+    url = worker.url.rstrip("/") + request.rel_url.raw_path_qs
+    try:
+        async with front.session.request(request.method, url, headers=passed(request.headers.items()),
+                                         data=body or None, allow_redirects=False) as upstream:
+            answer = await upstream.read()
+            return web.Response(status=upstream.status, body=answer, headers=passed(upstream.headers.items()))
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return web.json_response({"detail": f"the WebUI pod did not answer: {type(error).__name__}"}, status=502)
+
+
+async def passed_api(front: Front, request: web.Request) -> web.StreamResponse:
+    """An API call WebUI runs beside a generation: any pod, waiting through a cold start within the bound."""
+    if front.draining:
+        return refusal(503, "the request queue is shutting down", retry_after(front))
+    return await _counted(front, lambda: _api_call(front, request))
+
+
+async def _api_call(front: Front, request: web.Request) -> web.StreamResponse:
+    worker = await _worker_within(front, front.now() + front.settings.max_wait)
+    if worker is None:
+        return refusal(503, "no WebUI pod became ready in time", retry_after(front))
+    return await _forward(front, request, worker)
+
+
+async def _counted(front: Front, call: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    front.passing += 1
+    front.settle()
+    try:
+        return await call()
+    finally:
+        front.passing -= 1
+        front.settle()
+
+
+def _browser_worker(front: Front, request: web.Request) -> Worker | None:
+    name = request.cookies.get(COOKIE)
+    worker = front.registry.get(name) if name else None
+    return worker or front.registry.pick()
+
+
+async def browser(front: Front, request: web.Request) -> web.StreamResponse:
+    front.ui.touch()
+    if front.draining:
+        return refusal(503, "the request queue is shutting down", retry_after(front))
+    worker = _browser_worker(front, request)
+    if worker is None:
+        if request.path == "/":
+            return web.Response(status=503, body=STARTING_PAGE, content_type="text/html",
+                                headers={"Retry-After": str(STARTING_RETRY_AFTER), "Cache-Control": "no-store"})
+        return refusal(503, "the WebUI is starting", STARTING_RETRY_AFTER)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        response = await _counted(front, lambda: _websocket(front, request, worker))
+    else:
+        response = await _counted(front, lambda: _forward(front, request, worker))
+    if request.cookies.get(COOKIE) != worker.name and not response.prepared:
+        response.set_cookie(COOKIE, worker.name, path="/", httponly=True, samesite="Lax")
+    return response
+
+
+async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
+    """Both directions of one WebSocket, until either side closes."""
+    assert front.session is not None
+    url = worker.url.rstrip("/") + request.rel_url.raw_path_qs
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    forwarded = CIMultiDict((k, v) for k, v in passed(request.headers.items()).items()
+                            if not k.lower().startswith("sec-websocket"))
+    try:
+        upstream = await front.session.ws_connect(url, headers=forwarded, protocols=protocols, autoping=True)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return web.json_response({"detail": f"the WebUI pod refused the WebSocket: {type(error).__name__}"},
+                                 status=502)
+    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    front.ui.sockets += 1
+    try:
+        await client.prepare(request)
+        await _pump_both(client, upstream, front)
+    finally:
+        front.ui.sockets -= 1
+        front.ui.touch()
+        await upstream.close()
+        await client.close()
+    return client
+
+
+async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, front: Front) -> None:
+    async def pump(source, sink) -> None:
+        async for message in source:
+            front.ui.touch()
+            if message.type is aiohttp.WSMsgType.TEXT:
+                await sink.send_str(message.data)
+            elif message.type is aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(message.data)
+            else:
+                break
+
+    tasks = [asyncio.create_task(pump(client, upstream)), asyncio.create_task(pump(upstream, client))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

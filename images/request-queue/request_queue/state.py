@@ -1,0 +1,51 @@
+"""What the two ports share: the settings, the buffer, the worker registry, the browser activity, the drain."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from request_queue.buffer import Buffer
+from request_queue.config import Settings
+from request_queue.jobs import Job
+from request_queue.workers import Registry, UiActivity
+
+
+@dataclass(eq=False)
+class Front:
+    settings: Settings
+    buffer: Buffer
+    registry: Registry
+    ui: UiActivity
+    held: dict[str, Job] = field(default_factory=dict)
+    """Queued requests whose client still waits, by job id: the drain waits for them."""
+    passing: int = 0
+    """Calls being passed straight to a pod (API calls that are not queued, browser requests)."""
+    draining: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when nothing is held or passing: the drain may end early."""
+    session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def create(cls, settings: Settings) -> Front:
+        clock = asyncio.get_running_loop().time
+        front = cls(settings, Buffer(settings.max_depth), Registry(settings.worker_ttl, clock),
+                    UiActivity(settings.ui_keepalive, clock))
+        front.idle.set()
+        return front
+
+    def now(self) -> float:
+        return self.registry.clock()
+
+    def settle(self) -> None:
+        """Re-check whether anything is in flight (after a request ends)."""
+        if self.held or self.passing:
+            self.idle.clear()
+        else:
+            self.idle.set()
+
+
+FRONT: web.AppKey[Front] = web.AppKey("front", Front)

@@ -1,0 +1,101 @@
+"""The worker registry: who pulls from the buffer, what each holds, and the demand KEDA scales on.
+
+A worker is registered from its first `next` until its DELETE, until its held `cancel` drops (it vanished),
+or until it has neither polled nor held a job for WORKER_TTL_SECONDS (docs/request-queue.md, "Workers").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from request_queue.jobs import Job
+
+
+@dataclass(eq=False)
+class Worker:
+    name: str
+    url: str
+    last_seen: float
+    polls: int = 0
+    """`next` calls open now."""
+    job: Job | None = None
+    batch: bool = False
+    """Running a batch job since its last `next` (PUT batch)."""
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None or self.batch
+
+
+class Registry:
+    def __init__(self, ttl: float, clock: Callable[[], float]):
+        self.ttl = ttl
+        self.clock = clock
+        self._workers: dict[str, Worker] = {}
+        self.present = asyncio.Event()
+        """Set while at least one worker is registered: API calls and browsers waiting through a cold start."""
+
+    def seen(self, name: str, url: str) -> Worker:
+        """Register `name` at `url`, or note that it is still there."""
+        worker = self._workers.get(name)
+        if worker is None:
+            worker = self._workers[name] = Worker(name, url, self.clock())
+        worker.url, worker.last_seen = url, self.clock()
+        self.present.set()
+        return worker
+
+    def get(self, name: str) -> Worker | None:
+        self.prune()
+        return self._workers.get(name)
+
+    def remove(self, name: str) -> Worker | None:
+        worker = self._workers.pop(name, None)
+        if not self._workers:
+            self.present.clear()
+        return worker
+
+    def prune(self) -> None:
+        """Forget workers neither polling nor holding a job a client waits for, for the TTL."""
+        now = self.clock()
+        for worker in list(self._workers.values()):
+            holding = worker.job is not None and worker.job.held
+            if worker.polls == 0 and not holding and now - worker.last_seen > self.ttl:
+                self.remove(worker.name)
+
+    def alive(self) -> list[Worker]:
+        self.prune()
+        return list(self._workers.values())
+
+    def pick(self) -> Worker | None:
+        """A worker for a call that is not queued: an idle one if there is one."""
+        workers = self.alive()
+        idle = [w for w in workers if not w.busy]
+        return (idle or workers or [None])[0]
+
+
+@dataclass
+class UiActivity:
+    """When a browser last used the UI: one pod stays wanted for UI_KEEPALIVE_SECONDS after it."""
+
+    keepalive: float
+    clock: Callable[[], float]
+    last: float | None = None
+    sockets: int = 0
+    """WebSockets open now (Gradio's queue): an open tab in the middle of a generation."""
+
+    def touch(self) -> None:
+        self.last = self.clock()
+
+    @property
+    def active(self) -> bool:
+        return self.sockets > 0 or (self.last is not None and self.clock() - self.last <= self.keepalive)
+
+
+def demand(registry: Registry, waiting: int, ui: UiActivity) -> dict[str, int | bool]:
+    """`GET /v1/demand` (docs/request-queue.md): `desired` = max(busy + waiting, 1 if ui_active else 0)."""
+    workers = registry.alive()
+    busy = sum(w.busy for w in workers)
+    return {"desired": max(busy + waiting, 1 if ui.active else 0), "waiting": waiting, "busy": busy,
+            "idle": len(workers) - busy, "workers": len(workers), "ui_active": ui.active}
