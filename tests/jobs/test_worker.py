@@ -250,3 +250,14 @@ def test_missing_settings_are_named():
 def test_a_job_the_protocol_does_not_allow_is_refused_with_what_is_wrong():
     with pytest.raises(front.Unavailable, match="KeyError: 'generation_timeout'"):
         front.Job.parse(json.dumps({"id": "j", "method": "POST", "path": "/x", "headers": {}, "body": ""}).encode())
+
+
+def test_a_webui_that_does_not_answer_gets_a_502_and_the_worker_leaves_the_request_queue(port, webui, start):
+    serving(port, start())
+    webui.stop()
+    job = port.submit(**request("nobody home"))
+    wait_until(lambda: job in port.results and "delete" in port.events(), what="the 502 and the leave")
+    status, _, body = port.results[job]
+    assert status == 502 and "the WebUI did not answer" in json.loads(body)["detail"]
+    events = port.events("webui-0")
+    assert events.index(f"result {job} 502") < events.index("delete")

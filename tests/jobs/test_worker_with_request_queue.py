@@ -11,7 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.jobs import harness
-from tests.request_queue.conftest import queue_env, spawn  # noqa: I001 - the real service's own launcher
+from tests.request_queue.conftest import queue_env, spawn
 
 
 def client_call(url: str, prompt: str) -> tuple[int, dict]:
