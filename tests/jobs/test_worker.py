@@ -241,6 +241,17 @@ def test_a_batch_job_is_announced_to_the_request_queue_before_it_runs(port, webu
     assert events[events.index("batch") - 1] == "204"  # only when the request queue had nothing
 
 
+def test_sigterm_during_a_batch_job_leaves_at_once_and_releases_the_job_it_cannot_finish(
+        port, webui, bucket, queue, settings, start):
+    process = serving(port, start(batch=settings, storage_host=bucket.url, JOBS_DRAIN_SECONDS="0.2"))
+    webui.generation_seconds = 60
+    queue.publish("batch-0", {"prompt": "batch 0"})
+    wait_until(lambda: "batch" in port.events() and webui.open_requests == 1, what="the batch generation")
+    assert stopped(process) == 0
+    assert port.events("webui-0")[-1] == "delete"
+    assert queue.backlog() == 1  # released to another pod, not left to its lease
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 def test_missing_settings_are_named():
