@@ -52,14 +52,15 @@ async def test_on_sigterm_it_refuses_new_work_and_finishes_what_it_holds(start_q
     assert queue.process.returncode == 0 and events[-2:] == ["draining", "stopped"]
 
 
-def test_on_sigterm_it_stops_after_drain_seconds_even_with_requests_held(start_queue):
-    async def scenario() -> None:
+def test_past_drain_seconds_it_answers_what_it_still_holds_503_and_stops(start_queue):
+    async def scenario() -> int:
         async with aiohttp.ClientSession() as session:
             held = asyncio.create_task(txt2img(session, queue.url, "never served"))
             await until_demand(session, queue.workers_url, waiting=1)
             queue.terminate()
-            await asyncio.gather(held, return_exceptions=True)
+            status, _, _ = await held
+            return status
 
     queue = start_queue(SD_API_AUTH=AUTH, DRAIN_SECONDS="0.5")
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) == 503
     assert [event["event"] for event in queue.events()][-3:] == ["draining", "drain-timeout", "stopped"]
