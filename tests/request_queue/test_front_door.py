@@ -123,3 +123,12 @@ async def test_demand_counts_waiting_busy_idle_and_batch_as_documented(start_que
         await busy.post_result(job, 200, b"{}")
         for client in clients:
             client.cancel()
+
+
+@run_async
+async def test_a_call_passed_to_a_pod_gets_503_with_retry_after_when_none_registers_within_the_max_wait(start_queue):
+    queue = start_queue(SD_API_AUTH=AUTH, QUEUE_MAX_WAIT_SECONDS="0.3")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(queue.url + "/sdapi/v1/options", headers=auth_header()) as response:
+            status, retry_after = response.status, response.headers.get("Retry-After")
+    assert status == 503 and int(retry_after) >= 1
