@@ -3,23 +3,15 @@ service accepts, with the values of each stack, and the probes' ports and paths 
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import pytest
 
 from components import config, request_queue
 from components.timeouts import TimeoutChain
-from tests.request_queue.conftest import IMAGE
 
 
-@pytest.fixture(scope="module")
-def service_config():
-    sys.path.insert(0, str(IMAGE))
-    try:
-        yield importlib.import_module("request_queue.config")
-    finally:
-        sys.path.remove(str(IMAGE))
+@pytest.fixture
+def service_config(service_module):
+    return service_module("config")
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
