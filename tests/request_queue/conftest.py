@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
 import os
 import signal
@@ -98,3 +99,13 @@ def start_queue() -> Iterator[Callable[..., RunningQueue]]:
         if running.process.poll() is None:
             running.process.kill()
         running.process.communicate(timeout=STARTUP_SECONDS)
+
+
+@pytest.fixture
+def service_module() -> Iterator[Callable[[str], object]]:
+    """Import a module of the service (images/request-queue/request_queue) for a test that runs it in-process."""
+    sys.path.insert(0, str(IMAGE))
+    try:
+        yield lambda name: importlib.import_module(f"request_queue.{name}")
+    finally:
+        sys.path.remove(str(IMAGE))
