@@ -11,19 +11,23 @@ The API server prunes fields a structural schema does not declare and, with stri
 
 The schemas also carry the published CRDs' `x-kubernetes-validations` (CEL rules, each with the CRD file
 and commit it is quoted from), evaluated with cel-python the way kube-apiserver evaluates them
-(kubernetes@v1.33.0 staging/src/k8s.io/apiextensions-apiserver: pkg/apiserver/schema/cel/validation.go,
-pkg/registry/customresource/strategy.go):
+(kubernetes/kubernetes staging/src/k8s.io/apiextensions-apiserver: pkg/apiserver/schema/cel/validation.go
+@00c30b354df7afc15258ecdbdd629555d200de5a validateExpressions, pkg/registry/customresource/strategy.go
+@0304c567b68845a829d6d285418e650875a4701d hasBlockingErr):
 - a rule runs at the node that declares it, with `self` bound to that node's value: once per array item
-  for a rule under `items`, once per map value under `additionalProperties`; never for an absent field;
+  for a rule under `items`, once per map value under `additionalProperties`; never for an absent or null field;
 - a rule that names `oldSelf` is a transition rule: it runs only on an update, and only where the old
   object has a value to correlate (object properties, map keys, and items of a `listType: map` list by
   their keys);
 - a rule that is false fails with its `message`; one that cannot be evaluated (a missing key, say)
-  fails with the error and the rule, as "<error> evaluating rule: <rule>";
+  fails with the error, as "<error> evaluating rule: <message, or the rule without one>";
+- on an update, a rule without `oldSelf` on a node whose value did not change does not fail (validation
+  ratcheting, on by default since Kubernetes 1.30: the API server turns the error into a warning);
 - the object is checked as the API server stores it: with the schema's `default`s filled in first
   (structural defaulting, pkg/apiserver/schema/defaulting/algorithm.go; the defaults are quoted from the
   same CRDs), and a property whose name is a CEL reserved word is seen by rules as `__<word>__`
-  (k8s.io/apiserver pkg/cel/escaping.go: `p.__namespace__` in Gateway API's rules);
+  (k8s.io/apiserver pkg/cel/escaping.go@37005d1a7ef979c16295d682b37a5e01e45664b2: `p.__namespace__` in
+  Gateway API's rules);
 - none runs when the schema check found a type, enum, required or size error: the API server reports
   that the rules were not checked instead.
 """
@@ -100,10 +104,14 @@ def validate(manifest: dict, old: dict | None = None) -> list[str]:
 def rule_violations(schema: dict, value: Any, old: Any = None, path: str = "") -> list[str]:
     """The x-kubernetes-validations of `schema` and of every node below it that `value` has, as the API
     server reports them: '<path>: Invalid value: "<type>": <message>'."""
+    if value is None:
+        return []
     shown = f'{path or "<root>"}: Invalid value: "{schema.get("type", "object")}"'
+    unchanged = old is not None and old == value
     errors = [f"{shown}: {error}"
               for rule in schema.get("x-kubernetes-validations", [])
-              if (error := _evaluate(rule, _as_rules_see_it(schema, value), _as_rules_see_it(schema, old))) is not None]
+              if not (unchanged and "oldSelf" not in rule["rule"])
+              and (error := _evaluate(rule, _as_rules_see_it(schema, value), _as_rules_see_it(schema, old))) is not None]
     for key, child, old_child in _children(schema, value, old):
         errors += rule_violations(child, value[key], old_child, f"{path}.{key}" if path else str(key))
     return errors
@@ -189,7 +197,7 @@ def _evaluate(rule: dict, value: Any, old: Any) -> str | None:
     try:
         result = _program(rule["rule"]).evaluate(activation)
     except celpy.CELEvalError as error:
-        return f"{error.args[0]} evaluating rule: {rule['rule']}"
+        result = error
     if isinstance(result, celpy.CELEvalError):
-        return f"{result.args[0]} evaluating rule: {rule['rule']}"
+        return f"{result.args[0]} evaluating rule: {rule.get('message') or rule['rule']}"
     return None if result == celpy.celtypes.BoolType(True) else rule["message"]
