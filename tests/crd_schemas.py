@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,31 @@ def _objectmeta_open(schema: dict) -> dict:
 
 def knows(manifest: dict) -> bool:
     return (manifest.get("apiVersion"), manifest.get("kind")) in schemas()
+
+
+def declared_rules(api_version: str, kind: str) -> set[tuple[str, str]]:
+    """(node path without indices, message) of every rule the kind's schema declares."""
+    found = set()
+
+    def walk(node: dict, path: str) -> None:
+        found.update((path, rule["message"]) for rule in node.get("x-kubernetes-validations", []))
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{name}" if path else name)
+        for nested in ("items", "additionalProperties"):
+            if isinstance(node.get(nested), dict):
+                walk(node[nested], path)
+    walk(schemas()[(api_version, kind)]["openAPIV3Schema"], "")
+    return found
+
+
+def failed_rules(errors: list[str]) -> set[tuple[str, str]]:
+    """(node path without indices, message) of each rule `validate` reported as failed."""
+    out = set()
+    for error in errors:
+        found = re.fullmatch(r'(\S+): Invalid value: "\w+": (?:.* evaluating rule: )?(.*)', error)
+        if found:
+            out.add((re.sub(r"\.\d+", "", found[1]), found[2]))
+    return out
 
 
 BLOCKING = {"type", "enum", "required", "maxLength", "maxItems", "maxProperties"}
@@ -173,6 +199,12 @@ def _correlated_item(item: Any, old: Any, keys: list[str] | None) -> Any:
     return next((o for o in old if isinstance(o, dict) and all(o.get(k, _ABSENT) == item.get(k, _ABSENT) for k in keys)), None)
 
 
+def _split(text: celpy.celtypes.StringType, separator: celpy.celtypes.StringType) -> celpy.celtypes.ListType:
+    """`split` of cel-go's strings extension, which Kubernetes adds to CEL (kubernetes.io/docs/reference/using-api/cel/,
+    "Kubernetes CEL libraries": extended strings) and cel-python 0.5.0 lacks; Gateway API's rules call it."""
+    return celpy.celtypes.ListType([celpy.celtypes.StringType(part) for part in str(text).split(str(separator))])
+
+
 def _conditional(condition: Any, when_true: Any, when_false: Any) -> Any:
     """CEL's `e ? x : y` is e's error when e is one (cel-spec doc/langdef.md, "Logical Operators");
     cel-python 0.5.0 reports a missing overload instead and loses the error, so it is passed on here."""
@@ -184,7 +216,7 @@ def _conditional(condition: Any, when_true: Any, when_false: Any) -> Any:
 @cache
 def _program(rule: str) -> celpy.Runner:
     environment = celpy.Environment()
-    return environment.program(environment.compile(rule), functions={"_?_:_": _conditional})
+    return environment.program(environment.compile(rule), functions={"_?_:_": _conditional, "split": _split})
 
 
 def _evaluate(rule: dict, value: Any, old: Any) -> str | None:

@@ -50,39 +50,37 @@ def test_a_health_check_port_without_its_specification_is_refused_as_on_main():
         at(where, "object", SERVING)]
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("check, message", [
+PORT_VIOLATIONS = [
     ({"portSpecification": "USE_FIXED_PORT"}, FIXED),
     ({"portSpecification": "USE_FIXED_PORT", "port": 8080, "portName": "http"}, FIXED),
     ({"portSpecification": "USE_NAMED_PORT", "port": 8080, "portName": "http"}, NAMED),
     ({"portSpecification": "USE_NAMED_PORT"}, NAMED),
     ({"portSpecification": "USE_SERVING_PORT", "port": 8080}, SERVING),
     ({"portSpecification": "USE_SERVING_PORT", "portName": "http"}, SERVING),
-], ids=["fixed-no-port", "fixed-with-name", "named-with-port", "named-no-name", "serving-with-port", "serving-with-name"])
-def test_each_port_rule_refuses_its_violation_in_every_protocol(protocol, check, message):
-    field = PROTOCOLS[protocol]
-    assert refused(health_check_policy({"type": protocol, field: check})) == [
-        at(f"spec.default.config.{field}", "object", message)]
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_health_check_type_without_its_config_is_refused(protocol):
-    other = next(f for p, f in PROTOCOLS.items() if p != protocol)
-    config = {"type": protocol, other: {"portSpecification": "USE_SERVING_PORT"}}
-    assert refused(health_check_policy(config)) == [
-        at("spec.default.config", "object", f"{PROTOCOLS[protocol]} must be specified for type {protocol}")]
-
-
-@pytest.mark.parametrize("default, message", [
+]
+SERVING_CHECK = {"type": "HTTP", "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT"}}
+INTERVAL_VIOLATIONS = [
     ({"checkIntervalSec": 5, "timeoutSec": 10}, "timeOutSec cannot exceed checkIntervalSec"),
     ({"timeoutSec": 6}, "when checkIntervalSec is unspecified, timeOutSec cannot exceed 5, which is the default value "
                         "of checkIntervalSec"),
     ({"checkIntervalSec": 4}, "when timeoutSec is unspecified, checkIntervalSec must be at least 5, which is the "
                               "default value of timeoutSec"),
-], ids=["timeout-over-interval", "timeout-over-default-interval", "interval-under-default-timeout"])
-def test_each_interval_rule_refuses_its_violation(default, message):
-    config = {"type": "HTTP", "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT"}}
-    assert refused(health_check_policy(config, **default)) == [at("spec.default", "object", message)]
+]
+
+
+def other_check(protocol: str) -> dict:
+    return {next(f for p, f in PROTOCOLS.items() if p != protocol): {"portSpecification": "USE_SERVING_PORT"}}
+
+
+HEALTH_CHECK_CASES = [
+    *[(health_check_policy({"type": protocol, field: check}), [at(f"spec.default.config.{field}", "object", message)])
+      for protocol, field in PROTOCOLS.items() for check, message in PORT_VIOLATIONS],
+    *[(health_check_policy({"type": protocol, **other_check(protocol)}), [
+        at("spec.default.config", "object", f"{field} must be specified for type {protocol}")])
+      for protocol, field in PROTOCOLS.items()],
+    *[(health_check_policy(SERVING_CHECK, **default), [at("spec.default", "object", message)])
+      for default, message in INTERVAL_VIOLATIONS],
+]
 
 
 def scaled_object(**spec) -> dict:
@@ -93,65 +91,24 @@ def scaled_object(**spec) -> dict:
                      **spec}}
 
 
-@pytest.mark.parametrize("bounds", [{"minReplicaCount": 3, "maxReplicaCount": 2}, {"minReplicaCount": 101}],
-                         ids=["min-over-max", "min-over-default-max"])
-def test_a_scaled_object_minimum_over_its_maximum_is_refused(bounds):
-    assert refused(scaled_object(**bounds)) == [
-        at("spec", "object", "minReplicaCount must be less than or equal to maxReplicaCount")]
+SCALED_OBJECT_CASES = [
+    (scaled_object(**bounds), [at("spec", "object", "minReplicaCount must be less than or equal to maxReplicaCount")])
+    for bounds in ({"minReplicaCount": 3, "maxReplicaCount": 2}, {"minReplicaCount": 101})
+]
+CASES = HEALTH_CHECK_CASES + SCALED_OBJECT_CASES
 
 
-def gateway(*listeners: dict) -> dict:
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "webui"},
-            "spec": {"gatewayClassName": "gke-l7-rilb", "listeners": list(listeners)}}
+@pytest.mark.parametrize("manifest, expected", CASES)
+def test_each_rule_refuses_its_violation(manifest, expected):
+    assert refused(manifest) == expected
 
 
-HTTP = {"name": "http", "protocol": "HTTP", "port": 80}
-
-
-@pytest.mark.parametrize("listeners, message", [
-    ([HTTP, {**HTTP, "port": 8080}], "Listener name must be unique within the Gateway"),
-    ([HTTP, {**HTTP, "name": "again"}], "Combination of port, protocol and hostname must be unique for each listener"),
-    ([{**HTTP, "tls": {"mode": "Terminate", "certificateRefs": [{"name": "cert"}]}}],
-     "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']"),
-    ([{"name": "https", "protocol": "HTTPS", "port": 443, "tls": {"mode": "Passthrough"}}],
-     "tls mode must be Terminate for protocol HTTPS"),
-], ids=["duplicate-name", "duplicate-port", "tls-on-http", "https-passthrough"])
-def test_each_listener_rule_refuses_its_violation(listeners, message):
-    assert refused(gateway(*listeners)) == [at("spec.listeners", "array", message)]
-
-
-def test_a_terminating_listener_without_a_certificate_is_refused_at_its_tls():
-    """A rule under `items` runs once per item, with `self` bound to that item's node."""
-    https = {"name": "https", "protocol": "HTTPS", "port": 443, "tls": {"certificateRefs": [], "options": {}}}
-    assert refused(gateway(HTTP, https)) == [
-        at("spec.listeners.1.tls", "object", "certificateRefs or options must be specified when mode is Terminate")]
-
-
-def route(**spec) -> dict:
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "webui"},
-            "spec": {"parentRefs": [{"name": "webui"}], **spec}}
-
-
-def test_a_route_sees_the_defaults_the_api_server_fills_in():
-    """parentRefs' group and kind, and a rule's path match, are defaulted before the rules read them."""
-    assert refused(route(rules=[{"backendRefs": [{"name": "request-queue", "port": 8000}]}])) == []
-
-
-@pytest.mark.parametrize("spec, where, kind, message", [
-    ({"rules": [{"backendRefs": [{"name": "request-queue"}]}]}, "spec.rules.0.backendRefs.0", "object",
-     "Must have port for Service reference"),
-    ({"parentRefs": [{"name": "webui"}, {"name": "webui", "sectionName": "http"}]}, "spec.parentRefs", "array",
-     "sectionName must be specified when parentRefs includes 2 or more references to the same parent"),
-    ({"parentRefs": [{"name": "webui", "namespace": "a", "sectionName": "http"},
-                     {"name": "webui", "namespace": "a", "sectionName": "http"}]}, "spec.parentRefs", "array",
-     "sectionName must be unique when parentRefs includes 2 or more references to the same parent"),
-    ({"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/a//b"}}]}]}, "spec.rules.0.matches.0.path",
-     "object", "must not contain '//' when type one of ['Exact', 'PathPrefix']"),
-    ({"rules": [{"timeouts": {"request": "10s", "backendRequest": "1m"}}]}, "spec.rules.0.timeouts", "object",
-     "backendRequest timeout cannot be longer than request timeout"),
-], ids=["backend-without-port", "same-parent-twice", "same-section-twice", "double-slash", "backend-timeout"])
-def test_route_rules_refuse_their_violations(spec, where, kind, message):
-    assert refused(route(**spec)) == [at(where, kind, message)]
+@pytest.mark.parametrize("api_version, kind", [("networking.gke.io/v1", "HealthCheckPolicy"),
+                                               ("keda.sh/v1alpha1", "ScaledObject")])
+def test_every_rule_of_the_kind_has_a_violation_above(api_version, kind):
+    refused_rules = set().union(*(crd_schemas.failed_rules(expected) for manifest, expected in CASES
+                                  if manifest["kind"] == kind))
+    assert crd_schemas.declared_rules(api_version, kind) == refused_rules
 
 
 TRANSITION = {"apiVersion": "example.com/v1", "kind": "Frozen", "openAPIV3Schema": {
