@@ -3,6 +3,7 @@ and the GPU-pool alert fires at the sum of every GPU pool's maximum (issue 18 it
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -136,3 +137,11 @@ def test_a_selector_matches_only_series_with_its_labels():
 def test_gpu_nodes_are_gpus_divided_by_the_gpus_of_a_node():
     assert Queries.gpu_nodes(1) == "count(DCGM_FI_DEV_GPU_UTIL)"
     assert Queries.gpu_nodes(4) == "count(DCGM_FI_DEV_GPU_UTIL) / 4"
+
+
+def test_without_the_dcgm_package_the_gpu_queries_have_no_data():
+    run = copy.deepcopy(variant("dev", "daemonset", "stack"))
+    monitoring = run.one("gcp:container/cluster:Cluster").inputs["monitoringConfig"]
+    monitoring["enableComponents"] = [c for c in monitoring["enableComponents"] if c != "DCGM"]
+    assert sorted(set(m.split(": ")[1] for m in queries_without_data(run))) == [
+        "DCGM_FI_DEV_FB_FREE{}", "DCGM_FI_DEV_FB_USED{}", "DCGM_FI_DEV_GPU_UTIL{}"]
