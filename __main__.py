@@ -21,7 +21,7 @@ from components.gateway import Backend, Gateway, GatewayArgs, load_balancer_sour
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.jobs import Jobs, JobsArgs
 from components.labels import gcp_labels
-from components.observability import Observability, ObservabilityArgs, QueueSubscriptions
+from components.observability import GpuCapacity, Observability, ObservabilityArgs, QueueSubscriptions
 from components.registry import Registry, RegistryArgs
 from components.request_queue import RequestQueue, RequestQueueArgs
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
@@ -173,7 +173,8 @@ gateway = Gateway(
 observability = Observability(
     "sd",
     ObservabilityArgs(project=cfg.project, environment=cfg.environment, config=cfg.observability,
-                      gpu_max_nodes=cfg.gpu_pool.max_nodes,
+                      capacity=GpuCapacity(max_nodes=gpu_pool.max_nodes, gpus_per_node=cfg.gpu_pool.accelerator_count),
+                      disk_attacher=gpu_pool.delivery == "daemonset",
                       queue=QueueSubscriptions(work=jobs_module.SUBSCRIPTION, dead_letter=jobs_module.DEAD_LETTER_SUBSCRIPTION)
                       if jobs else None),
     on_google,

@@ -81,10 +81,15 @@ def backend_policy_spec(backend: Backend, timeout_seconds: int, cfg: GatewayConf
 
 
 def health_check_spec(backend: Backend) -> dict:
-    """Ask the backend's health endpoint whether it serves (the request queue's /healthz: 503 while it drains)."""
+    """Ask the backend's health endpoint whether it serves (the request queue's /healthz: 503 while it drains).
+
+    A fixed port needs `portSpecification: USE_FIXED_PORT`: the CRD's rules refuse `port` under the default
+    (USE_SERVING_PORT) and fail on a missing `portSpecification` (GoogleCloudPlatform/gke-gateway-api
+    @fc40d606a5332f11a8883f85caff66b63c4e88ef config/crd/networking.gke.io_healthcheckpolicies.yaml,
+    httpHealthCheck x-kubernetes-validations; tests/schemas/gke-docs/HealthCheckPolicy.json holds them)."""
     return {
         "default": {"config": {"type": "HTTP", "httpHealthCheck": {
-            "port": backend.health_port, "requestPath": backend.health_path,
+            "portSpecification": "USE_FIXED_PORT", "port": backend.health_port, "requestPath": backend.health_path,
         }}},
         "targetRef": {"group": "", "kind": "Service", "name": backend.service},
     }

@@ -91,6 +91,8 @@ class GpuPool(pulumi.ComponentResource):
         self.pools = [self._pool(f"{name}-{role}", spot, min_nodes, args) for role, spot, min_nodes in capacity]
         """In priority order: the ComputeClass lists them so."""
         self.pool = self.pools[0]
+        self.max_nodes = gpu.max_nodes * len(self.pools)
+        """The most GPU nodes the pools hold together (each pool scales to gpuPool.maxNodes)."""
         self.runtime_hash12: pulumi.Output[str] = self.pool.node_config.apply(
             lambda node_config: node_config.labels[RUNTIME_NODE_LABEL]
         )

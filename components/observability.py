@@ -4,12 +4,15 @@ dashboard, the alert policies and the notification channel they page.
 What each signal is built from:
 - GPU utilisation and memory: GKE's managed DCGM metrics (components/cluster.py MONITORING_COMPONENTS),
   queried in PromQL by their DCGM field names (https://cloud.google.com/kubernetes-engine/docs/how-to/dcgm-metrics).
-- pods and nodes against demand: kube state metrics of the WebUI Deployment (desired = what the scaler
-  asked for, available), of the disk attacher DaemonSet (desiredNumberScheduled = the GPU nodes of this
-  runtime, since it runs on every one of them) and of pending pods
-  (https://cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics).
-- cold-start phases: the agent prints one JSON line per step (images/attacher/attacher/log.py); GKE turns a
-  JSON line into jsonPayload (https://cloud.google.com/kubernetes-engine/docs/concepts/about-logs), and a
+- pods against demand: kube state metrics of the WebUI Deployment (desired = what the scaler asked for,
+  available) and of pending pods (https://cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics).
+- GPU nodes: DCGM's GPU utilisation has one series per GPU of every GPU node whatever delivers the runtime
+  (GKE installs DCGM-Exporter on the GPU nodes with the drivers it manages, which every pool here uses:
+  https://cloud.google.com/kubernetes-engine/docs/how-to/dcgm-metrics), so GPUs / GPUs per node = GPU nodes,
+  of every pool at once; compared with the sum of every pool's maximum.
+- cold-start phases, only where the disk attacher delivers the runtime: the agent prints one JSON line per
+  step (images/attacher/attacher/log.py); GKE turns a JSON line into jsonPayload
+  (https://cloud.google.com/kubernetes-engine/docs/concepts/about-logs), and a
   log-based distribution metric extracts duration_ms by step (https://cloud.google.com/logging/docs/logs-based-metrics/distribution-metrics).
   The whole timeline of a cold start, phase by phase, is tools/coldstart.py's job.
 - WebUI errors: Python tracebacks and 5xx lines of the WebUI's --api-log, and container restarts.
@@ -45,6 +48,15 @@ ATTACHER = Workload(ATTACHER_NAMESPACE, "disk-attacher", "agent")
 (tests/test_observability.py checks them against the registered objects)."""
 
 @dataclass(frozen=True)
+class GpuCapacity:
+    """What the GPU node pools can hold together."""
+
+    max_nodes: int
+    """The sum of every GPU pool's maximum: with the on-demand fallback, demand waits only when both are full."""
+    gpus_per_node: int
+
+
+@dataclass(frozen=True)
 class QueueSubscriptions:
     """The Pub/Sub subscriptions of a request queue, when the stack has one: its backlog is charted and a
     non-empty dead letter alerts."""
@@ -65,10 +77,10 @@ def _container_filter(workload: Workload) -> str:
             f'AND resource.labels.container_name="{workload.container}"')
 
 
-def log_metrics() -> dict[str, dict[str, Any]]:
-    """Log-based metrics (logging.v2 LogMetric), keyed by role."""
+def log_metrics(disk_attacher: bool) -> dict[str, dict[str, Any]]:
+    """Log-based metrics (logging.v2 LogMetric), keyed by role; the attacher's steps only where it runs."""
     steps = _container_filter(ATTACHER) + ' AND jsonPayload.event="step"'
-    return {
+    attacher = {
         "step-duration": dict(
             name=STEP_SECONDS_METRIC,
             description="Duration of each disk attacher step on a new GPU node (ms), by step and status.",
@@ -89,6 +101,9 @@ def log_metrics() -> dict[str, dict[str, Any]]:
                 dict(key="step", value_type="STRING", description="the step that failed")]),
             label_extractors={"step": "EXTRACT(jsonPayload.step)"},
         ),
+    }
+    return {
+        **(attacher if disk_attacher else {}),
         "webui-errors": dict(
             name=WEBUI_ERRORS_METRIC,
             description="WebUI errors: Python tracebacks, and API answers 500-599 in its --api-log.",
@@ -118,12 +133,15 @@ class Queries:
     wanted = f'max(kube_deployment_spec_replicas{{namespace="{WEBUI.namespace}",deployment="{WEBUI.name}"}})'
     available = (f'max(kube_deployment_status_replicas_available{{namespace="{WEBUI.namespace}",'
                  f'deployment="{WEBUI.name}"}})')
-    gpu_nodes = (f'max(kube_daemonset_status_desired_number_scheduled{{namespace="{ATTACHER.namespace}",'
-                 f'daemonset="{ATTACHER.name}"}})')
     pending = f'sum(kube_pod_status_phase{{namespace="{WEBUI.namespace}",phase="Pending"}})'
     gpu_util = "DCGM_FI_DEV_GPU_UTIL"
     gpu_memory_used = "DCGM_FI_DEV_FB_USED"
     gpu_memory_free = "DCGM_FI_DEV_FB_FREE"
+
+    @staticmethod
+    def gpu_nodes(gpus_per_node: int) -> str:
+        gpus = f"count({Queries.gpu_util})"
+        return gpus if gpus_per_node == 1 else f"{gpus} / {gpus_per_node}"
 
 
 def _data_set(query: dict[str, Any], legend: str | None) -> dict[str, Any]:
@@ -153,7 +171,8 @@ def _chart(title: str, data_sets: list[dict[str, Any]], y_label: str, thresholds
     return {"title": title, "xyChart": chart}
 
 
-def dashboard(environment: str, budget_s: int, gpu_max_nodes: int, queue: QueueSubscriptions | None = None) -> dict[str, Any]:
+def dashboard(environment: str, budget_s: int, capacity: GpuCapacity, disk_attacher: bool,
+              queue: QueueSubscriptions | None = None) -> dict[str, Any]:
     """The dashboard (monitoring.v1 Dashboard): two charts per row on a 48-column mosaic."""
     step_filter = f'metric.type="{_user_metric(STEP_SECONDS_METRIC)}" AND resource.type="k8s_container"'
     widgets = [
@@ -161,16 +180,19 @@ def dashboard(environment: str, budget_s: int, gpu_max_nodes: int, queue: QueueS
         _chart("GPU memory (MiB)", [_promql(Queries.gpu_memory_used), _promql(Queries.gpu_memory_free)], "MiB"),
         _chart("WebUI pods and GPU nodes against demand", [
             _promql(Queries.wanted, "replicas wanted (demand)"), _promql(Queries.available, "replicas available"),
-            _promql(Queries.pending, "pods pending (waiting for a node)"), _promql(Queries.gpu_nodes, "GPU nodes"),
-        ], "count", [{"value": gpu_max_nodes, "label": "GPU pool maximum", "color": "RED"}]),
-        _chart("Cold start: disk attacher steps, p95 (ms)", [
-            _filter_set(step_filter, "ALIGN_DELTA", "REDUCE_PERCENTILE_95", ['metric.label."step"'])], "ms"),
+            _promql(Queries.pending, "pods pending (waiting for a node)"),
+            _promql(Queries.gpu_nodes(capacity.gpus_per_node), "GPU nodes"),
+        ], "count", [{"value": capacity.max_nodes, "label": "GPU pools' maximum", "color": "RED"}]),
+        *([_chart("Cold start: disk attacher steps, p95 (ms)", [
+            _filter_set(step_filter, "ALIGN_DELTA", "REDUCE_PERCENTILE_95", ['metric.label."step"'])], "ms")]
+          if disk_attacher else []),
         _chart("Cold start: wanted replicas not yet available", [
             _promql(f"{Queries.wanted} - {Queries.available}", "replicas still starting")],
             "count"),
-        _chart("Disk attacher failures", [_filter_set(
+        *([_chart("Disk attacher failures", [_filter_set(
             f'metric.type="{_user_metric(STEP_FAILURES_METRIC)}" AND resource.type="k8s_container"',
-            "ALIGN_SUM", "REDUCE_SUM", ['metric.label."step"'], period="300s")], "failures / 5 min"),
+            "ALIGN_SUM", "REDUCE_SUM", ['metric.label."step"'], period="300s")], "failures / 5 min")]
+          if disk_attacher else []),
         _chart("WebUI errors (per 5 min)", [
             _filter_set(f'metric.type="{_user_metric(WEBUI_ERRORS_METRIC)}" AND resource.type="k8s_container"',
                         "ALIGN_SUM", "REDUCE_SUM", [], "tracebacks and 5xx answers", "300s"),
@@ -213,7 +235,7 @@ def _promql_condition(title: str, query: str, duration_s: int) -> dict[str, Any]
         query=query, duration=f"{duration_s}s", evaluation_interval="60s"))
 
 
-def alert_policies(environment: str, budget_s: int, gpu_max_nodes: int,
+def alert_policies(environment: str, budget_s: int, capacity: GpuCapacity, disk_attacher: bool,
                    queue: QueueSubscriptions | None = None) -> dict[str, dict[str, Any]]:
     """Alert policies (monitoring.v3 AlertPolicy) keyed by role, without their notification channels."""
     def policy(title: str, severity: str, condition: dict[str, Any], runbook: str) -> dict[str, Any]:
@@ -229,24 +251,25 @@ def alert_policies(environment: str, budget_s: int, gpu_max_nodes: int,
             f"A WebUI replica the scaler asked for has not been available for {budget_s} s "
             "(observability.coldStartBudgetSeconds). See where the time goes: `python -m tools.coldstart "
             "--context <ctx>`; a phase marked *not found* is the place to look (no node: GPU quota or stock-out "
-            "in the autoscaler's events; no untaint: the disk attacher's log)."),
-        "attacher-failures": policy(
-            "disk attacher step failed", "ERROR",
-            _log_count_condition("an attacher step failed", STEP_FAILURES_METRIC, "k8s_container"),
-            f"A disk attacher step failed on a GPU node; its pod logs the error (`kubectl logs -n {ATTACHER.namespace} "
-            f"ds/{ATTACHER.name}`). The node stays tainted, so no WebUI pod lands there until a retry succeeds."),
+            "in the autoscaler's events" + ("; no untaint: the disk attacher's log)." if disk_attacher else ").")),
         "gpu-pool-at-max": policy(
             "GPU pool at its maximum", "WARNING",
-            _promql_condition(f"GPU nodes at gpuPool.maxNodes ({gpu_max_nodes})",
-                              f"{Queries.gpu_nodes} >= {gpu_max_nodes}", 300),
-            f"The GPU pool has run {gpu_max_nodes} nodes (gpuPool.maxNodes) for 5 minutes: more demand waits "
-            "indefinitely. Raise gpuPool.maxNodes (and the GPU quota) if this is steady load."),
+            _promql_condition(f"GPU nodes at the pools' maximum ({capacity.max_nodes})",
+                              f"{Queries.gpu_nodes(capacity.gpus_per_node)} >= {capacity.max_nodes}", 300),
+            f"The GPU pools have run {capacity.max_nodes} nodes, every pool's gpuPool.maxNodes, for 5 minutes: "
+            "more demand waits indefinitely. Raise gpuPool.maxNodes (and the GPU quota) if this is steady load."),
         "bake-failures": policy(
             "runtime image bake failed", "ERROR",
             _log_count_condition("a bake failed", BAKE_FAILURES_METRIC, "gce_instance"),
             "A runtime disk image bake failed; `pulumi up` printed the reason and the serial console's tail. "
             "The builder VM and its disks are deleted either way."),
     }
+    if disk_attacher:
+        policies["attacher-failures"] = policy(
+            "disk attacher step failed", "ERROR",
+            _log_count_condition("an attacher step failed", STEP_FAILURES_METRIC, "k8s_container"),
+            f"A disk attacher step failed on a GPU node; its pod logs the error (`kubectl logs -n {ATTACHER.namespace} "
+            f"ds/{ATTACHER.name}`). The node stays tainted, so no WebUI pod lands there until a retry succeeds.")
     if queue is not None:
         policies["dead-letter-not-empty"] = policy(
             "dead-letter queue not empty", "ERROR",
@@ -265,7 +288,10 @@ class ObservabilityArgs:
     project: str
     environment: str
     config: ObservabilityConfig
-    gpu_max_nodes: int
+    capacity: GpuCapacity
+    disk_attacher: bool
+    """Whether a disk attacher DaemonSet delivers the runtime (runtime.delivery daemonset): its step metrics,
+    charts and alert exist only then."""
     queue: QueueSubscriptions | None = None
 
 
@@ -277,7 +303,7 @@ class Observability(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         budget = args.config.cold_start_budget_seconds
         self.metrics = {role: gcp.logging.Metric(f"{name}-{role}", project=args.project, **spec, opts=child)
-                        for role, spec in log_metrics().items()}
+                        for role, spec in log_metrics(args.disk_attacher).items()}
         self.channel = None
         if args.config.notification_email is not None:
             self.channel = gcp.monitoring.NotificationChannel(
@@ -286,12 +312,14 @@ class Observability(pulumi.ComponentResource):
                 labels={"email_address": args.config.notification_email}, opts=child)
         self.dashboard = gcp.monitoring.Dashboard(
             f"{name}-dashboard", project=args.project,
-            dashboard_json=json.dumps(dashboard(args.environment, budget, args.gpu_max_nodes, args.queue), sort_keys=True),
+            dashboard_json=json.dumps(dashboard(args.environment, budget, args.capacity, args.disk_attacher, args.queue),
+                                      sort_keys=True),
             opts=child)
         channels = [self.channel.id] if self.channel is not None else []
         # A policy on a log-based metric is refused until the metric exists.
         after_metrics = pulumi.ResourceOptions(parent=self, depends_on=list(self.metrics.values()))
         self.alerts = {role: gcp.monitoring.AlertPolicy(f"{name}-{role}", project=args.project,
                                                         notification_channels=channels, **spec, opts=after_metrics)
-                       for role, spec in alert_policies(args.environment, budget, args.gpu_max_nodes, args.queue).items()}
+                       for role, spec in alert_policies(args.environment, budget, args.capacity, args.disk_attacher,
+                                                        args.queue).items()}
         self.register_outputs({"dashboard": self.dashboard.id, "alerts": [a.name for a in self.alerts.values()]})

@@ -54,7 +54,8 @@ def test_gateway_objects_live_beside_the_request_queue_service_they_target(run):
 
 def test_the_load_balancer_health_checks_the_request_queue_healthz(run):
     check = inputs(run, HEALTH_CHECK, "webui-health-check")["spec"]["default"]["config"]
-    assert check == {"type": "HTTP", "httpHealthCheck": {"port": 8080, "requestPath": "/healthz"}}
+    assert check == {"type": "HTTP", "httpHealthCheck": {"portSpecification": "USE_FIXED_PORT", "port": 8080,
+                                                      "requestPath": "/healthz"}}
 
 
 def test_an_internal_gateway_gets_its_proxy_only_subnet(run):

@@ -16,6 +16,7 @@ from components.observability import (
     STEP_FAILURES_METRIC,
     STEP_SECONDS_METRIC,
     WEBUI,
+    GpuCapacity,
     QueueSubscriptions,
     alert_policies,
     dashboard,
@@ -57,7 +58,7 @@ def test_the_dashboard_is_a_monitoring_v1_dashboard(run):
 
 
 def test_the_checker_refuses_a_field_the_api_does_not_know():
-    sent = dashboard("dev", 300, 2)
+    sent = dashboard("dev", 300, GpuCapacity(2, 1), True)
     sent["mosaicLayout"]["tiles"][0]["widget"]["xyChart"]["dataSet"] = []
     assert problems("monitoring.v1", "monitoring.projects.dashboards.create", sent) == [
         "request monitoring.projects.dashboards.create: body.mosaicLayout.tiles[0].widget.xyChart: unknown field "
@@ -84,16 +85,17 @@ def test_every_log_based_metric_is_a_logging_v2_log_metric(run):
 
 def test_the_dead_letter_alert_and_backlog_chart_are_valid_when_there_is_a_queue():
     queue = QueueSubscriptions(work="sd-requests-webui", dead_letter="sd-requests-dead-letter")
-    policy = camel(alert_policies("prod", 300, 10, queue)["dead-letter-not-empty"])
+    policy = camel(alert_policies("prod", 300, GpuCapacity(10, 1), True, queue)["dead-letter-not-empty"])
     assert problems("monitoring.v3", "monitoring.projects.alertPolicies.create", policy) == []
     assert 'resource.labels.subscription_id="sd-requests-dead-letter"' in policy["conditions"][0]["conditionThreshold"]["filter"]
-    tiles = dashboard("prod", 300, 10, queue)["mosaicLayout"]["tiles"]
+    tiles = dashboard("prod", 300, GpuCapacity(10, 1), True, queue)["mosaicLayout"]["tiles"]
     assert "Queue backlog" in [t["widget"]["title"] for t in tiles]
-    assert problems("monitoring.v1", "monitoring.projects.dashboards.create", dashboard("prod", 300, 10, queue)) == []
+    assert problems("monitoring.v1", "monitoring.projects.dashboards.create",
+                    dashboard("prod", 300, GpuCapacity(10, 1), True, queue)) == []
 
 
 def test_without_a_queue_there_is_no_dead_letter_alert():
-    assert "dead-letter-not-empty" not in alert_policies("dev", 300, 2)
+    assert "dead-letter-not-empty" not in alert_policies("dev", 300, GpuCapacity(2, 1), True)
 
 
 def test_every_alert_pages_the_configured_channel(runs):
@@ -155,7 +157,7 @@ def test_the_step_metrics_read_fields_the_agent_writes(monkeypatch):
     with pytest.raises(agent_log.StepFailed), agent_log.step("attach_disk", disk="d"):
         raise RuntimeError("quota")
     line = json.loads(out.getvalue())
-    metrics = log_metrics()
+    metrics = log_metrics(disk_attacher=True)
     extracted = {*metrics["step-duration"]["label_extractors"].values(), metrics["step-duration"]["value_extractor"]}
     assert {re.fullmatch(r"EXTRACT\(jsonPayload\.(\w+)\)", e)[1] for e in extracted} <= set(line)
     for spec in (metrics["step-duration"], metrics["step-failures"]):
