@@ -272,6 +272,7 @@ def test_every_policy_has_a_non_compliant_case():
         "stack-runtime-selection-agrees",  # tests/test_upgrade.py
         "k8s-gpu-deployments-demand-scaled", "keda-scaler-fits-gpu-pool", "helm-releases-pinned",  # test_autoscaling.py
         "gateway-public-requires-tls-and-auth",  # tests/test_gateway.py
+        "k8s-only-the-gateway-reaches-the-webui",  # tests/test_one_way_in.py
         "k8s-long-drain-keeps-its-node",  # tests/test_request_queue.py
         "stack-alerts-page-the-channel",
     }

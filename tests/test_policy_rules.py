@@ -113,6 +113,8 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "keda-no-data-is-zero": "A trigger that reads Cloud Monitoring counts no data as zero.",
     "gateway-public-requires-tls-and-auth":
         "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
+    "k8s-only-the-gateway-reaches-the-webui":
+        "From outside the VPC, the WebUI and the request queue are reached through the stack's Gateway only.",
     "k8s-long-drain-keeps-its-node":
         "A pod that drains longer than the cluster autoscaler waits is not evicted for scale-down.",
     "helm-releases-pinned": "Helm releases pin an exact chart version from an https repository.",
