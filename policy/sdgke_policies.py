@@ -231,6 +231,24 @@ def _deletion_protection(args, report):
         report("Production cluster is not `protect`ed in Pulumi.")
 
 
+def _prod_control_plane_private(args, report):
+    """Prod's API server answers outside the VPC only through the DNS-based endpoint, where IAM
+    (`container.clusters.connect`) authorizes every caller before RBAC; its IP endpoint is private
+    (https://cloud.google.com/kubernetes-engine/docs/concepts/network-isolation: "Use only the DNS-based endpoint
+    to access your control plane"). container.v1: PrivateClusterConfig.enablePrivateEndpoint, or no IP endpoint
+    at all (ControlPlaneEndpointsConfig.IPEndpointsConfig.enabled false)."""
+    if not _config(args, "production", PROD_CONFIG):
+        return
+    endpoints = args.props.get("controlPlaneEndpointsConfig") or {}
+    if _get(args.props, "privateClusterConfig", "enablePrivateEndpoint") is not True and \
+            _get(endpoints, "ipEndpointsConfig", "enabled") is not False:
+        report("Production cluster's IP endpoint is public: set privateClusterConfig.enablePrivateEndpoint = true "
+               "and reach the API server through the DNS-based endpoint.")
+    if _get(endpoints, "dnsEndpointConfig", "allowExternalTraffic") is not True:
+        report("Production cluster without the DNS-based endpoint: set controlPlaneEndpointsConfig.dnsEndpointConfig."
+               "allowExternalTraffic = true, or nothing outside the VPC (the deploy workflow included) reaches it.")
+
+
 # --- Kubernetes -----------------------------------------------------------------------------
 
 def _images_by_digest(args, report):
@@ -846,6 +864,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 (CLUSTER, NODE_POOL), _shielded_private),
     _validation("gke-deletion-protection-in-prod", "Production clusters are deletion-protected and protected.",
                 (CLUSTER,), _deletion_protection, config=PROD_CONFIG),
+    _validation("gke-prod-control-plane-private",
+                "Production's IP endpoint is private; the DNS-based endpoint (IAM) is the way in.",
+                (CLUSTER,), _prod_control_plane_private, config=PROD_CONFIG),
     _validation("k8s-images-from-artifact-registry-by-digest", "Containers run Artifact Registry images by digest.",
                 POD_TYPES, _images_by_digest),
     _validation("k8s-privileged-only-disk-attacher", "Only the disk attacher runs privileged.",

@@ -186,6 +186,39 @@ def test_prod_cluster_without_deletion_protection_is_refused(runs):
     assert found == ["Production cluster without deletionProtection."]
 
 
+PUBLIC_IP_ENDPOINT = ("Production cluster's IP endpoint is public: set privateClusterConfig.enablePrivateEndpoint = true "
+                      "and reach the API server through the DNS-based endpoint.")
+NO_DNS_ENDPOINT = ("Production cluster without the DNS-based endpoint: set controlPlaneEndpointsConfig.dnsEndpointConfig."
+                   "allowExternalTraffic = true, or nothing outside the VPC (the deploy workflow included) reaches it.")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (_set("privateClusterConfig.enablePrivateEndpoint", False), PUBLIC_IP_ENDPOINT),
+    (_set("controlPlaneEndpointsConfig.dnsEndpointConfig", {"allowExternalTraffic": False}), NO_DNS_ENDPOINT),
+    (_set("controlPlaneEndpointsConfig.dnsEndpointConfig", {}), NO_DNS_ENDPOINT),
+], ids=["public-ip-endpoint", "dns-endpoint-closed", "dns-endpoint-unset"])
+def test_prod_cluster_reachable_other_than_by_the_dns_endpoint_is_refused(runs, change, message):
+    run = runs["prod"]
+    assert violations_of(run, "gke-prod-control-plane-private") == []
+    assert violations_of(run, "gke-prod-control-plane-private", mutate(run, CLUSTER, None, change)) == [message]
+
+
+def test_prod_cluster_without_ip_endpoints_at_all_passes(runs):
+    run = runs["prod"]
+
+    def dns_only(d):
+        d["privateClusterConfig"]["enablePrivateEndpoint"] = False
+        d["controlPlaneEndpointsConfig"]["ipEndpointsConfig"] = {"enabled": False}
+
+    assert violations_of(run, "gke-prod-control-plane-private", mutate(run, CLUSTER, None, dns_only)) == []
+
+
+def test_outside_prod_the_ip_endpoint_may_be_public(runs):
+    run = runs["dev"]
+    assert run.one(CLUSTER).inputs["privateClusterConfig"]["enablePrivateEndpoint"] is False
+    assert violations_of(run, "gke-prod-control-plane-private") == []
+
+
 def test_prod_cluster_without_protect_is_refused(runs):
     run = runs["prod"]
     found = violations_of(run, "gke-deletion-protection-in-prod", mutate(run, CLUSTER, None, lambda d: None, protect=False))
@@ -265,7 +298,8 @@ def test_public_service_without_auth_is_refused(runs):
 
 def test_every_policy_has_a_non_compliant_case():
     covered = {case[0] for case in NON_COMPLIANT} | {
-        "gke-deletion-protection-in-prod", "gke-gpu-spot", "stack-exactly-one-cluster", "stack-public-service-requires-auth",
+        "gke-deletion-protection-in-prod", "gke-prod-control-plane-private", "gke-gpu-spot", "stack-exactly-one-cluster",
+        "stack-public-service-requires-auth",
         "gke-spot-location-policy-any",
         "k8s-pod-security-admission",  # tests/test_pod_security.py
         "k8s-gpu-pods-do-not-block-up",  # tests/test_await.py

@@ -91,6 +91,7 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "gke-no-default-compute-sa": "Nodes never run as the default compute service account.",
     "gke-shielded-private-nodes": "Nodes are shielded (Secure Boot) and private.",
     "gke-deletion-protection-in-prod": "Production clusters are deletion-protected and protected.",
+    "gke-prod-control-plane-private": "Production's IP endpoint is private; the DNS-based endpoint (IAM) is the way in.",
     "k8s-images-from-artifact-registry-by-digest": "Containers run Artifact Registry images by digest.",
     "k8s-privileged-only-disk-attacher": "Only the disk attacher runs privileged.",
     "k8s-hostpath-runtime-only": "hostPath only in the disk attacher, and the WebUI's runtime read-only.",
