@@ -587,6 +587,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
     _check_demand_scaling(r, environment, gpu_pool, webui, autoscaling, gateway, network)
     _check_queue(r, queue, observability)
+    _check_alerting(r, environment, observability)
     _check_delivery_and_capacity(r, cluster, gpu_pool, runtime, raw.get("runtime"))
     if r.problems:
         raise ConfigError(r.problems)
@@ -750,6 +751,17 @@ def _check_queue(r: _Reader, queue: QueueConfig, observability: ObservabilityCon
         r.fail("queue.maxWaitSeconds", queue.max_wait_seconds,
                f"at least observability.coldStartBudgetSeconds ({observability.cold_start_budget_seconds}): "
                "a request that wakes the WebUI waits through its cold start")
+
+
+NOTIFICATION_EMAIL_COMMAND = "pulumi config set --path 'sd-gke:observability.notificationEmail' <your-oncall-address>"
+
+
+def _check_alerting(r: _Reader, environment: str, observability: ObservabilityConfig) -> None:
+    """Prod's alerts page someone: without a notification channel they open incidents nobody is told of."""
+    if environment == "prod" and r.valid("environment", "observability.notificationEmail") and \
+            observability.notification_email is None:
+        r.problems.append(f"observability.notificationEmail: missing; prod's alerts must page someone: set it with "
+                          f"`{NOTIFICATION_EMAIL_COMMAND} --stack prod`")
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:

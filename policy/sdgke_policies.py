@@ -322,6 +322,18 @@ def _alerts_page_the_channel(args: StackValidationArgs, report):
                    "stack has one (observability.notificationEmail).")
 
 
+def _prod_alerts_page_someone(args: StackValidationArgs, report):
+    """Prod's alerts page someone: alert policies without a notification channel open incidents nobody is told of.
+    A stack without alert policies (no observability) has nothing to page."""
+    if not _config(args, "production", PROD_CONFIG):
+        return
+    alerts = [r for r in args.resources if r.resource_type == ALERT_POLICY]
+    if alerts and not any(r.resource_type == NOTIFICATION_CHANNEL for r in args.resources):
+        report(f"Production stack with {len(alerts)} alert policies and no notification channel: they would page "
+               "nobody. Set observability.notificationEmail (`pulumi config set --path "
+               "'sd-gke:observability.notificationEmail' <your-oncall-address> --stack prod`).")
+
+
 def _runtime_paths_agree(args: StackValidationArgs, report):
     """The WebUI's runtime hostPath is the very path the disk attacher mounts the disk at or, where the GPU
     pools carry the runtime as a secondary boot disk, the path GKE mounts that disk at."""
@@ -885,6 +897,8 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_validation("stack-alerts-page-the-channel",
                       "Every alert policy pages the stack's notification channel, when it has one.",
                       _alerts_page_the_channel),
+    _stack_validation("stack-prod-alerts-page-someone", "Production's alert policies page a notification channel.",
+                      _prod_alerts_page_someone, config=PROD_CONFIG),
     _stack_validation("stack-runtime-paths-agree", "The WebUI mounts the runtime from where the disk attacher mounts it.",
                       _runtime_paths_agree),
     _stack_validation("stack-runtime-selection-agrees",

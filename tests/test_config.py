@@ -358,6 +358,38 @@ def test_prod_refuses_a_documentation_range_as_authorized_network_and_says_how_t
     ]
 
 
+def prod_without_notification_email() -> dict:
+    values = stack_values("prod")
+    values["observability"] = {k: v for k, v in values["observability"].items() if k != "notificationEmail"}
+    return values
+
+
+def test_prod_without_a_notification_email_is_refused_naming_the_key_and_the_command():
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(prod_without_notification_email(), ROOT)
+    assert err.value.problems == [
+        "observability.notificationEmail: missing; prod's alerts must page someone: set it with "
+        "`pulumi config set --path 'sd-gke:observability.notificationEmail' <your-oncall-address> --stack prod`"]
+
+
+def test_the_missing_notification_email_is_reported_with_the_other_problems():
+    values = {**prod_without_notification_email(), "region": "Mars"}
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(values, ROOT)
+    assert len(err.value.problems) > 1
+    assert any(p.startswith("observability.notificationEmail: missing") for p in err.value.problems)
+
+
+def test_outside_prod_alerts_may_page_nobody():
+    values = stack_values("dev")
+    values["observability"] = {k: v for k, v in values["observability"].items() if k != "notificationEmail"}
+    assert config.parse(values, ROOT).observability.notification_email is None
+
+
+def test_the_prod_stack_file_carries_a_notification_email():
+    assert config.parse(stack_values("prod"), ROOT).observability.notification_email
+
+
 def test_prod_takes_a_real_range_or_none_as_authorized_networks():
     assert parse_with(environment="prod", network={"masterAuthorizedCidrs": ["10.200.0.0/24"]}).production
     assert parse_with(environment="prod", network={"masterAuthorizedCidrs": []}).production

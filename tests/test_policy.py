@@ -308,7 +308,7 @@ def test_every_policy_has_a_non_compliant_case():
         "gateway-public-requires-tls-and-auth",  # tests/test_gateway.py
         "k8s-only-the-gateway-reaches-the-webui",  # tests/test_one_way_in.py
         "k8s-long-drain-keeps-its-node",  # tests/test_request_queue.py
-        "stack-alerts-page-the-channel",
+        "stack-alerts-page-the-channel", "stack-prod-alerts-page-someone",
     }
     assert {p.name for p in policy_check.policies()} == covered
 
@@ -338,3 +338,28 @@ def test_an_alert_that_pages_nobody_is_refused_when_the_stack_has_a_channel(runs
     assert violations_of(runs["dev"], "stack-alerts-page-the-channel", resources) == [
         "Alert policy sd-gpu-pool-at-max (sd-gke dev: GPU pool at its maximum) pages no notification channel, though "
         "the stack has one (observability.notificationEmail)."]
+
+
+def _without_channels(run: Run) -> list[Recorded]:
+    return [r for r in run.resources if r.type != "gcp:monitoring/notificationChannel:NotificationChannel"]
+
+
+def test_prod_alerts_without_a_notification_channel_are_refused(runs):
+    run = runs["prod"]
+    assert violations_of(run, "stack-prod-alerts-page-someone") == []
+    alerts = len(run.of_type("gcp:monitoring/alertPolicy:AlertPolicy"))
+    assert violations_of(run, "stack-prod-alerts-page-someone", _without_channels(run)) == [
+        f"Production stack with {alerts} alert policies and no notification channel: they would page nobody. Set "
+        "observability.notificationEmail (`pulumi config set --path 'sd-gke:observability.notificationEmail' "
+        "<your-oncall-address> --stack prod`)."]
+
+
+def test_outside_prod_alerts_may_page_nobody(runs):
+    assert violations_of(runs["dev"], "stack-prod-alerts-page-someone", _without_channels(runs["dev"])) == []
+
+
+def test_a_prod_stack_without_alerts_needs_no_channel(runs):
+    """Observability off: no alert policies, nothing to page."""
+    run = runs["prod"]
+    quiet = [r for r in _without_channels(run) if r.type != "gcp:monitoring/alertPolicy:AlertPolicy"]
+    assert violations_of(run, "stack-prod-alerts-page-someone", quiet) == []

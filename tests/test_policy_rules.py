@@ -101,6 +101,7 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "iam-custom-roles-exact": "Custom roles list exact permissions, no wildcards or IAM admin.",
     "stack-exactly-one-cluster": "A stack declares exactly one GKE cluster.",
     "stack-alerts-page-the-channel": "Every alert policy pages the stack's notification channel, when it has one.",
+    "stack-prod-alerts-page-someone": "Production's alert policies page a notification channel.",
     "stack-runtime-paths-agree": "The WebUI mounts the runtime from where the disk attacher mounts it.",
     "stack-runtime-selection-agrees":
         "The disk attacher, the WebUI and a GPU pool agree on the runtime (node label).",
