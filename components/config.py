@@ -650,10 +650,11 @@ def _check_deployable(r: _Reader, environment: str, network: NetworkConfig, syst
             doc = next((d for d in DOCUMENTATION_RANGES if ipaddress.IPv4Network(cidr).subnet_of(d)), None)
             if doc is not None:
                 r.fail(f"network.masterAuthorizedCidrs[{i}]", cidr,
-                       f"the range your operators and CI reach the API server from: {doc} is reserved for "
-                       "documentation (RFC 5737), no client comes from it, so nobody (not even `pulumi up`) "
-                       "could reach the cluster. Set yours with `pulumi config set --path "
-                       f"'sd-gke:network.masterAuthorizedCidrs[{i}]' <your-office-cidr>`, or an empty list for any address")
+                       f"the range your operators reach the API server's IP endpoint from (inside the VPC: prod's "
+                       f"IP endpoint is private): {doc} is reserved for documentation (RFC 5737), no client comes "
+                       "from it, so nobody could reach that endpoint. Set yours with `pulumi config set --path "
+                       f"'sd-gke:network.masterAuthorizedCidrs[{i}]' <your-vpn-cidr>`, or an empty list for any "
+                       "address in the VPC")
     chosen = (("gpuPool.diskType", gpu_pool.disk_type), ("runtime.diskType", runtime.disk_type))
     for key, disk_type in chosen:  # both disks of a GPU node: its boot disk and the runtime disk attached to it
         supported = _pd_types(gpu_pool.machine_type)

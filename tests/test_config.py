@@ -351,10 +351,11 @@ def prod_problems(**changes) -> list[str]:
 def test_prod_refuses_a_documentation_range_as_authorized_network_and_says_how_to_set_yours(cidr):
     doc = cidr.rsplit(".", 1)[0] + ".0/24"
     assert prod_problems(network={"masterAuthorizedCidrs": ["10.200.0.0/24", cidr]}) == [
-        f'network.masterAuthorizedCidrs[1]: "{cidr}" is not allowed; expected the range your operators and CI '
-        f"reach the API server from: {doc} is reserved for documentation (RFC 5737), no client comes from it, so "
-        "nobody (not even `pulumi up`) could reach the cluster. Set yours with `pulumi config set --path "
-        "'sd-gke:network.masterAuthorizedCidrs[1]' <your-office-cidr>`, or an empty list for any address"
+        f'network.masterAuthorizedCidrs[1]: "{cidr}" is not allowed; expected the range your operators reach the '
+        f"API server's IP endpoint from (inside the VPC: prod's IP endpoint is private): {doc} is reserved for "
+        "documentation (RFC 5737), no client comes from it, so nobody could reach that endpoint. Set yours with "
+        "`pulumi config set --path 'sd-gke:network.masterAuthorizedCidrs[1]' <your-vpn-cidr>`, or an empty list for "
+        "any address in the VPC"
     ]
 
 
