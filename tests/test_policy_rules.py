@@ -216,6 +216,8 @@ def test_gpu_pool_policy_config_schema():
                                                       "default": ["nvidia-l4", "nvidia-tesla-t4"]}},
         "gke-gpu-spot": {"requireSpot": {"type": "boolean", "default": False}},
         "gke-deletion-protection-in-prod": {"production": {"type": "boolean", "default": False}},
+        "gke-prod-control-plane-private": {"production": {"type": "boolean", "default": False}},
+        "stack-prod-alerts-page-someone": {"production": {"type": "boolean", "default": False}},
         "k8s-gpu-pods-do-not-block-up": {"gpuColdStartSeconds": {"type": "integer", "minimum": 60, "default": 1800}},
     }
 
