@@ -182,6 +182,7 @@ observability = Observability(
 
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
+pulumi.export("cluster_dns_endpoint", cluster.dns_endpoint)
 pulumi.export("gpu_pool", gpu_pool.pool.name)
 pulumi.export("runtime_delivery", cfg.runtime.delivery)
 pulumi.export("base_image", base_image.ref)

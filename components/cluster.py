@@ -117,9 +117,10 @@ class Cluster(pulumi.ComponentResource):
             ),
             private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
                 enable_private_nodes=True,
-                enable_private_endpoint=False,
+                enable_private_endpoint=cfg.production,
                 master_ipv4_cidr_block=net.master_cidr,
             ),
+            control_plane_endpoints_config=control_plane_endpoints(),
             master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
                 cidr_blocks=[
                     gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(cidr_block=c)
@@ -199,9 +200,8 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        kubeconfig = pulumi.Output.all(
-            self.cluster.name, self.cluster.endpoint, self.cluster.master_auth
-        ).apply(lambda a: _kubeconfig(a[0], a[1], _ca_certificate(a[2])))
+        self.dns_endpoint = self.cluster.control_plane_endpoints_config.apply(_dns_endpoint)
+        kubeconfig = pulumi.Output.all(self.cluster.name, self.dns_endpoint).apply(lambda a: _kubeconfig(a[0], a[1]))
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=kubeconfig,
@@ -215,6 +215,7 @@ class Cluster(pulumi.ComponentResource):
             {
                 "clusterName": self.cluster.name,
                 "endpoint": self.cluster.endpoint,
+                "dnsEndpoint": self.dns_endpoint,
                 "nodeServiceAccount": self.node_service_account.email,
             }
         )
@@ -225,22 +226,41 @@ def per_zone(total: int, zones: int) -> int:
     return -(-total // zones)
 
 
-def _ca_certificate(master_auth) -> str:
-    """master_auth arrives as an output type or, from some engines, as a plain dict."""
-    if isinstance(master_auth, dict):
-        return master_auth.get("cluster_ca_certificate") or master_auth.get("clusterCaCertificate") or ""
-    return getattr(master_auth, "cluster_ca_certificate", None) or ""
+def control_plane_endpoints() -> gcp.container.ClusterControlPlaneEndpointsConfigArgs:
+    """The DNS-based control-plane endpoint, open to callers anywhere and authorized by IAM
+    (`container.clusters.connect`) before Kubernetes RBAC: how the deploy workflow, the Kubernetes provider and
+    operators reach every stack's API server, and in prod the only way from outside the VPC, since prod's IP
+    endpoint is private (`enable_private_endpoint`); the nodes keep the internal IP endpoint
+    (https://cloud.google.com/kubernetes-engine/docs/concepts/network-isolation, "DNS-based endpoint";
+    container.v1 ControlPlaneEndpointsConfig.DNSEndpointConfig.allowExternalTraffic)."""
+    return gcp.container.ClusterControlPlaneEndpointsConfigArgs(
+        dns_endpoint_config=gcp.container.ClusterControlPlaneEndpointsConfigDnsEndpointConfigArgs(
+            allow_external_traffic=True,
+        ),
+    )
 
 
-def _kubeconfig(cluster_name: str, endpoint: str, ca: str) -> str:
-    """A kubeconfig that authenticates with gke-gcloud-auth-plugin: no static token to leak or expire."""
+def _dns_endpoint(endpoints) -> str:
+    """The cluster's DNS endpoint (uid.REGION.gke.goog); endpoints arrive as an output type or, from some engines,
+    as a plain dict."""
+    if isinstance(endpoints, dict):
+        dns = endpoints.get("dns_endpoint_config") or endpoints.get("dnsEndpointConfig") or {}
+        return dns.get("endpoint") or ""
+    return getattr(getattr(endpoints, "dns_endpoint_config", None), "endpoint", None) or ""
+
+
+def _kubeconfig(cluster_name: str, endpoint: str) -> str:
+    """A kubeconfig for the DNS endpoint that authenticates with gke-gcloud-auth-plugin: no static token to leak
+    or expire. No certificate-authority-data: the DNS endpoint presents a certificate from a public Google CA, not
+    the cluster's own (network-isolation page above), so clients verify it with the system's roots, as
+    `gcloud container clusters get-credentials --dns-endpoint` writes it."""
     context = f"gke_{cluster_name}"
     return json.dumps(
         {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": context, "cluster": {"server": f"https://{endpoint}", "certificate-authority-data": ca}}
+                {"name": context, "cluster": {"server": f"https://{endpoint}"}}
             ],
             "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
             "current-context": context,

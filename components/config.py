@@ -587,6 +587,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     _check_deployable(r, environment, network, system_pool, gpu_pool, runtime)
     _check_demand_scaling(r, environment, gpu_pool, webui, autoscaling, gateway, network)
     _check_queue(r, queue, observability)
+    _check_alerting(r, environment, observability)
     _check_delivery_and_capacity(r, cluster, gpu_pool, runtime, raw.get("runtime"))
     if r.problems:
         raise ConfigError(r.problems)
@@ -649,10 +650,11 @@ def _check_deployable(r: _Reader, environment: str, network: NetworkConfig, syst
             doc = next((d for d in DOCUMENTATION_RANGES if ipaddress.IPv4Network(cidr).subnet_of(d)), None)
             if doc is not None:
                 r.fail(f"network.masterAuthorizedCidrs[{i}]", cidr,
-                       f"the range your operators and CI reach the API server from: {doc} is reserved for "
-                       "documentation (RFC 5737), no client comes from it, so nobody (not even `pulumi up`) "
-                       "could reach the cluster. Set yours with `pulumi config set --path "
-                       f"'sd-gke:network.masterAuthorizedCidrs[{i}]' <your-office-cidr>`, or an empty list for any address")
+                       f"the range your operators reach the API server's IP endpoint from (inside the VPC: prod's "
+                       f"IP endpoint is private): {doc} is reserved for documentation (RFC 5737), no client comes "
+                       "from it, so nobody could reach that endpoint. Set yours with `pulumi config set --path "
+                       f"'sd-gke:network.masterAuthorizedCidrs[{i}]' <your-vpn-cidr>`, or an empty list for any "
+                       "address in the VPC")
     chosen = (("gpuPool.diskType", gpu_pool.disk_type), ("runtime.diskType", runtime.disk_type))
     for key, disk_type in chosen:  # both disks of a GPU node: its boot disk and the runtime disk attached to it
         supported = _pd_types(gpu_pool.machine_type)
@@ -750,6 +752,17 @@ def _check_queue(r: _Reader, queue: QueueConfig, observability: ObservabilityCon
         r.fail("queue.maxWaitSeconds", queue.max_wait_seconds,
                f"at least observability.coldStartBudgetSeconds ({observability.cold_start_budget_seconds}): "
                "a request that wakes the WebUI waits through its cold start")
+
+
+NOTIFICATION_EMAIL_COMMAND = "pulumi config set --path 'sd-gke:observability.notificationEmail' <your-oncall-address>"
+
+
+def _check_alerting(r: _Reader, environment: str, observability: ObservabilityConfig) -> None:
+    """Prod's alerts page someone: without a notification channel they open incidents nobody is told of."""
+    if environment == "prod" and r.valid("environment", "observability.notificationEmail") and \
+            observability.notification_email is None:
+        r.problems.append(f"observability.notificationEmail: missing; prod's alerts must page someone: set it with "
+                          f"`{NOTIFICATION_EMAIL_COMMAND} --stack prod`")
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:

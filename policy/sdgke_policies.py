@@ -231,6 +231,24 @@ def _deletion_protection(args, report):
         report("Production cluster is not `protect`ed in Pulumi.")
 
 
+def _prod_control_plane_private(args, report):
+    """Prod's API server answers outside the VPC only through the DNS-based endpoint, where IAM
+    (`container.clusters.connect`) authorizes every caller before RBAC; its IP endpoint is private
+    (https://cloud.google.com/kubernetes-engine/docs/concepts/network-isolation: "Use only the DNS-based endpoint
+    to access your control plane"). container.v1: PrivateClusterConfig.enablePrivateEndpoint, or no IP endpoint
+    at all (ControlPlaneEndpointsConfig.IPEndpointsConfig.enabled false)."""
+    if not _config(args, "production", PROD_CONFIG):
+        return
+    endpoints = args.props.get("controlPlaneEndpointsConfig") or {}
+    if _get(args.props, "privateClusterConfig", "enablePrivateEndpoint") is not True and \
+            _get(endpoints, "ipEndpointsConfig", "enabled") is not False:
+        report("Production cluster's IP endpoint is public: set privateClusterConfig.enablePrivateEndpoint = true "
+               "and reach the API server through the DNS-based endpoint.")
+    if _get(endpoints, "dnsEndpointConfig", "allowExternalTraffic") is not True:
+        report("Production cluster without the DNS-based endpoint: set controlPlaneEndpointsConfig.dnsEndpointConfig."
+               "allowExternalTraffic = true, or nothing outside the VPC (the deploy workflow included) reaches it.")
+
+
 # --- Kubernetes -----------------------------------------------------------------------------
 
 def _images_by_digest(args, report):
@@ -302,6 +320,18 @@ def _alerts_page_the_channel(args: StackValidationArgs, report):
         if r.resource_type == ALERT_POLICY and ("notificationChannels" not in r.props or r.props["notificationChannels"] == []):
             report(f"Alert policy {r.name} ({r.props.get('displayName')}) pages no notification channel, though the "
                    "stack has one (observability.notificationEmail).")
+
+
+def _prod_alerts_page_someone(args: StackValidationArgs, report):
+    """Prod's alerts page someone: alert policies without a notification channel open incidents nobody is told of.
+    A stack without alert policies (no observability) has nothing to page."""
+    if not _config(args, "production", PROD_CONFIG):
+        return
+    alerts = [r for r in args.resources if r.resource_type == ALERT_POLICY]
+    if alerts and not any(r.resource_type == NOTIFICATION_CHANNEL for r in args.resources):
+        report(f"Production stack with {len(alerts)} alert policies and no notification channel: they would page "
+               "nobody. Set observability.notificationEmail (`pulumi config set --path "
+               "'sd-gke:observability.notificationEmail' <your-oncall-address> --stack prod`).")
 
 
 def _runtime_paths_agree(args: StackValidationArgs, report):
@@ -611,6 +641,136 @@ def _public_gateway_tls_and_auth(args: StackValidationArgs, report):
                                "without authentication: enable IAP in its GCPBackendPolicy.", route.urn)
 
 
+PROTECTED_NAMESPACES = {"sd-webui": "the WebUI", "request-queue": "the request queue"}
+"""Where the WebUI and the request queue (the front) run (components/webui.py, components/request_queue.py NAMESPACE):
+every pod there is reached from outside the VPC only through the public Gateway, whose TLS and IAP the
+gateway-public-requires-tls-and-auth policy checks."""
+PROTECTED_APPS = ("webui", "request-queue")
+"""Their pods' `app.kubernetes.io/name` (components/labels.py): a copy of them in another namespace is theirs too."""
+APP_LABEL = "app.kubernetes.io/name"
+INGRESS = re.compile(r"^kubernetes:(networking\.k8s\.io|extensions)/v[^:]+:Ingress$")
+ROUTE = re.compile(r"^kubernetes:gateway\.networking\.k8s\.io/v[^:]+:(HTTP|GRPC|TLS|TCP|UDP)Route$")
+ANY_GATEWAY = re.compile(r"^kubernetes:gateway\.networking\.k8s\.io/v[^:]+:Gateway$")
+
+
+def _namespace(props: dict) -> str:
+    """An object without a namespace lands in `default`."""
+    return _identity(props)[0] or "default"
+
+
+def _pod_labels(r) -> dict:
+    return _get(r.props, *WORKLOADS[r.resource_type][:-1], "metadata", "labels") or {}
+
+
+def _whose(r) -> str | None:
+    """Whose pods r runs, if they are the WebUI's or the request queue's."""
+    if _namespace(r.props) in PROTECTED_NAMESPACES:
+        return PROTECTED_NAMESPACES[_namespace(r.props)]
+    app = _pod_labels(r).get(APP_LABEL)
+    return PROTECTED_NAMESPACES["sd-webui" if app == "webui" else "request-queue"] if app in PROTECTED_APPS else None
+
+
+def _protected_services(resources) -> dict[tuple[str, str], str]:
+    """(namespace, name) of every Service in front of those pods -> whose pods they are. A Service in their
+    namespace counts whatever it selects: a selector-less one takes hand-written endpoints."""
+    workloads = [r for r in resources if _pod_spec(r.resource_type, r.props) is not None and _whose(r)]
+    found = {}
+    for svc in (r for r in resources if r.resource_type == SERVICE):
+        key = (_namespace(svc.props), _identity(svc.props)[1])
+        selector = _get(svc.props, "spec", "selector") or {}
+        if key[0] in PROTECTED_NAMESPACES:
+            found[key] = PROTECTED_NAMESPACES[key[0]]
+        for w in workloads:
+            if selector and _namespace(w.props) == key[0] and all(_pod_labels(w).get(k) == v for k, v in selector.items()):
+                found[key] = _whose(w)
+    return found
+
+
+def _owner(protected: dict[tuple[str, str], str], namespace: str, service: str | None) -> str | None:
+    """Whose pods a Service reached by (namespace, name) fronts: any Service in their namespaces is theirs."""
+    return protected.get((namespace, service)) or PROTECTED_NAMESPACES.get(namespace)
+
+
+def _ingress_backends(ingress: dict) -> set[str]:
+    spec = ingress.get("spec") or {}
+    backends = [spec.get("defaultBackend"), spec.get("backend")]
+    backends += [p.get("backend") for rule in spec.get("rules") or [] for p in _get(rule, "http", "paths") or []]
+    return {_get(b, "service", "name") or _get(b, "serviceName") for b in backends if b} - {None}
+
+
+def _exposed_service(r, protected, report) -> None:
+    namespace, name = _namespace(r.props), _identity(r.props)[1]
+    if (namespace, name) not in protected:
+        return
+    service_type, external_ips = _get(r.props, "spec", "type"), _get(r.props, "spec", "externalIPs")
+    exposed = [f"type {service_type}"] if service_type in ("LoadBalancer", "NodePort") else []
+    exposed += [f"externalIPs {external_ips}"] if external_ips else []
+    if exposed:
+        report(f"Service {namespace}/{name} ({', '.join(exposed)}) lets traffic from outside the VPC reach "
+               f"{protected[(namespace, name)]}'s pods around the Gateway's TLS and IAP: make it a ClusterIP Service "
+               "without externalIPs.", r.urn)
+
+
+def _ingress(r, protected, report) -> None:
+    namespace, name = _namespace(r.props), _identity(r.props)[1]
+    owners = sorted({o for s in _ingress_backends(r.props) if (o := _owner(protected, namespace, s))}
+                    | ({PROTECTED_NAMESPACES[namespace]} if namespace in PROTECTED_NAMESPACES else set()))
+    if owners:
+        report(f"Ingress {namespace}/{name} routes to {' and '.join(owners)} in namespace {namespace}: the Gateway is "
+               "the only way in from outside the VPC; delete the Ingress.", r.urn)
+
+
+def _route(r, protected, gateways, report) -> None:
+    namespace, name = _namespace(r.props), _identity(r.props)[1]
+    owners = sorted({o for rule in _get(r.props, "spec", "rules") or [] for ref in rule.get("backendRefs") or []
+                     if (o := _owner(protected, ref.get("namespace") or namespace, ref.get("name")))})
+    foreign = sorted(f"{p.get('kind') or 'Gateway'} {p.get('namespace') or namespace}/{p.get('name')}"
+                     for p in _get(r.props, "spec", "parentRefs") or []
+                     if (p.get("kind") or "Gateway") != "Gateway"
+                     or (p.get("namespace") or namespace, p.get("name")) not in gateways)
+    if owners and foreign:
+        report(f"{r.resource_type.rsplit(':', 1)[-1]} {namespace}/{name} attaches {' and '.join(owners)} to "
+               f"{', '.join(foreign)}, which this stack does not declare, so no policy checks its TLS and IAP: attach "
+               "it to the stack's Gateway only.", r.urn)
+
+
+def _host_network_or_ports(r, report) -> None:
+    owner = _whose(r)
+    if owner is None:
+        return
+    pod, kind = _pod_spec(r.resource_type, r.props), r.resource_type.rsplit(":", 1)[-1]
+    namespace, name = _namespace(r.props), _identity(r.props)[1]
+    if pod.get("hostNetwork"):
+        report(f"{kind} {namespace}/{name} runs {owner}'s pods with hostNetwork, answering on the node's address "
+               "around the Gateway: drop hostNetwork.", r.urn)
+    for container in _containers(pod):
+        ports = sorted(p["hostPort"] for p in container.get("ports") or [] if p.get("hostPort"))
+        if ports:
+            report(f"{kind} {namespace}/{name}: container {container.get('name')!r} of {owner}'s pods takes hostPort "
+                   f"{', '.join(map(str, ports))}, answering on the node's address around the Gateway: drop it.", r.urn)
+
+
+def _only_the_gateway_reaches_the_webui(args: StackValidationArgs, report):
+    """From outside the VPC, the WebUI's and the request queue's pods are reached through the stack's Gateway
+    only, never around its TLS and IAP: no Service of type LoadBalancer or NodePort or with externalIPs in front
+    of them (https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types,
+    #external-ips), no Ingress (GKE's default Ingress class is an external Application Load Balancer:
+    https://cloud.google.com/kubernetes-engine/docs/concepts/ingress), no route attached to a Gateway the stack
+    does not declare, and no hostNetwork or hostPort on their pods (either answers on the node's own address:
+    https://kubernetes.io/docs/concepts/configuration/overview/#services)."""
+    protected = _protected_services(args.resources)
+    gateways = {(_namespace(r.props), _identity(r.props)[1]) for r in args.resources if ANY_GATEWAY.match(r.resource_type)}
+    for r in args.resources:
+        if r.resource_type == SERVICE:
+            _exposed_service(r, protected, report)
+        elif INGRESS.match(r.resource_type):
+            _ingress(r, protected, report)
+        elif ROUTE.match(r.resource_type):
+            _route(r, protected, gateways, report)
+        elif _pod_spec(r.resource_type, r.props) is not None:
+            _host_network_or_ports(r, report)
+
+
 def _helm_releases_pinned(args, report):
     """Helm releases install exactly the chart version whose CRDs the tests checked, from an https repository.
     Their images are the charts' own (public ghcr.io/kedacore images tagged with the chart's appVersion):
@@ -716,6 +876,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                 (CLUSTER, NODE_POOL), _shielded_private),
     _validation("gke-deletion-protection-in-prod", "Production clusters are deletion-protected and protected.",
                 (CLUSTER,), _deletion_protection, config=PROD_CONFIG),
+    _validation("gke-prod-control-plane-private",
+                "Production's IP endpoint is private; the DNS-based endpoint (IAM) is the way in.",
+                (CLUSTER,), _prod_control_plane_private, config=PROD_CONFIG),
     _validation("k8s-images-from-artifact-registry-by-digest", "Containers run Artifact Registry images by digest.",
                 POD_TYPES, _images_by_digest),
     _validation("k8s-privileged-only-disk-attacher", "Only the disk attacher runs privileged.",
@@ -734,6 +897,8 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_validation("stack-alerts-page-the-channel",
                       "Every alert policy pages the stack's notification channel, when it has one.",
                       _alerts_page_the_channel),
+    _stack_validation("stack-prod-alerts-page-someone", "Production's alert policies page a notification channel.",
+                      _prod_alerts_page_someone, config=PROD_CONFIG),
     _stack_validation("stack-runtime-paths-agree", "The WebUI mounts the runtime from where the disk attacher mounts it.",
                       _runtime_paths_agree),
     _stack_validation("stack-runtime-selection-agrees",
@@ -756,6 +921,9 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_validation("gateway-public-requires-tls-and-auth",
                       "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
                       _public_gateway_tls_and_auth),
+    _stack_validation("k8s-only-the-gateway-reaches-the-webui",
+                      "From outside the VPC, the WebUI and the request queue are reached through the stack's Gateway only.",
+                      _only_the_gateway_reaches_the_webui),
     _validation("k8s-long-drain-keeps-its-node",
                 "A pod that drains longer than the cluster autoscaler waits is not evicted for scale-down.",
                 POD_TYPES, _long_drain_keeps_its_node),

@@ -251,8 +251,14 @@ def test_kubeconfig_authenticates_with_the_gke_auth_plugin(run):
     user = kubeconfig["users"][0]["user"]
     assert user["exec"]["command"] == "gke-gcloud-auth-plugin"
     assert "token" not in user
-    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
-    assert kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+
+
+def test_kubeconfig_reaches_the_dns_endpoint_trusting_the_systems_roots(run):
+    """The DNS endpoint's certificate comes from a public Google CA, not the cluster CA: a kubeconfig carrying the
+    cluster CA fails TLS there (GoogleCloudPlatform/gcpdiag#115, fluxcd/flux2#5896)."""
+    cluster = json.loads(run.one("pulumi:providers:kubernetes").inputs["kubeconfig"])["clusters"][0]["cluster"]
+    assert run.outputs["cluster_dns_endpoint"].endswith(".us-central1.gke.goog")
+    assert cluster == {"server": f"https://{run.outputs['cluster_dns_endpoint']}"}
 
 
 def test_every_gcp_resource_uses_the_explicit_google_provider(run):
@@ -290,13 +296,24 @@ def test_run_resets_state_between_runs():
     assert len(first.resources) == len(second.resources)
 
 
-# Control-plane endpoint: private nodes, a public endpoint reachable only from the authorized networks
-# (https://cloud.google.com/kubernetes-engine/docs/concepts/private-cluster-concept).
-def test_control_plane_endpoint_is_public_behind_private_nodes_in_each_stack(runs):
+# Control-plane endpoints: private nodes; the DNS-based endpoint, authorized by IAM, for every stack; prod's IP
+# endpoint private (https://cloud.google.com/kubernetes-engine/docs/concepts/network-isolation).
+def test_prod_keeps_its_ip_endpoint_inside_the_vpc_and_dev_may_use_it_from_outside(runs):
     assert runs["dev"].one(CLUSTER).inputs["privateClusterConfig"] == {
         "enablePrivateNodes": True, "enablePrivateEndpoint": False, "masterIpv4CidrBlock": "172.16.0.0/28"}
     assert runs["prod"].one(CLUSTER).inputs["privateClusterConfig"] == {
-        "enablePrivateNodes": True, "enablePrivateEndpoint": False, "masterIpv4CidrBlock": "172.16.0.16/28"}
+        "enablePrivateNodes": True, "enablePrivateEndpoint": True, "masterIpv4CidrBlock": "172.16.0.16/28"}
+
+
+def test_every_stack_opens_the_dns_endpoint_to_callers_outside_the_vpc(run):
+    assert run.one(CLUSTER).inputs["controlPlaneEndpointsConfig"] == {"dnsEndpointConfig": {"allowExternalTraffic": True}}
+
+
+def test_every_get_credentials_the_docs_and_workflows_give_uses_the_dns_endpoint():
+    """Without --dns-endpoint, get-credentials writes the IP endpoint, which in prod answers inside the VPC only."""
+    texts = [ROOT / "README.md", *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]
+    commands = [line for path in texts for line in path.read_text().splitlines() if "clusters get-credentials" in line]
+    assert commands and [c for c in commands if "--dns-endpoint" not in c] == []
 
 
 def test_master_authorized_networks_list_every_configured_block(run_stack):

@@ -351,11 +351,44 @@ def prod_problems(**changes) -> list[str]:
 def test_prod_refuses_a_documentation_range_as_authorized_network_and_says_how_to_set_yours(cidr):
     doc = cidr.rsplit(".", 1)[0] + ".0/24"
     assert prod_problems(network={"masterAuthorizedCidrs": ["10.200.0.0/24", cidr]}) == [
-        f'network.masterAuthorizedCidrs[1]: "{cidr}" is not allowed; expected the range your operators and CI '
-        f"reach the API server from: {doc} is reserved for documentation (RFC 5737), no client comes from it, so "
-        "nobody (not even `pulumi up`) could reach the cluster. Set yours with `pulumi config set --path "
-        "'sd-gke:network.masterAuthorizedCidrs[1]' <your-office-cidr>`, or an empty list for any address"
+        f'network.masterAuthorizedCidrs[1]: "{cidr}" is not allowed; expected the range your operators reach the '
+        f"API server's IP endpoint from (inside the VPC: prod's IP endpoint is private): {doc} is reserved for "
+        "documentation (RFC 5737), no client comes from it, so nobody could reach that endpoint. Set yours with "
+        "`pulumi config set --path 'sd-gke:network.masterAuthorizedCidrs[1]' <your-vpn-cidr>`, or an empty list for "
+        "any address in the VPC"
     ]
+
+
+def prod_without_notification_email() -> dict:
+    values = stack_values("prod")
+    values["observability"] = {k: v for k, v in values["observability"].items() if k != "notificationEmail"}
+    return values
+
+
+def test_prod_without_a_notification_email_is_refused_naming_the_key_and_the_command():
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(prod_without_notification_email(), ROOT)
+    assert err.value.problems == [
+        "observability.notificationEmail: missing; prod's alerts must page someone: set it with "
+        "`pulumi config set --path 'sd-gke:observability.notificationEmail' <your-oncall-address> --stack prod`"]
+
+
+def test_the_missing_notification_email_is_reported_with_the_other_problems():
+    values = {**prod_without_notification_email(), "region": "Mars"}
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(values, ROOT)
+    assert len(err.value.problems) > 1
+    assert any(p.startswith("observability.notificationEmail: missing") for p in err.value.problems)
+
+
+def test_outside_prod_alerts_may_page_nobody():
+    values = stack_values("dev")
+    values["observability"] = {k: v for k, v in values["observability"].items() if k != "notificationEmail"}
+    assert config.parse(values, ROOT).observability.notification_email is None
+
+
+def test_the_prod_stack_file_carries_a_notification_email():
+    assert config.parse(stack_values("prod"), ROOT).observability.notification_email
 
 
 def test_prod_takes_a_real_range_or_none_as_authorized_networks():

@@ -60,7 +60,7 @@ def test_replicas_above_the_maximum_are_refused():
 
 
 def test_replicas_below_the_minimum_are_refused():
-    prod = {"environment": "prod", "gpuPool": {"maxNodes": 4}}
+    prod = {"environment": "prod", "gpuPool": {"maxNodes": 4}, "observability": {"notificationEmail": "oncall@example.com"}}
     assert problems(**prod, **schedules({**WEEKDAYS, "replicas": 1}, minReplicas=2, maxReplicas=4)) == [
         "autoscaling.warmSchedules[0].replicas: 1 is not allowed; expected from autoscaling.minReplicas (2) to "
         "autoscaling.maxReplicas (4)"]

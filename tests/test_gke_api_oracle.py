@@ -74,3 +74,38 @@ def test_image_streaming_and_secondary_boot_disks_exist_in_the_api():
     assert "gcfsConfig" in SCHEMAS["NodeConfig"]["properties"]
     assert "gcfsConfig" in SCHEMAS["NodeConfigDefaults"]["properties"]
 
+
+
+def keys_at(obj: dict, prefix: str = "") -> list[str]:
+    """Every key path under obj, dotted: what the program sends, field by field."""
+    out = []
+    for key, value in obj.items():
+        out.append(prefix + key)
+        if isinstance(value, dict):
+            out += keys_at(value, f"{prefix}{key}.")
+    return out
+
+
+def api_field(schema: str, path: str) -> dict | None:
+    for part in path.split("."):
+        prop = SCHEMAS[schema]["properties"].get(part)
+        if prop is None:
+            return None
+        schema = prop.get("$ref", schema)
+    return prop
+
+
+@pytest.mark.parametrize(("field", "schema"), [("controlPlaneEndpointsConfig", "ControlPlaneEndpointsConfig"),
+                                               ("privateClusterConfig", "PrivateClusterConfig")])
+def test_the_control_plane_endpoint_fields_sent_are_the_apis(run, field, schema):
+    """The DNS endpoint and the private IP endpoint (issue 18 item 7) are set by fields the API has, none of them
+    output-only, and not both ways of switching the public IP endpoint (IPEndpointsConfig.enablePublicEndpoint and
+    PrivateClusterConfig.enablePrivateEndpoint: "invalid to specify both")."""
+    sent = run.one("gcp:container/cluster:Cluster").inputs[field]
+    for path in keys_at(sent):
+        prop = api_field(schema, path)
+        assert prop is not None, f"{schema} has no {path}"
+        assert not prop.get("description", "").startswith("Output only"), f"{schema}.{path} is output-only"
+    cluster = run.one("gcp:container/cluster:Cluster").inputs
+    assert not ("enablePrivateEndpoint" in cluster["privateClusterConfig"]
+                and "enablePublicEndpoint" in (cluster["controlPlaneEndpointsConfig"].get("ipEndpointsConfig") or {}))

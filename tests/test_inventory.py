@@ -129,12 +129,11 @@ EXPECTED = {
     ("sdgke:jobs:Jobs", "jobs"),
 }
 
-ONLY_IN = {"dev": {("gcp:monitoring/notificationChannel:NotificationChannel", "sd-email")}, "prod": set()}
-"""Prod ships without observability.notificationEmail (Pulumi.prod.yaml says how to set it)."""
-
-
 def test_program_registers_exactly_the_expected_resources(run):
-    assert sorted((r.type, r.name) for r in run.resources) == sorted(EXPECTED | ONLY_IN[run.stack])
+    """Both stack files carry observability.notificationEmail (prod refuses to run without it), so both have its
+    channel."""
+    expected = EXPECTED | {("gcp:monitoring/notificationChannel:NotificationChannel", "sd-email")}
+    assert sorted((r.type, r.name) for r in run.resources) == sorted(expected)
 
 
 def test_resource_names_are_unique(run):

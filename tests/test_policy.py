@@ -186,6 +186,39 @@ def test_prod_cluster_without_deletion_protection_is_refused(runs):
     assert found == ["Production cluster without deletionProtection."]
 
 
+PUBLIC_IP_ENDPOINT = ("Production cluster's IP endpoint is public: set privateClusterConfig.enablePrivateEndpoint = true "
+                      "and reach the API server through the DNS-based endpoint.")
+NO_DNS_ENDPOINT = ("Production cluster without the DNS-based endpoint: set controlPlaneEndpointsConfig.dnsEndpointConfig."
+                   "allowExternalTraffic = true, or nothing outside the VPC (the deploy workflow included) reaches it.")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (_set("privateClusterConfig.enablePrivateEndpoint", False), PUBLIC_IP_ENDPOINT),
+    (_set("controlPlaneEndpointsConfig.dnsEndpointConfig", {"allowExternalTraffic": False}), NO_DNS_ENDPOINT),
+    (_set("controlPlaneEndpointsConfig.dnsEndpointConfig", {}), NO_DNS_ENDPOINT),
+], ids=["public-ip-endpoint", "dns-endpoint-closed", "dns-endpoint-unset"])
+def test_prod_cluster_reachable_other_than_by_the_dns_endpoint_is_refused(runs, change, message):
+    run = runs["prod"]
+    assert violations_of(run, "gke-prod-control-plane-private") == []
+    assert violations_of(run, "gke-prod-control-plane-private", mutate(run, CLUSTER, None, change)) == [message]
+
+
+def test_prod_cluster_without_ip_endpoints_at_all_passes(runs):
+    run = runs["prod"]
+
+    def dns_only(d):
+        d["privateClusterConfig"]["enablePrivateEndpoint"] = False
+        d["controlPlaneEndpointsConfig"]["ipEndpointsConfig"] = {"enabled": False}
+
+    assert violations_of(run, "gke-prod-control-plane-private", mutate(run, CLUSTER, None, dns_only)) == []
+
+
+def test_outside_prod_the_ip_endpoint_may_be_public(runs):
+    run = runs["dev"]
+    assert run.one(CLUSTER).inputs["privateClusterConfig"]["enablePrivateEndpoint"] is False
+    assert violations_of(run, "gke-prod-control-plane-private") == []
+
+
 def test_prod_cluster_without_protect_is_refused(runs):
     run = runs["prod"]
     found = violations_of(run, "gke-deletion-protection-in-prod", mutate(run, CLUSTER, None, lambda d: None, protect=False))
@@ -265,15 +298,17 @@ def test_public_service_without_auth_is_refused(runs):
 
 def test_every_policy_has_a_non_compliant_case():
     covered = {case[0] for case in NON_COMPLIANT} | {
-        "gke-deletion-protection-in-prod", "gke-gpu-spot", "stack-exactly-one-cluster", "stack-public-service-requires-auth",
+        "gke-deletion-protection-in-prod", "gke-prod-control-plane-private", "gke-gpu-spot", "stack-exactly-one-cluster",
+        "stack-public-service-requires-auth",
         "gke-spot-location-policy-any",
         "k8s-pod-security-admission",  # tests/test_pod_security.py
         "k8s-gpu-pods-do-not-block-up",  # tests/test_await.py
         "stack-runtime-selection-agrees",  # tests/test_upgrade.py
         "k8s-gpu-deployments-demand-scaled", "keda-scaler-fits-gpu-pool", "helm-releases-pinned",  # test_autoscaling.py
         "gateway-public-requires-tls-and-auth",  # tests/test_gateway.py
+        "k8s-only-the-gateway-reaches-the-webui",  # tests/test_one_way_in.py
         "k8s-long-drain-keeps-its-node",  # tests/test_request_queue.py
-        "stack-alerts-page-the-channel",
+        "stack-alerts-page-the-channel", "stack-prod-alerts-page-someone",
     }
     assert {p.name for p in policy_check.policies()} == covered
 
@@ -303,3 +338,28 @@ def test_an_alert_that_pages_nobody_is_refused_when_the_stack_has_a_channel(runs
     assert violations_of(runs["dev"], "stack-alerts-page-the-channel", resources) == [
         "Alert policy sd-gpu-pool-at-max (sd-gke dev: GPU pool at its maximum) pages no notification channel, though "
         "the stack has one (observability.notificationEmail)."]
+
+
+def _without_channels(run: Run) -> list[Recorded]:
+    return [r for r in run.resources if r.type != "gcp:monitoring/notificationChannel:NotificationChannel"]
+
+
+def test_prod_alerts_without_a_notification_channel_are_refused(runs):
+    run = runs["prod"]
+    assert violations_of(run, "stack-prod-alerts-page-someone") == []
+    alerts = len(run.of_type("gcp:monitoring/alertPolicy:AlertPolicy"))
+    assert violations_of(run, "stack-prod-alerts-page-someone", _without_channels(run)) == [
+        f"Production stack with {alerts} alert policies and no notification channel: they would page nobody. Set "
+        "observability.notificationEmail (`pulumi config set --path 'sd-gke:observability.notificationEmail' "
+        "<your-oncall-address> --stack prod`)."]
+
+
+def test_outside_prod_alerts_may_page_nobody(runs):
+    assert violations_of(runs["dev"], "stack-prod-alerts-page-someone", _without_channels(runs["dev"])) == []
+
+
+def test_a_prod_stack_without_alerts_needs_no_channel(runs):
+    """Observability off: no alert policies, nothing to page."""
+    run = runs["prod"]
+    quiet = [r for r in _without_channels(run) if r.type != "gcp:monitoring/alertPolicy:AlertPolicy"]
+    assert violations_of(run, "stack-prod-alerts-page-someone", quiet) == []

@@ -91,6 +91,7 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "gke-no-default-compute-sa": "Nodes never run as the default compute service account.",
     "gke-shielded-private-nodes": "Nodes are shielded (Secure Boot) and private.",
     "gke-deletion-protection-in-prod": "Production clusters are deletion-protected and protected.",
+    "gke-prod-control-plane-private": "Production's IP endpoint is private; the DNS-based endpoint (IAM) is the way in.",
     "k8s-images-from-artifact-registry-by-digest": "Containers run Artifact Registry images by digest.",
     "k8s-privileged-only-disk-attacher": "Only the disk attacher runs privileged.",
     "k8s-hostpath-runtime-only": "hostPath only in the disk attacher, and the WebUI's runtime read-only.",
@@ -100,6 +101,7 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "iam-custom-roles-exact": "Custom roles list exact permissions, no wildcards or IAM admin.",
     "stack-exactly-one-cluster": "A stack declares exactly one GKE cluster.",
     "stack-alerts-page-the-channel": "Every alert policy pages the stack's notification channel, when it has one.",
+    "stack-prod-alerts-page-someone": "Production's alert policies page a notification channel.",
     "stack-runtime-paths-agree": "The WebUI mounts the runtime from where the disk attacher mounts it.",
     "stack-runtime-selection-agrees":
         "The disk attacher, the WebUI and a GPU pool agree on the runtime (node label).",
@@ -113,6 +115,8 @@ def test_each_policy_tells_the_operator_what_it_guards():
     "keda-no-data-is-zero": "A trigger that reads Cloud Monitoring counts no data as zero.",
     "gateway-public-requires-tls-and-auth":
         "A public Gateway serves HTTPS only, with a certificate, and IAP on every backend.",
+    "k8s-only-the-gateway-reaches-the-webui":
+        "From outside the VPC, the WebUI and the request queue are reached through the stack's Gateway only.",
     "k8s-long-drain-keeps-its-node":
         "A pod that drains longer than the cluster autoscaler waits is not evicted for scale-down.",
     "helm-releases-pinned": "Helm releases pin an exact chart version from an https repository.",
@@ -212,6 +216,8 @@ def test_gpu_pool_policy_config_schema():
                                                       "default": ["nvidia-l4", "nvidia-tesla-t4"]}},
         "gke-gpu-spot": {"requireSpot": {"type": "boolean", "default": False}},
         "gke-deletion-protection-in-prod": {"production": {"type": "boolean", "default": False}},
+        "gke-prod-control-plane-private": {"production": {"type": "boolean", "default": False}},
+        "stack-prod-alerts-page-someone": {"production": {"type": "boolean", "default": False}},
         "k8s-gpu-pods-do-not-block-up": {"gpuColdStartSeconds": {"type": "integer", "minimum": 60, "default": 1800}},
     }
 

@@ -155,6 +155,12 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _with_dns_endpoint(endpoints: Any, endpoint: str) -> dict[str, Any]:
+    """GKE reports every cluster's DNS endpoint (container.v1 DNSEndpointConfig.endpoint: "Always present")."""
+    endpoints = endpoints if isinstance(endpoints, dict) else {}
+    return {**endpoints, "dnsEndpointConfig": {**(endpoints.get("dnsEndpointConfig") or {}), "endpoint": endpoint}}
+
+
 def _computed(typ: str, name: str, inputs: dict[str, Any], project: str) -> dict[str, Any]:
     """The outputs a real provider computes that the program reads back."""
     res_name = inputs.get("name") or name
@@ -163,6 +169,9 @@ def _computed(typ: str, name: str, inputs: dict[str, Any], project: str) -> dict
             "name": res_name,
             "endpoint": "203.0.113.10",
             "masterAuth": {"clusterCaCertificate": "LS0tLS1CRUdJTi1NT0NLLUNBLS0tLS0="},
+            "controlPlaneEndpointsConfig": _with_dns_endpoint(
+                inputs.get("controlPlaneEndpointsConfig"),
+                f"gke-{_digest(project, res_name)[:36]}.{inputs.get('location')}.gke.goog"),
             "selfLink": f"https://container.googleapis.com/v1/projects/{project}/locations/{inputs.get('location')}/clusters/{res_name}",
         }
     if typ == "gcp:serviceaccount/account:Account":
