@@ -181,15 +181,15 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """The way in: a GKE Gateway in front of the request queue; public only with TLS and IAP. Off: the request
-    queue is reached inside the VPC or through `kubectl port-forward` (README, Optional parts)."""
+    """The way in: a GKE Gateway in front of the request queue; public only with TLS and IAP. Off: no load
+    balancer, so the WebUI is reached through `kubectl port-forward` (README, Optional parts)."""
 
-    enabled: bool = True
     proxy_only_cidr: str = "10.24.0.0/23"
     hostname: str = ""
     certificate_map: str = ""
     iap_client_id: str = ""
     iap_secret_name: str = ""
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -197,11 +197,11 @@ class ObservabilityConfig:
     """The dashboard, log-based metrics and alerts (components/observability.py), and the cluster's managed
     Prometheus with the kube state and DCGM metrics they read (components/cluster.py)."""
 
-    enabled: bool = True
     notification_email: str | None = None
     """Where alerts go (a Cloud Monitoring email channel); None: alerts open incidents that notify nobody."""
     cold_start_budget_seconds: int = 300
     """How long a wanted WebUI replica may stay unavailable before the cold-start alert fires."""
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
