@@ -7,11 +7,13 @@ the request queue's NetworkPolicy, the APIs, and the policy pack on every combin
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from components import apis as apis_module
 from components import config
+from tests.conftest import ROOT
 from tests.test_config import problems_of, stack_values
 from tests.test_plan import unmet_apis
 from tests.variants import PART_IDS, PART_VARIANTS, parts_variant
@@ -136,3 +138,14 @@ def test_with_observability_the_cluster_collects_what_the_dashboard_reads():
     cluster = parts_variant("dev", ("gateway", "jobs")).one(CLUSTER).inputs
     assert cluster["monitoringConfig"]["managedPrometheus"] == {"enabled": True}
     assert {"DCGM", "POD", "DEPLOYMENT", "DAEMONSET"} <= set(cluster["monitoringConfig"]["enableComponents"])
+
+
+def test_the_readmes_resource_counts_are_the_plans():
+    readme = (ROOT / "README.md").read_text()
+    full, smallest = (int(re.search(rf"^\| {label}[^|]*\| (\d+) \|", readme, re.M).group(1))
+                      for label in ("everything on", "smallest"))
+    assert (full, smallest) == (len(parts_variant("dev", ()).resources), len(parts_variant("dev", config.PARTS).resources))
+    for part in config.PARTS:
+        added = int(re.search(rf"^\| \+ `{part}\.enabled` \| \+(\d+):", readme, re.M).group(1))
+        alone = tuple(p for p in config.PARTS if p != part)
+        assert added == len(parts_variant("dev", alone).resources) - smallest, part
