@@ -1,6 +1,7 @@
 # Two entry points, each installs what it needs on a fresh clone:
 #   make plan STACK=dev   the offline plan (Pulumi mocks, no cloud credentials)
 #   make plan STACK=dev SET=runtime.delivery=secondaryBootDisk   the same with config keys overridden
+#   make plan OFF="gateway observability jobs"   the same with optional parts turned off (the smallest stack)
 #   make test             the test suite (what .ci/run runs)
 # and `make lock`, which re-resolves every lock file on purpose and prints what moved (tools/lock.py).
 PYTHON ?= python3
@@ -23,7 +24,7 @@ lock: setup
 	@$(PY) -m tools.lock lock
 
 plan: setup
-	$(PY) -m tools.plan --stack $(STACK) $(foreach s,$(SET),--set $(s))
+	$(PY) -m tools.plan --stack $(STACK) $(foreach s,$(SET),--set $(s)) $(foreach p,$(OFF),--off $(p))
 
 test: setup scanners
 	$(PY) -m pytest -q -p no:cacheprovider

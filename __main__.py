@@ -37,7 +37,7 @@ except config.ConfigError as err:
 chain = TimeoutChain.of(cfg)
 
 # Everything on the `google` provider waits for the project's APIs (components/apis.py).
-apis = ProjectApis("apis", ProjectApisArgs(project=cfg.project),
+apis = ProjectApis("apis", ProjectApisArgs(project=cfg.project, parts=cfg.parts),
                    pulumi.ResourceOptions(providers=[gcp.Provider("google-apis", project=cfg.project)]))
 google = gcp.Provider("google", project=cfg.project, region=cfg.region, default_labels=gcp_labels(cfg.environment),
                       opts=pulumi.ResourceOptions(depends_on=[apis]))
@@ -132,7 +132,7 @@ request_queue = RequestQueue(
         environment=cfg.environment,
         registry=registry,
         chain=chain,
-        load_balancer_ranges=load_balancer_sources(cfg.gateway, cfg.webui.public),
+        load_balancer_ranges=load_balancer_sources(cfg.gateway, cfg.webui.public) if cfg.gateway.enabled else [],
         api_auth=webui.api_auth,
     ),
     on_cluster,
@@ -151,34 +151,40 @@ autoscaling = Autoscaling(
     ),
     on_cluster,
 )
-gateway = Gateway(
-    "webui",
-    GatewayArgs(
-        config=cfg.gateway,
-        public=cfg.webui.public,
-        environment=cfg.environment,
-        region=cfg.region,
-        network=cluster.network.id,
-        backend=Backend(
-            namespace=request_queue.namespace,
-            service=request_queue_module.SERVICE,
-            port=request_queue_module.HTTP_PORT,
-            health_port=request_queue_module.HTTP_PORT,
-            health_path=request_queue_module.HEALTH_PATH,
+gateway = None
+if cfg.gateway.enabled:
+    gateway = Gateway(
+        "webui",
+        GatewayArgs(
+            config=cfg.gateway,
+            public=cfg.webui.public,
+            environment=cfg.environment,
+            region=cfg.region,
+            network=cluster.network.id,
+            backend=Backend(
+                namespace=request_queue.namespace,
+                service=request_queue_module.SERVICE,
+                port=request_queue_module.HTTP_PORT,
+                health_port=request_queue_module.HTTP_PORT,
+                health_path=request_queue_module.HEALTH_PATH,
+            ),
+            backend_timeout_seconds=chain.load_balancer,
         ),
-        backend_timeout_seconds=chain.load_balancer,
-    ),
-    on_cluster,
-)
-observability = Observability(
-    "sd",
-    ObservabilityArgs(project=cfg.project, environment=cfg.environment, config=cfg.observability,
-                      capacity=GpuCapacity(max_nodes=gpu_pool.max_nodes, gpus_per_node=cfg.gpu_pool.accelerator_count),
-                      disk_attacher=gpu_pool.delivery == "daemonset",
-                      queue=QueueSubscriptions(work=jobs_module.SUBSCRIPTION, dead_letter=jobs_module.DEAD_LETTER_SUBSCRIPTION)
-                      if jobs else None),
-    on_google,
-)
+        on_cluster,
+    )
+observability = None
+if cfg.observability.enabled:
+    observability = Observability(
+        "sd",
+        ObservabilityArgs(project=cfg.project, environment=cfg.environment, config=cfg.observability,
+                          capacity=GpuCapacity(max_nodes=gpu_pool.max_nodes,
+                                               gpus_per_node=cfg.gpu_pool.accelerator_count),
+                          disk_attacher=gpu_pool.delivery == "daemonset",
+                          queue=QueueSubscriptions(work=jobs_module.SUBSCRIPTION,
+                                                   dead_letter=jobs_module.DEAD_LETTER_SUBSCRIPTION)
+                          if jobs else None),
+        on_google,
+    )
 
 pulumi.export("cluster_name", cluster.cluster.name)
 pulumi.export("cluster_endpoint", cluster.cluster.endpoint)
@@ -191,8 +197,10 @@ pulumi.export("runtime_hash", runtime_image.identity_hash)
 pulumi.export("webui_namespace", webui.namespace)
 pulumi.export("request_queue_service", request_queue.service.metadata.name)
 pulumi.export("client_budget_seconds", chain.client_budget)
-pulumi.export("webui_gateway", gateway.name)
-pulumi.export("dashboard", observability.dashboard.id)
+if gateway is not None:
+    pulumi.export("webui_gateway", gateway.name)
+if observability is not None:
+    pulumi.export("dashboard", observability.dashboard.id)
 if webui.api_password is not None:
     pulumi.export("webui_api_user", API_USER)
     pulumi.export("webui_api_password", webui.api_password.result)

@@ -13,6 +13,7 @@ through their inputs; tests/test_plan.py checks every resource against RESOURCE_
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import pulumi
@@ -58,16 +59,36 @@ RESOURCE_APIS: dict[str, tuple[str, ...]] = {
 """Resource type -> the APIs creating it calls. A new resource type needs a row here (the plan test
 refuses a gcp: type it cannot place)."""
 
-REQUIRED_APIS = tuple(sorted({api for apis in RESOURCE_APIS.values() for api in apis} - set(PREREQUISITE_APIS)))
+PART_APIS: dict[str, tuple[str, ...]] = {
+    "jobs": ("pubsub.googleapis.com", "storage.googleapis.com"),
+}
+"""APIs only an optional part calls (components/config.py PARTS): enabled with the part, never without it. The
+Gateway calls none of its own (its load balancer and firewall rule are Compute Engine's). Observability's log-based
+metrics, dashboard and alerts call Logging and Monitoring, which the cluster calls too (CLUSTER_APIS)."""
+
+CLUSTER_APIS = ("logging.googleapis.com", "monitoring.googleapis.com")
+"""Called by the cluster itself whatever the parts: GKE's system logs and metrics (components/cluster.py
+SYSTEM_MONITORING, NODE_ROLES), and KEDA's backlog read (components/jobs.py)."""
+
+ALL_APIS = tuple(sorted({api for apis in RESOURCE_APIS.values() for api in apis} - set(PREREQUISITE_APIS)))
+
+
+def required_apis(parts: Collection[str]) -> tuple[str, ...]:
+    """The APIs a stack with these optional parts on enables."""
+    optional = {api for apis in PART_APIS.values() for api in apis}
+    wanted = {api for part in parts for api in PART_APIS.get(part, ())}
+    return tuple(api for api in ALL_APIS if api not in optional or api in wanted)
 
 
 @dataclass
 class ProjectApisArgs:
     project: str
+    parts: Collection[str]
+    """The optional parts the stack turns on (components/config.py PARTS)."""
 
 
 class ProjectApis(pulumi.ComponentResource):
-    """One projects.Service per API in REQUIRED_APIS."""
+    """One projects.Service per API the stack's parts call (required_apis)."""
 
     def __init__(self, name: str, args: ProjectApisArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sdgke:apis:ProjectApis", name, None, opts)
@@ -82,6 +103,6 @@ class ProjectApis(pulumi.ComponentResource):
                 disable_on_destroy=False,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for api in REQUIRED_APIS
+            for api in required_apis(args.parts)
         }
         self.register_outputs({"services": list(self.services)})

@@ -34,6 +34,13 @@ Prometheus (which must be on): kube state metrics of pods, Deployments and Daemo
 (https://cloud.google.com/kubernetes-engine/docs/how-to/kube-state-metrics) and the GPUs' DCGM metrics
 (https://cloud.google.com/kubernetes-engine/docs/how-to/dcgm-metrics: GKE-installed NVIDIA drivers, GKE
 1.30.1-gke.1204000 or later). Values are container.v1 MonitoringComponentConfig.enableComponents."""
+SYSTEM_MONITORING = ("SYSTEM_COMPONENTS",)
+"""With observability off: GKE's system metrics only (CPU, memory, restarts: "free GKE system metrics",
+https://cloud.google.com/stackdriver/docs/managed-prometheus; "System metrics" in
+https://cloud.google.com/kubernetes-engine/docs/how-to/configure-metrics), and managed collection for Prometheus
+off by an explicit `enabled: false` rather than left to whatever GKE's default for a new cluster is. The provider
+takes both (pulumi-gcp 10.2.0 container/_inputs.py, ClusterMonitoringConfigArgs: `enable_components`,
+`managed_prometheus.enabled`)."""
 MAINTENANCE_WINDOW = {"start_time": "2026-01-03T02:00:00Z", "end_time": "2026-01-03T08:00:00Z",
                       "recurrence": "FREQ=WEEKLY;BYDAY=SA,SU"}
 """Upgrades and repairs that recreate nodes happen at weekend nights (UTC), not under load."""
@@ -164,12 +171,11 @@ class Cluster(pulumi.ComponentResource):
             ),
             # The GKE Gateway controller and the standard Gateway API CRDs, which the WebUI's Gateway needs
             # (https://cloud.google.com/kubernetes-engine/docs/how-to/deploying-gateways, "Enable the Gateway API
-            # in your cluster"; `gcloud container clusters create --gateway-api=standard` on Standard clusters).
-            gateway_api_config=gcp.container.ClusterGatewayApiConfigArgs(channel="CHANNEL_STANDARD"),
-            monitoring_config=gcp.container.ClusterMonitoringConfigArgs(
-                enable_components=list(MONITORING_COMPONENTS),
-                managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(enabled=True),
-            ),
+            # in your cluster"; `gcloud container clusters create --gateway-api=standard` on Standard clusters);
+            # without the Gateway, neither (container.v1 GatewayAPIConfig.Channel CHANNEL_DISABLED).
+            gateway_api_config=gcp.container.ClusterGatewayApiConfigArgs(
+                channel="CHANNEL_STANDARD" if cfg.gateway.enabled else "CHANNEL_DISABLED"),
+            monitoring_config=monitoring_config(cfg.observability.enabled),
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
                 recurring_window=gcp.container.ClusterMaintenancePolicyRecurringWindowArgs(**MAINTENANCE_WINDOW),
             ),
@@ -219,6 +225,14 @@ class Cluster(pulumi.ComponentResource):
                 "nodeServiceAccount": self.node_service_account.email,
             }
         )
+
+
+def monitoring_config(observability: bool) -> gcp.container.ClusterMonitoringConfigArgs:
+    """What the cluster collects: everything the dashboard and alerts read, or only GKE's system metrics."""
+    return gcp.container.ClusterMonitoringConfigArgs(
+        enable_components=list(MONITORING_COMPONENTS if observability else SYSTEM_MONITORING),
+        managed_prometheus=gcp.container.ClusterMonitoringConfigManagedPrometheusArgs(enabled=observability),
+    )
 
 
 def per_zone(total: int, zones: int) -> int:

@@ -181,21 +181,27 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """The way in: a GKE Gateway in front of the request queue; public only with TLS and IAP."""
+    """The way in: a GKE Gateway in front of the request queue; public only with TLS and IAP. Off: no load
+    balancer, so the WebUI is reached through `kubectl port-forward` (README, Optional parts)."""
 
     proxy_only_cidr: str = "10.24.0.0/23"
     hostname: str = ""
     certificate_map: str = ""
     iap_client_id: str = ""
     iap_secret_name: str = ""
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
 class ObservabilityConfig:
+    """The dashboard, log-based metrics and alerts (components/observability.py), and the cluster's managed
+    Prometheus with the kube state and DCGM metrics they read (components/cluster.py)."""
+
     notification_email: str | None = None
     """Where alerts go (a Cloud Monitoring email channel); None: alerts open incidents that notify nobody."""
     cold_start_budget_seconds: int = 300
     """How long a wanted WebUI replica may stay unavailable before the cold-start alert fires."""
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,11 @@ class StackConfig:
     @property
     def production(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The optional parts this stack turns on, of PARTS."""
+        return tuple(part for part in PARTS if getattr(self, part).enabled)
 
     @property
     def protected(self) -> bool:
@@ -496,6 +507,7 @@ _QUEUE = {
     "maxDepth": ("max_depth", lambda r, k, v: r.integer(k, v, 1, 100000)),
 }
 _GATEWAY = {
+    "enabled": ("enabled", lambda r, k, v: r.boolean(k, v)),
     "proxyOnlyCidr": ("proxy_only_cidr", lambda r, k, v: r.cidr(k, v, (23, 26))),
     "hostname": ("hostname", lambda r, k, v: r.string(k, v, _HOSTNAME, "a DNS name such as sd.example.com")),
     "certificateMap": ("certificate_map", lambda r, k, v: r.string(
@@ -507,6 +519,7 @@ _GATEWAY = {
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}$")
 _OBSERVABILITY = {
+    "enabled": ("enabled", lambda r, k, v: r.boolean(k, v)),
     "notificationEmail": (
         "notification_email", lambda r, k, v: r.string(k, v, _EMAIL, "an email address such as oncall@your-domain"),
     ),
@@ -588,6 +601,7 @@ def parse(raw: dict[str, Any], root: Path | None = None) -> StackConfig:
     _check_demand_scaling(r, environment, gpu_pool, webui, autoscaling, gateway, network)
     _check_queue(r, queue, observability)
     _check_alerting(r, environment, observability)
+    _check_parts(r, raw, {"gateway": gateway.enabled, "observability": observability.enabled})
     _check_delivery_and_capacity(r, cluster, gpu_pool, runtime, raw.get("runtime"))
     if r.problems:
         raise ConfigError(r.problems)
@@ -733,13 +747,13 @@ def _check_demand_scaling(r: _Reader, environment: str, gpu_pool: GpuPoolConfig,
                 r.fail(f"autoscaling.warmSchedules[{i}].replicas", schedule.replicas,
                        f"from autoscaling.minReplicas ({autoscaling.min_replicas}) to autoscaling.maxReplicas "
                        f"({autoscaling.max_replicas})")
-    if r.valid("webui.public", "gateway") and webui.public:
+    if r.valid("webui.public", "gateway") and webui.public and gateway.enabled:
         for key, value in (("gateway.hostname", gateway.hostname), ("gateway.certificateMap", gateway.certificate_map),
                            ("gateway.iapClientId", gateway.iap_client_id),
                            ("gateway.iapSecretName", gateway.iap_secret_name)):
             if not value:
                 r.problems.append(f"{key}: missing; a public WebUI (webui.public: true) needs TLS and IAP")
-    if r.valid("gateway.proxyOnlyCidr"):
+    if r.valid("gateway.proxyOnlyCidr", "gateway.enabled") and gateway.enabled:
         for key, cidr in _network_ranges(network).items():
             if r.valid(key) and ipaddress.IPv4Network(gateway.proxy_only_cidr).overlaps(ipaddress.IPv4Network(cidr)):
                 r.fail("gateway.proxyOnlyCidr", gateway.proxy_only_cidr, f"a range that does not overlap {key} ({cidr})")
@@ -758,11 +772,38 @@ NOTIFICATION_EMAIL_COMMAND = "pulumi config set --path 'sd-gke:observability.not
 
 
 def _check_alerting(r: _Reader, environment: str, observability: ObservabilityConfig) -> None:
-    """Prod's alerts page someone: without a notification channel they open incidents nobody is told of."""
-    if environment == "prod" and r.valid("environment", "observability.notificationEmail") and \
+    """Prod's alerts page someone: without a notification channel they open incidents nobody is told of.
+    With observability off there are no alerts, and nothing to page."""
+    if environment == "prod" and observability.enabled and \
+            r.valid("environment", "observability.enabled", "observability.notificationEmail") and \
             observability.notification_email is None:
         r.problems.append(f"observability.notificationEmail: missing; prod's alerts must page someone: set it with "
                           f"`{NOTIFICATION_EMAIL_COMMAND} --stack prod`")
+
+
+PARTS = ("gateway", "observability", "jobs")
+"""The parts a stack may turn off (`<part>.enabled`); demand scaling is no part: the cold start is for it."""
+PART_KEYS: dict[str, tuple[str, ...]] = {
+    "gateway": ("webui.public", "gateway.hostname", "gateway.certificateMap", "gateway.iapClientId",
+                "gateway.iapSecretName"),
+    "observability": ("observability.notificationEmail",),
+}
+"""Keys that ask something of a part and mean nothing without it: set (true or a value) while the part is off,
+they are refused rather than silently ignored. The parts' tuning keys (gateway.proxyOnlyCidr, jobs.*) may stay."""
+
+
+def _check_parts(r: _Reader, raw: dict[str, Any], enabled: dict[str, bool]) -> None:
+    """A key that needs a part that is off is refused, naming both keys."""
+    for part, keys in PART_KEYS.items():
+        switch = f"{part}.enabled"
+        if enabled[part] or not r.valid(switch):
+            continue
+        for key in keys:
+            top, name = key.split(".")
+            value = raw[top].get(name) if isinstance(raw.get(top), dict) else None
+            if value not in (None, False, "") and r.valid(key):
+                r.fail(key, value, f"false or no value while {switch} is false (it acts only with the {part} on); "
+                       f"set {switch}: true, or remove {key}")
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:

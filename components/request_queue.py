@@ -95,15 +95,19 @@ def network_policy_spec(args: RequestQueueArgs, selector: dict[str, str]) -> k8s
         namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": webui.NAMESPACE}),
         pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector_labels("webui")),
     )
+    # No load balancer (gateway.enabled false): no rule at all, since a rule whose `from` is empty admits every
+    # source ("If this field is empty or missing, this rule matches all sources", NetworkPolicyIngressRule.from,
+    # https://kubernetes.io/docs/reference/kubernetes-api/policy-resources/network-policy-v1/).
+    load_balancer = [k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+        from_=[k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=c))
+               for c in args.load_balancer_ranges],
+        ports=tcp(HTTP_PORT),
+    )] if args.load_balancer_ranges else []
     return k8s.networking.v1.NetworkPolicySpecArgs(
         pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
         policy_types=["Ingress", "Egress"],
         ingress=[
-            k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                from_=[k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=c))
-                       for c in args.load_balancer_ranges],
-                ports=tcp(HTTP_PORT),
-            ),
+            *load_balancer,
             k8s.networking.v1.NetworkPolicyIngressRuleArgs(
                 from_=[namespace(webui.NAMESPACE), namespace(KEDA_NAMESPACE)], ports=tcp(WORKER_PORT),
             ),

@@ -149,8 +149,9 @@ def test_unset_sections_take_the_documented_defaults():
                                                        keda_chart_version="2.20.2", warm_schedules=())
     assert cfg.queue == config.QueueConfig(max_wait_seconds=600, max_depth=200)
     assert cfg.gateway == config.GatewayConfig(proxy_only_cidr="10.24.0.0/23", hostname="", certificate_map="",
-                                               iap_client_id="", iap_secret_name="")
-    assert cfg.observability == config.ObservabilityConfig(notification_email=None, cold_start_budget_seconds=300)
+                                               iap_client_id="", iap_secret_name="", enabled=True)
+    assert cfg.observability == config.ObservabilityConfig(notification_email=None, cold_start_budget_seconds=300,
+                                                           enabled=True)
     assert cfg.jobs == config.JobsConfig(enabled=False, ack_deadline_seconds=60, max_delivery_attempts=5,
                                          min_retry_backoff_seconds=10, max_retry_backoff_seconds=600,
                                          result_retention_days=30, jobs_per_pod=5)

@@ -7,7 +7,63 @@ from __future__ import annotations
 
 import pytest
 
-EXPECTED = {
+from tests.variants import PART_IDS, PART_VARIANTS, parts_variant
+
+PART_RESOURCES = {
+    "gateway": {
+        ("sdgke:gateway:Gateway", "webui"),
+        ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend"),
+        ("gcp:compute/subnetwork:Subnetwork", "webui-proxy-only"),
+        ("kubernetes:gateway.networking.k8s.io/v1:Gateway", "webui-gateway"),
+        ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "webui-route"),
+        ("kubernetes:networking.gke.io/v1:GCPBackendPolicy", "webui-backend-policy"),
+        ("kubernetes:networking.gke.io/v1:HealthCheckPolicy", "webui-health-check"),
+    },
+    "observability": {
+        ("sdgke:observability:Observability", "sd"),
+        ("gcp:logging/metric:Metric", "sd-bake-failures"),
+        ("gcp:logging/metric:Metric", "sd-step-duration"),
+        ("gcp:logging/metric:Metric", "sd-step-failures"),
+        ("gcp:logging/metric:Metric", "sd-webui-errors"),
+        ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-attacher-failures"),
+        ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-bake-failures"),
+        ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-cold-start-over-budget"),
+        ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-dead-letter-not-empty"),
+        ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-gpu-pool-at-max"),
+        ("gcp:monitoring/dashboard:Dashboard", "sd-dashboard"),
+        ("gcp:monitoring/notificationChannel:NotificationChannel", "sd-email"),
+    },
+    "jobs": {
+        ("sdgke:jobs:Jobs", "jobs"),
+        ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-dead-letter-not-empty"),
+        ("gcp:projects/iAMMember:IAMMember", "jobs-keda-monitoring-viewer"),
+        ("gcp:projects/service:Service", "apis-pubsub"),
+        ("gcp:projects/service:Service", "apis-storage"),
+        ("gcp:pubsub/subscription:Subscription", "jobs-dead-letters"),
+        ("gcp:pubsub/subscription:Subscription", "jobs-subscription"),
+        ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "jobs-agent-subscription-subscriber"),
+        ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "jobs-forwarder-subscriber"),
+        ("gcp:pubsub/topic:Topic", "jobs-completions"),
+        ("gcp:pubsub/topic:Topic", "jobs-dead-letter"),
+        ("gcp:pubsub/topic:Topic", "jobs-topic"),
+        ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-agent-completions-publisher"),
+        ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-agent-dead-letter-publisher"),
+        ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-forwarder-publisher"),
+        ("gcp:serviceaccount/account:Account", "jobs-agent"),
+        ("gcp:serviceaccount/account:Account", "jobs-keda-metrics"),
+        ("gcp:serviceaccount/iAMMember:IAMMember", "jobs-agent-workload-identity"),
+        ("gcp:serviceaccount/iAMMember:IAMMember", "jobs-keda-workload-identity"),
+        ("gcp:storage/bucket:Bucket", "jobs-results"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "jobs-agent-bucket-objectCreator"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "jobs-agent-bucket-objectViewer"),
+        ("kubernetes:core/v1:ServiceAccount", "webui-service-account"),
+        ("kubernetes:keda.sh/v1alpha1:TriggerAuthentication", "autoscaling-backlog-authentication"),
+    },
+}
+"""What each optional part adds (the dead-letter alert needs both observability and the job queue): with the part
+off, none of it is registered, no API, grant or firewall rule included."""
+
+CORE = {
     ("docker-build:index:Image", "base-image"),
     ("docker-build:index:Image", "runtime-disk-image"),
     ("gcp:artifactregistry/repository:Repository", "sd-repository"),
@@ -16,7 +72,6 @@ EXPECTED = {
     ("gcp:compute/router:Router", "sd-router"),
     ("gcp:compute/routerNat:RouterNat", "sd-nat"),
     ("gcp:compute/subnetwork:Subnetwork", "sd-subnet"),
-    ("gcp:compute/subnetwork:Subnetwork", "webui-proxy-only"),
     ("gcp:container/cluster:Cluster", "sd-gke"),
     ("gcp:container/nodePool:NodePool", "sd-gpu"),
     ("gcp:container/nodePool:NodePool", "sd-system"),
@@ -39,16 +94,6 @@ EXPECTED = {
     ("gcp:projects/service:Service", "apis-iam"),
     ("gcp:projects/service:Service", "apis-logging"),
     ("gcp:projects/service:Service", "apis-monitoring"),
-    ("gcp:logging/metric:Metric", "sd-bake-failures"),
-    ("gcp:logging/metric:Metric", "sd-step-duration"),
-    ("gcp:logging/metric:Metric", "sd-step-failures"),
-    ("gcp:logging/metric:Metric", "sd-webui-errors"),
-    ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-attacher-failures"),
-    ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-bake-failures"),
-    ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-cold-start-over-budget"),
-    ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-dead-letter-not-empty"),
-    ("gcp:monitoring/alertPolicy:AlertPolicy", "sd-gpu-pool-at-max"),
-    ("gcp:monitoring/dashboard:Dashboard", "sd-dashboard"),
     ("gcp:serviceaccount/account:Account", "runtime-builder"),
     ("gcp:serviceaccount/account:Account", "runtime-disk-agent"),
     ("gcp:serviceaccount/account:Account", "runtime-disk-gc"),
@@ -67,13 +112,8 @@ EXPECTED = {
     ("kubernetes:core/v1:ServiceAccount", "runtime-disk-gc-ksa"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "runtime-disk-network-policy"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "webui-network-policy"),
-    ("kubernetes:gateway.networking.k8s.io/v1:Gateway", "webui-gateway"),
-    ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "webui-route"),
     ("kubernetes:helm.sh/v3:Release", "autoscaling-keda"),
     ("kubernetes:keda.sh/v1alpha1:ScaledObject", "autoscaling-scaled-object"),
-    ("kubernetes:keda.sh/v1alpha1:TriggerAuthentication", "autoscaling-backlog-authentication"),
-    ("kubernetes:networking.gke.io/v1:GCPBackendPolicy", "webui-backend-policy"),
-    ("kubernetes:networking.gke.io/v1:HealthCheckPolicy", "webui-health-check"),
     ("kubernetes:policy/v1:PodDisruptionBudget", "webui-pdb"),
     ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "runtime-disk-node-patcher"),
     ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "runtime-disk-node-patcher-binding"),
@@ -88,14 +128,11 @@ EXPECTED = {
     ("sdgke:base_image:BaseImage", "base"),
     ("sdgke:cluster:Cluster", "sd"),
     ("sdgke:disk_attacher:DiskAttacher", "runtime-disk"),
-    ("sdgke:gateway:Gateway", "webui"),
     ("sdgke:gpu_pool:GpuPool", "sd"),
-    ("sdgke:observability:Observability", "sd"),
     ("sdgke:registry:Registry", "sd"),
     ("sdgke:runtime_image:RuntimeDiskImage", "runtime"),
     ("sdgke:webui:Webui", "webui"),
     ("docker-build:index:Image", "webui-worker-image"),
-    ("gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend"),
     # the request queue in front of the WebUI (components/request_queue.py)
     ("sdgke:request_queue:RequestQueue", "request-queue"),
     ("docker-build:index:Image", "request-queue-image"),
@@ -104,36 +141,16 @@ EXPECTED = {
     ("kubernetes:apps/v1:Deployment", "request-queue-deployment"),
     ("kubernetes:core/v1:Service", "request-queue-service"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "request-queue-network-policy"),
-    # the asynchronous job queue (components/jobs.py)
-    ("gcp:pubsub/topic:Topic", "jobs-topic"),
-    ("gcp:pubsub/topic:Topic", "jobs-completions"),
-    ("gcp:pubsub/topic:Topic", "jobs-dead-letter"),
-    ("gcp:pubsub/subscription:Subscription", "jobs-subscription"),
-    ("gcp:pubsub/subscription:Subscription", "jobs-dead-letters"),
-    ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "jobs-agent-subscription-subscriber"),
-    ("gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember", "jobs-forwarder-subscriber"),
-    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-agent-completions-publisher"),
-    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-agent-dead-letter-publisher"),
-    ("gcp:pubsub/topicIAMMember:TopicIAMMember", "jobs-forwarder-publisher"),
-    ("gcp:storage/bucket:Bucket", "jobs-results"),
-    ("gcp:storage/bucketIAMMember:BucketIAMMember", "jobs-agent-bucket-objectCreator"),
-    ("gcp:storage/bucketIAMMember:BucketIAMMember", "jobs-agent-bucket-objectViewer"),
-    ("gcp:serviceaccount/account:Account", "jobs-agent"),
-    ("gcp:serviceaccount/account:Account", "jobs-keda-metrics"),
-    ("gcp:serviceaccount/iAMMember:IAMMember", "jobs-agent-workload-identity"),
-    ("gcp:serviceaccount/iAMMember:IAMMember", "jobs-keda-workload-identity"),
-    ("gcp:projects/iAMMember:IAMMember", "jobs-keda-monitoring-viewer"),
-    ("gcp:projects/service:Service", "apis-pubsub"),
-    ("gcp:projects/service:Service", "apis-storage"),
-    ("kubernetes:core/v1:ServiceAccount", "webui-service-account"),
-    ("sdgke:jobs:Jobs", "jobs"),
 }
+"""What every stack registers, whatever its optional parts."""
+
+EXPECTED = CORE.union(*PART_RESOURCES.values())
+"""The full stack: every optional part on. Both stack files carry observability.notificationEmail (prod refuses to
+run without it while observability is on), so both have its channel."""
+
 
 def test_program_registers_exactly_the_expected_resources(run):
-    """Both stack files carry observability.notificationEmail (prod refuses to run without it), so both have its
-    channel."""
-    expected = EXPECTED | {("gcp:monitoring/notificationChannel:NotificationChannel", "sd-email")}
-    assert sorted((r.type, r.name) for r in run.resources) == sorted(expected)
+    assert sorted((r.type, r.name) for r in run.resources) == sorted(EXPECTED)
 
 
 def test_resource_names_are_unique(run):
@@ -163,3 +180,11 @@ def test_every_kubernetes_object_carries_the_common_labels(run):
                                                                         "jobs-dead-letters", "jobs-results"})])
 def test_stateful_resources_are_protected_in_prod_only(runs, stack, protected):
     assert {r.name for r in runs[stack].resources if r.protect} == protected
+
+
+@pytest.mark.parametrize("stack, off", PART_VARIANTS, ids=PART_IDS)
+def test_a_part_turned_off_registers_none_of_its_resources_and_everything_else(stack, off):
+    expected = EXPECTED
+    for part in off:
+        expected = expected - PART_RESOURCES[part]
+    assert sorted((r.type, r.name) for r in parts_variant(stack, off).resources) == sorted(expected)

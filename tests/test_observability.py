@@ -187,7 +187,8 @@ def test_the_cold_start_budget_is_bounded():
 def test_an_unknown_observability_key_is_named():
     with pytest.raises(config.ConfigError) as err:
         config.parse({**minimal(), "observability": {"email": "a@b.io"}})
-    assert err.value.problems == ["observability.email: unknown key; allowed keys are coldStartBudgetSeconds, notificationEmail"]
+    assert err.value.problems == [
+        "observability.email: unknown key; allowed keys are coldStartBudgetSeconds, enabled, notificationEmail"]
 
 
 def minimal(environment: str = "dev") -> dict:

@@ -156,3 +156,19 @@ def test_a_gcp_resource_type_without_a_known_api_is_caught(runs):
     plan_json["resources"].append({"urn": "urn:x", "type": "gcp:dns/policy:Policy", "name": "b",
                                    "dependencies": [], "provider": None, "inputs": {}})
     assert unmet_apis(plan_json) == ["gcp:dns/policy:Policy b: no API known for this type; add it to components/apis.py"]
+
+
+# --- optional parts ----------------------------------------------------------------------------------------------
+
+def test_plan_of_the_smallest_stack_turns_every_part_off_and_passes_the_policy_pack(tmp_path):
+    result = plan(tmp_path, "--stack", "dev", "--off", "gateway", "--off", "observability", "--off", "jobs")
+    assert result.returncode == 0, result.stderr
+    types = {r["type"] for r in json.loads((tmp_path / "dev.json").read_text())["resources"]}
+    assert not types & {"sdgke:gateway:Gateway", "sdgke:observability:Observability", "sdgke:jobs:Jobs"}
+    assert f"policy pack: {len(policy_check.policies())} policies, 0 violation(s)" in result.stdout
+
+
+def test_plan_refuses_a_part_it_does_not_know_and_names_the_parts(tmp_path):
+    result = plan(tmp_path, "--stack", "dev", "--off", "autoscaling")
+    assert result.returncode == 2
+    assert "invalid choice: 'autoscaling' (choose from 'gateway', 'observability', 'jobs')" in result.stderr

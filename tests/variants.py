@@ -1,9 +1,15 @@
-"""The program run for each stack in each runtime delivery and each capacity setting, once per session.
+"""The program run for each stack in each runtime delivery and each capacity setting, and for each combination
+of optional parts turned off, once per session.
 
 A variant is the stack file with `runtime.delivery` and the GPU capacity set, the way an operator
 would set them with `pulumi config set --path`: "stack" keeps the stack's own capacity (dev Spot,
 prod on demand), "spotFirst" is Spot with the on-demand fallback. With secondaryBootDisk delivery
 the stack's `runtime.diskType` is dropped: GKE gives the runtime disk the node boot disk's type.
+
+A parts variant is the stack file with some optional parts off, exactly as `tools/plan.py --off` turns them off:
+every combination (2^3) on dev, and on prod the full stack and the smallest. Each combination runs with the
+stack's own delivery and capacity: the parts and the delivery touch different resources, which the delivery
+variants above cover.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import itertools
 import json
 from functools import cache
 
+from components.config import PARTS
 from tools import mockrun
+from tools.plan import without_parts
 
 STACKS = ("dev", "prod")
 DELIVERIES = ("daemonset", "secondaryBootDisk")
@@ -35,3 +43,17 @@ def overrides(stack: str, delivery: str, capacity: str) -> dict:
 @cache
 def variant(stack: str, delivery: str, capacity: str) -> mockrun.Run:
     return mockrun.run(stack, overrides=overrides(stack, delivery, capacity))
+
+
+OFF_SETS = [off for n in range(len(PARTS) + 1) for off in itertools.combinations(PARTS, n)]
+"""Every combination of optional parts turned off, from none to all."""
+PART_VARIANTS = [("dev", off) for off in OFF_SETS] + [("prod", ()), ("prod", PARTS)]
+PART_IDS = [f"{stack}-off-{'-'.join(off) or 'none'}" for stack, off in PART_VARIANTS]
+
+
+@cache
+def parts_variant(stack: str, off: tuple[str, ...]) -> mockrun.Run:
+    if not off:  # the stack as it is: the delivery variant of its own delivery and capacity, already run
+        return variant(stack, json.loads(mockrun.read_stack_config(stack)[f"{mockrun.PROJECT}:runtime"])["delivery"],
+                       "stack")
+    return mockrun.run(stack, config=without_parts(mockrun.read_stack_config(stack), list(off)))

@@ -2,6 +2,7 @@
 
     python -m tools.plan --stack dev
     python -m tools.plan --stack dev --set runtime.delivery=secondaryBootDisk
+    python -m tools.plan --stack dev --off gateway --off observability --off jobs   (the smallest stack)
 
 Prints the resource tree with each resource's key settings, writes `build/plan/<stack>.json`
 (every registered resource with its inputs as registered, camelCase) and the Kubernetes manifests
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from components.config import PART_KEYS, PARTS
 from tools import mockrun, policy_check
 
 DEFAULT_OUT = mockrun.ROOT / "build" / "plan"
@@ -144,6 +146,21 @@ def with_settings(config: dict[str, str], settings: list[str]) -> dict[str, str]
     return out
 
 
+def without_parts(config: dict[str, str], parts: list[str]) -> dict[str, str]:
+    """The stack's config with each part turned off as an operator would: `<part>.enabled` false, and the keys that
+    ask something of the part (components/config.py PART_KEYS, e.g. webui.public for the gateway) removed."""
+    out = with_settings(config, [f"{part}.enabled=false" for part in parts])
+    for part in parts:
+        for key in PART_KEYS.get(part, ()):
+            top, name = key.split(".")
+            full = f"{mockrun.PROJECT}:{top}"
+            if full in out:
+                section = json.loads(out[full])
+                section.pop(name, None)
+                out[full] = json.dumps(section)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, help="stack name: Pulumi.<stack>.yaml is read")
@@ -152,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key of the stack (without the sd-gke: prefix; a dotted path "
                              "sets one key of a section), e.g. runtime.delivery=secondaryBootDisk")
+    parser.add_argument("--off", action="append", default=[], choices=PARTS, metavar="PART",
+                        help="turn an optional part off (repeatable): " + ", ".join(PARTS))
     args = parser.parse_args(argv)
 
     import pulumi
@@ -159,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         config = mockrun.config_of(args.stack_file) if args.stack_file else mockrun.read_stack_config(args.stack)
-        run = mockrun.run(args.stack, config=with_settings(config, args.set))
+        run = mockrun.run(args.stack, config=with_settings(without_parts(config, args.off), args.set))
     except (FileNotFoundError, mockrun.StackFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
