@@ -79,6 +79,7 @@ class Settings:
 
 @dataclass
 class Check:
+    key: str  # what tests/test_e2e.py asserts on
     criterion: str
     measured: str
     ok: bool
@@ -101,6 +102,10 @@ class Result:
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def check(self, key: str) -> Check:
+        (found,) = [check for check in self.checks if check.key == key]
+        return found
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -265,13 +270,13 @@ def _result(scenario: str, run: Run, ideal: float | None = None) -> Result:
 
 def _ratio_check(result: Result) -> Check:
     ratio = result.ratio
-    return Check(f"p99 <= {RATIO_LIMIT:.2f} x ideal", "n/a" if ratio is None else f"{ratio:.3f}",
+    return Check("ratio", f"p99 <= {RATIO_LIMIT:.2f} x ideal", "n/a" if ratio is None else f"{ratio:.3f}",
                  ratio is not None and ratio <= RATIO_LIMIT)
 
 
-def _errors_check(run: Run) -> Check:
+def _errors_check(run: Run, key: str = "errors", criterion: str = "0 errors") -> Check:
     kinds = sorted({o.error for o in run.outcomes if o.error is not None})
-    return Check("0 errors", f"{run.errors}" + (f" ({', '.join(kinds)})" if kinds else ""), run.errors == 0)
+    return Check(key, criterion, f"{run.errors}" + (f" ({', '.join(kinds)})" if kinds else ""), run.errors == 0)
 
 
 # --- scenarios -----------------------------------------------------------------------------------
@@ -294,7 +299,7 @@ def spike(settings: Settings, workdir: Path) -> Result:
     result = _result("spike", run, ideal_p99(run, generations) if run.latencies else None)
     gap = longest_idle_gap(run, generations)
     result.checks = [_errors_check(run),
-                     Check(f"idle gap while work waits <= {GAP_LIMIT_S:g} s", f"{gap:.3f} s", gap <= GAP_LIMIT_S),
+                     Check("gap", f"idle gap while work waits <= {GAP_LIMIT_S:g} s", f"{gap:.3f} s", gap <= GAP_LIMIT_S),
                      _ratio_check(result)]
     return result
 
@@ -322,7 +327,7 @@ def steady(settings: Settings, workdir: Path) -> Result:
     extra = overheads(run, generations)
     overhead = percentile(extra, 50) if extra else None
     result.checks = [_errors_check(run), _ratio_check(result),
-                     Check(f"path overhead p50 <= {OVERHEAD_LIMIT_S * 1000:g} ms",
+                     Check("overhead", f"path overhead p50 <= {OVERHEAD_LIMIT_S * 1000:g} ms",
                            "n/a" if overhead is None else f"{overhead * 1000:.1f} ms",
                            overhead is not None and overhead <= OVERHEAD_LIMIT_S)]
     return result
@@ -354,11 +359,11 @@ def batch_mix(settings: Settings, workdir: Path) -> Result:
     result = _result(f"batch mix ({settings.batch_jobs} queued)", mixed)
     p95_alone, p95_mixed = (percentile(run.latencies, 95) if run.latencies else None for run in (alone, mixed))
     slower = None if p95_alone is None or p95_mixed is None else p95_mixed - p95_alone
-    result.checks = [_errors_check(mixed), _errors_check(alone),
-                     Check(f"p95 - p95 without batch <= {settings.generation_s:g} s",
+    result.checks = [_errors_check(mixed), _errors_check(alone, "errors without batch", "0 errors without batch"),
+                     Check("batch p95", f"p95 - p95 without batch <= {settings.generation_s:g} s",
                            "n/a" if slower is None else f"{p95_mixed:.2f} - {p95_alone:.2f} = {slower:+.2f} s",
                            slower is not None and slower <= settings.generation_s),
-                     Check("the batch progresses", f"{batch_done} of {settings.batch_jobs} done",
+                     Check("batch progress", "the batch progresses", f"{batch_done} of {settings.batch_jobs} done",
                            0 < batch_done < settings.batch_jobs)]
     return result
 
@@ -368,8 +373,9 @@ def _batch_results(bucket) -> int:
 
 
 def overload(settings: Settings, workdir: Path) -> Result:
-    with ready_pods(settings, workdir / "overload", max_depth=settings.max_depth) as (client_url, _):
+    with ready_pods(settings, workdir / "overload", max_depth=settings.max_depth) as (client_url, processes):
         run = drive(client_url, settings.overload_requests)
+        generated = sorted(int(tag) for tag in served(processes.generations()))
     refused = [o for o in run.outcomes if o.status == 429]
     accepted = [o for o in run.outcomes if o.status != 429]
     failed = [o for o in accepted if o.error is not None]
@@ -378,11 +384,15 @@ def overload(settings: Settings, workdir: Path) -> Result:
     result = _result(f"overload (maxDepth {settings.max_depth})", run)
     result.errors = len(failed)
     result.checks = [
-        Check(f"the excess over {capacity} gets 429", f"{len(refused)} of {len(run.outcomes)} refused",
+        Check("refused", f"the excess over {capacity} gets 429", f"{len(refused)} of {len(run.outcomes)} refused",
               len(refused) >= len(run.outcomes) - capacity and len(refused) > 0),
-        Check(f"429 within {settings.generation_s:g} s", "n/a" if slowest_refusal is None else f"{slowest_refusal:.3f} s",
+        Check("refused at once", f"429 within {settings.generation_s:g} s",
+              "n/a" if slowest_refusal is None else f"{slowest_refusal:.3f} s",
               slowest_refusal is not None and slowest_refusal <= settings.generation_s),
-        Check("every accepted request succeeds", f"{len(accepted) - len(failed)} of {len(accepted)}", not failed),
+        Check("accepted served", "every accepted request succeeds", f"{len(accepted) - len(failed)} of {len(accepted)}",
+              not failed),
+        Check("generated once", "each accepted one generated once, no refused one",
+              f"{len(generated)} generations", generated == sorted(o.index for o in accepted)),
     ]
     return result
 
