@@ -298,8 +298,10 @@ def spike(settings: Settings, workdir: Path) -> Result:
     run = runs[0]
     result = _result("spike", run, ideal_p99(run, generations) if run.latencies else None)
     gap = longest_idle_gap(run, generations)
+    split = "/".join(str(sum(g["tag"] is not None for g in log)) for log in generations)
     result.checks = [_errors_check(run),
-                     Check("gap", f"idle gap while work waits <= {GAP_LIMIT_S:g} s", f"{gap:.3f} s", gap <= GAP_LIMIT_S),
+                     Check("gap", f"idle gap while work waits <= {GAP_LIMIT_S:g} s",
+                           f"{gap:.3f} s (split {split})", gap <= GAP_LIMIT_S),
                      _ratio_check(result)]
     return result
 
