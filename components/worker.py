@@ -22,6 +22,9 @@ HEARTBEAT_ENV = {"JOBS_HEARTBEAT": f"{HEARTBEAT_DIR}/heartbeat", "JOBS_HEARTBEAT
 HEARTBEAT_VOLUME = k8s.core.v1.VolumeArgs(name="queue-agent", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
     medium="Memory", size_limit="1Mi"))
 ALIVE = k8s.core.v1.ExecActionArgs(command=["python", "-m", "queue_agent.alive"])
+"""Liveness: the loop's heartbeat is fresh (a hung loop is restarted)."""
+READY = k8s.core.v1.ExecActionArgs(command=["python", "-m", "queue_agent.alive", "--ready"])
+"""Readiness: also registered with the request queue, and its WebUI answers (queue_agent/alive.py)."""
 POD_FIELDS = {"POD_NAME": "metadata.name", "POD_IP": "status.podIP"}
 """The worker's name at the request queue and the address it registers for browser traffic, from the downward API
 (https://kubernetes.io/docs/concepts/workloads/pods/downward-api/#downwardapi-fieldRef)."""
@@ -60,7 +63,7 @@ def container(image: pulumi.Input[str], front: QueueFront, batch: BatchWork | No
         image_pull_policy="IfNotPresent",
         env=env + api_auth,
         startup_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=5, timeout_seconds=5, failure_threshold=12),
-        readiness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=10, timeout_seconds=5),
+        readiness_probe=k8s.core.v1.ProbeArgs(exec_=READY, period_seconds=10, timeout_seconds=5),
         liveness_probe=k8s.core.v1.ProbeArgs(exec_=ALIVE, period_seconds=20, timeout_seconds=5, failure_threshold=3),
         volume_mounts=[k8s.core.v1.VolumeMountArgs(name=HEARTBEAT_VOLUME.name, mount_path=HEARTBEAT_DIR)],
         resources=k8s.core.v1.ResourceRequirementsArgs(

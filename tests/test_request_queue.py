@@ -165,6 +165,14 @@ def test_every_webui_pod_carries_the_worker_pointed_at_the_request_queue(run_sta
     assert ("JOBS_SUBSCRIPTION" in values) is jobs
 
 
+def test_the_worker_is_ready_only_while_registered_and_alive_while_its_loop_beats(run):
+    container = worker(run)
+    alive = ["python", "-m", "queue_agent.alive"]
+    assert container["readinessProbe"]["exec"]["command"] == [*alive, "--ready"]
+    assert container["livenessProbe"]["exec"]["command"] == alive
+    assert container["startupProbe"]["exec"]["command"] == alive
+
+
 def test_the_worker_image_is_built_from_the_queue_agent(run):
     built = run.one(IMAGE, "webui-worker-image").inputs
     assert built["tags"][0].split(":")[0].endswith("/sd-images/sd-queue-agent")

@@ -8,6 +8,9 @@ FakeWebui answers like AUTOMATIC1111's API (v1.10.1, the recipe's pin):
   lock (AUTOMATIC1111/stable-diffusion-webui@82a973c04367123ae98bd9abdf80d9eda9b910e2:
   modules/call_queue.py:8 `queue_lock = fifo_lock.FIFOLock()`, modules/api/api.py:467), so extra
   requests queue silently inside the pod. Each takes `generation_seconds`.
+`POST /sdapi/v1/interrupt` ends the generation running now early, as WebUI's `shared.state.interrupt()`
+does (modules/api/api.py `interruptapi`); the flag is cleared when the next generation begins
+(modules/shared_state.py `State.begin`), so an interrupt with nothing running cuts nothing.
 It counts what a test needs to check ordering and concurrency without timing anything: requests open
 at once, generations at once, the order they were served in. Clearing `admit` holds requests
 before they queue, so a test can see how many a client keeps open.
@@ -18,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -55,7 +57,11 @@ class FakeWebui(LocalServer):
         self.job_count = 0  # what /sdapi/v1/progress reports
         self.txt2img_payloads: list[dict] = []
         self.hosts: list[str | None] = []  # the Host header of each txt2img request
+        self.targets: list[str] = []  # the request target (path and query) of each txt2img request
         self.served: list[str | None] = []  # X-Loadtest-Request of each finished generation, in order
+        self.interrupts = 0  # POST /sdapi/v1/interrupt calls
+        self.interrupted: list[str | None] = []  # X-Loadtest-Request of each generation an interrupt cut short
+        self._interrupt = threading.Event()
         self.open_requests = 0
         self.max_open_requests = 0
         self.max_generating = 0
@@ -74,12 +80,18 @@ class FakeWebui(LocalServer):
         if request.headers.get("Authorization") != expected:
             _reply(request, 401, b'{"detail":"Incorrect username or password"}', {"WWW-Authenticate": "Basic"})
             return
-        if request.command == "GET" and request.path == "/sdapi/v1/options":
+        path = request.path.split("?", 1)[0]  # FastAPI routes on the path; a query is the handler's
+        if request.command == "GET" and path == "/sdapi/v1/options":
             self._json(request, {"sd_model_checkpoint": "v1-5"})
-        elif request.command == "GET" and request.path.startswith("/sdapi/v1/progress"):
+        elif request.command == "GET" and path == "/sdapi/v1/progress":
             self._json(request, {"progress": 0.5, "state": {"job_count": self.job_count}})
-        elif request.command == "POST" and request.path == "/sdapi/v1/txt2img":
+        elif request.command == "POST" and path == "/sdapi/v1/txt2img":
             self._txt2img(request)
+        elif request.command == "POST" and path == "/sdapi/v1/interrupt":
+            with self._counts:
+                self.interrupts += 1
+                self._interrupt.set()
+            self._json(request, {})
         else:
             _reply(request, 404, b'{"detail":"Not Found"}')
 
@@ -91,6 +103,7 @@ class FakeWebui(LocalServer):
         with self._counts:
             self.txt2img_payloads.append(payload)
             self.hosts.append(request.headers.get("Host"))
+            self.targets.append(request.path)
             self.open_requests += 1
             self.max_open_requests = max(self.max_open_requests, self.open_requests)
         try:
@@ -106,10 +119,13 @@ class FakeWebui(LocalServer):
                         return
                     self._generating += 1
                     self.max_generating = max(self.max_generating, self._generating)
-                time.sleep(self.generation_seconds)
+                    self._interrupt.clear()
+                cut = self._interrupt.wait(self.generation_seconds)
                 with self._counts:
                     self._generating -= 1
                     self.served.append(request.headers.get("X-Loadtest-Request"))
+                    if cut:
+                        self.interrupted.append(request.headers.get("X-Loadtest-Request"))
             count = payload.get("batch_size", 1) * payload.get("n_iter", 1) if self.image else 0
             images = [base64.b64encode(self.image).decode()] * count
             self._json(request, {"images": images, "parameters": payload, "info": "{}"})

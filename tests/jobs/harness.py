@@ -337,3 +337,25 @@ class ExitStackOf:
             process.wait()
         for server in self.servers:
             server.stop()
+
+
+def worker_process(front_url: str, webui_url: str, heartbeat: str, name: str = "webui-0",
+                   batch: agent.Settings | None = None, storage_host: str | None = None,
+                   **extra: str) -> subprocess.Popen:
+    """`python -m queue_agent` as the worker beside a WebUI, with the environment components/worker.py gives
+    it (the downward API's POD_NAME and POD_IP; the JOBS_* settings only with `batch`); its log next to the heartbeat."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("JOBS_", "QUEUE_", "SD_"))}
+    env.update({"PYTHONPATH": str(AGENT_ROOT), "QUEUE_FRONT_URL": front_url, "POD_NAME": name,
+                "POD_IP": "127.0.0.1", "SD_API_URL": webui_url, "SD_API_AUTH": AUTH, "JOBS_HEARTBEAT": heartbeat,
+                "JOBS_READY_POLL_SECONDS": "0.05", **extra})
+    if batch is not None:
+        assert storage_host is not None, "batch work commits its results to the storage stand-in"
+        env.update({"STORAGE_EMULATOR_HOST": storage_host, "JOBS_SUBSCRIPTION": batch.subscription,
+                    "JOBS_COMPLETIONS_TOPIC": batch.completions_topic,
+                    "JOBS_DEAD_LETTER_TOPIC": batch.dead_letter_topic, "JOBS_BUCKET": batch.bucket,
+                    "JOBS_MAX_ATTEMPTS": str(batch.max_attempts),
+                    "JOBS_ACK_DEADLINE_SECONDS": str(batch.ack_deadline_seconds),
+                    "JOBS_STORAGE_RETRY_SECONDS": str(batch.storage_retry_seconds)})
+    with open(heartbeat + ".log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-W", "ignore", "-m", "queue_agent"], env=env, cwd=AGENT_ROOT,
+                                stdout=subprocess.DEVNULL, stderr=log)

@@ -1,4 +1,6 @@
-"""`python -m queue_agent`: settings from the environment the Deployment sets (components/jobs.py)."""
+"""`python -m queue_agent`: settings from the environment the Deployment sets (components/worker.py, components/jobs.py).
+
+With QUEUE_FRONT_URL it is the worker beside a WebUI (queue_agent/worker.py); without, the batch agent alone."""
 
 from __future__ import annotations
 
@@ -42,11 +44,16 @@ def main(env: dict[str, str] | None = None, stop: threading.Event | None = None)
     from google.cloud import pubsub_v1, storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = settings_from(dict(os.environ) if env is None else env)
+    env = dict(os.environ) if env is None else env
     if stop is None:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if env.get("QUEUE_FRONT_URL"):  # the worker beside a WebUI: the request queue first, batch between
+        from queue_agent import worker
+
+        return worker.main(env, stop, settings_from(env) if env.get("JOBS_SUBSCRIPTION") else None)
+    settings = settings_from(env)
     subscriber = pubsub_v1.SubscriberClient()
     publisher = pubsub_v1.PublisherClient()
     results = BucketResults(storage.Client(), settings.bucket, settings.storage_retry_seconds)

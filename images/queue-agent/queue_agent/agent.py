@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -162,6 +163,16 @@ class Agent:
             received = self._pull()
             if received is not None:
                 self._work(received, stop)
+
+    def try_one(self, stop: threading.Event, started: Callable[[], None]) -> bool:
+        """One pull; a job received is announced with `started()` and worked. The worker's loop
+        (queue_agent/worker.py) calls this between interactive jobs; True when there was a job."""
+        received = self._pull()
+        if received is None:
+            return False
+        started()
+        self._work(received, stop)
+        return True
 
     def _beat(self) -> None:
         now = time.time()

@@ -46,7 +46,7 @@ class Settings:
 _NUMBERS = {
     # name: (attribute, type, smallest allowed)
     "QUEUE_MAX_DEPTH": ("max_depth", int, 1),
-    "QUEUE_MAX_WAIT_SECONDS": ("max_wait", float, 0),
+    "QUEUE_MAX_WAIT_SECONDS": ("max_wait", float, 0.1),
     "GENERATION_TIMEOUT_SECONDS": ("generation_timeout", float, 1),
     "MARGIN_SECONDS": ("margin", float, 0),
     "UI_KEEPALIVE_SECONDS": ("ui_keepalive", float, 0),

@@ -96,9 +96,19 @@ def _release(front: Front, name: str, job_id: str) -> None:
             worker.job = None
 
 
+def _abandoned(front: Front, request: web.Request) -> Job | None:
+    """The job the worker named holds though its client left or its budget expired: the worker still
+    learns why when its `cancel` call comes late."""
+    worker = front.registry.get(request.match_info["worker"])
+    job = worker.job if worker is not None else None
+    if job is None or job.id != request.match_info["job"] or not job.ended.done():
+        return None
+    return job
+
+
 async def cancel(request: web.Request) -> web.StreamResponse:
     front = request.app[FRONT]
-    job = _job(front, request)
+    job = _job(front, request) or _abandoned(front, request)
     if job is None:
         return web.json_response({"detail": "no such job in flight"}, status=410)
     ended = job.ended

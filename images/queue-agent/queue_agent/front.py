@@ -1,0 +1,165 @@
+"""The request queue's workers port, as a worker sees it (docs/request-queue.md, "Workers").
+
+Plain HTTP/1.1 on the cluster network, stdlib only: the worker needs nothing more than long polls,
+one held GET per job, and small POSTs. Any answer the protocol does not list, and any connection
+error, is `Unavailable`: the loop waits it out with backoff instead of crashing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+CONNECT_SECONDS = 10.0
+"""How long a call other than the long poll and the held cancel may take on the cluster network."""
+
+
+class Unavailable(Exception):
+    """The request queue did not answer as the protocol says (unreachable, restarting, or a bug)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One client request to run on the WebUI beside the worker, as the request queue hands it out."""
+
+    id: str
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    generation_timeout: float
+
+    @property
+    def target(self) -> str:
+        return self.path + ("?" + self.query if self.query else "")
+
+    @classmethod
+    def parse(cls, document: bytes) -> Job:
+        """A job from `next`'s 200 body; Unavailable naming the field when it is not one."""
+        try:
+            job = json.loads(document)
+            headers = job["headers"]
+            pairs = list(headers.items()) if isinstance(headers, dict) else [(k, v) for k, v in headers]
+            parsed = cls(id=job["id"], method=job["method"], path=job["path"], query=job.get("query") or "",
+                         headers=pairs, body=base64.b64decode(job.get("body") or "", validate=True),
+                         generation_timeout=float(job["generation_timeout"]))
+        except (ValueError, KeyError, TypeError, binascii.Error) as err:
+            raise Unavailable(f"next answered a job the protocol does not allow ({type(err).__name__}: {err}): "
+                              f"{document[:200]!r}") from None
+        if not (isinstance(parsed.id, str) and parsed.id and isinstance(parsed.method, str)
+                and isinstance(parsed.path, str) and parsed.path.startswith("/") and parsed.generation_timeout > 0):
+            raise Unavailable(f"next answered a job the protocol does not allow: {document[:200]!r}")
+        return parsed
+
+
+class Front:
+    """`POST next`, `GET cancel`, `POST result`, `PUT batch` and `DELETE` for one worker."""
+
+    def __init__(self, url: str, worker: str, own_url: str):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"QUEUE_FRONT_URL={url!r}: expected http://HOST:PORT")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.base = f"/v1/workers/{quote(worker, safe='')}"
+        self.own_url = own_url
+
+    def _call(self, method: str, path: str, timeout: float, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise Unavailable(f"{method} {path}: {type(err).__name__}: {err}") from None
+        finally:
+            connection.close()
+
+    def next(self, wait: float) -> Job | None:
+        """The next job, or None when none came within `wait` seconds (204). Registers the worker."""
+        body = json.dumps({"url": self.own_url, "wait": wait}).encode()
+        status, answer = self._call("POST", self.base + "/next", wait + CONNECT_SECONDS, body,
+                                    {"Content-Type": "application/json"})
+        if status == 204:
+            return None
+        if status == 200:
+            return Job.parse(answer)
+        raise Unavailable(f"POST {self.base}/next answered {status}: {answer[:200]!r}")
+
+    def watch_cancel(self, job: Job) -> CancelWatch:
+        return CancelWatch(self.host, self.port, f"{self.base}/jobs/{quote(job.id, safe='')}/cancel")
+
+    def result(self, job: Job, status: int, content_type: str, body: bytes) -> bool:
+        """Report the outcome: True delivered (204), False the client is gone (410)."""
+        path = f"{self.base}/jobs/{quote(job.id, safe='')}/result"
+        answer, text = self._call("POST", path, CONNECT_SECONDS, body,
+                                  {"X-Upstream-Status": str(status), "Content-Type": content_type})
+        if answer in (204, 410):
+            return answer == 204
+        raise Unavailable(f"POST {path} answered {answer}: {text[:200]!r}")
+
+    def batch_started(self) -> None:
+        status, text = self._call("PUT", self.base + "/batch", CONNECT_SECONDS)
+        if not 200 <= status < 300:
+            raise Unavailable(f"PUT {self.base}/batch answered {status}: {text[:200]!r}")
+
+    def leave(self) -> None:
+        status, text = self._call("DELETE", self.base, CONNECT_SECONDS)
+        if not 200 <= status < 300:
+            raise Unavailable(f"DELETE {self.base} answered {status}: {text[:200]!r}")
+
+
+class CancelWatch:
+    """The `cancel` request held open while a job runs. The request is sent before the constructor returns,
+    so the request queue knows the worker holds the job. `cancelled` is set when it answers with a reason
+    to interrupt, with anything but the 204 that follows the result, or drops (the request queue has given
+    the job up: nobody waits for this run any more). `close()` ends it from this side, without a reason:
+    the job was reported, or is being handed back."""
+
+    def __init__(self, host: str, port: int, path: str):
+        self.path = path
+        self.reason: str | None = None
+        self.cancelled = threading.Event()
+        self._closing = threading.Event()
+        self._connection = http.client.HTTPConnection(host, port, timeout=CONNECT_SECONDS)
+        try:
+            self._connection.request("GET", path)
+        except (OSError, http.client.HTTPException) as err:
+            self._connection.close()
+            raise Unavailable(f"GET {path}: {type(err).__name__}: {err}") from None
+        self._connection.sock.settimeout(None)  # held for the whole generation; close() ends it
+        self._thread = threading.Thread(target=self._wait, name="cancel", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        try:
+            response = self._connection.getresponse()
+            answer = response.read()
+            if response.status == 204:  # the result arrived: the job is over, nothing to interrupt
+                return
+            if response.status == 200:
+                self.reason = str(json.loads(answer).get("reason") or "cancelled")
+            else:
+                self.reason = f"cancel answered {response.status}"
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            self.reason = f"cancel dropped: {type(err).__name__}: {err}"
+        if not self._closing.is_set():
+            self.cancelled.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._connection.close()
+        self._thread.join(timeout=CONNECT_SECONDS)

@@ -1,0 +1,375 @@
+"""The worker beside every WebUI (docs/request-queue.md, "The worker's loop"): it asks the request queue
+for the next generation only while its WebUI has none in flight, so no request ever waits inside a pod.
+
+1. A warm-up generation (the checkpoint is loaded), then `next` registers the worker.
+2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull; if none, `next` with a few
+   seconds' wait. After BATCH_EVERY interactive jobs in a row, one batch pull first, so the batch makes
+   progress under steady interactive load. Without batch: long polls only.
+3. A job is forwarded to the WebUI while `cancel` is held open; a cancel or the job's own
+   `generation_timeout` interrupts the WebUI, and the outcome is posted to `result`.
+4. SIGTERM: `DELETE` at once, finish the job in flight within the drain or hand it back, exit.
+The request queue being unreachable is waited out with backoff (not ready meanwhile), never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from queue_agent import agent, alive, front
+
+log = logging.getLogger("queue_agent.worker")
+
+BATCH_EVERY = 3
+"""Interactive jobs in a row before one batch pull goes first: the batch still gets a quarter of a
+busy pod, interactive requests wait at most one batch generation more."""
+LONG_POLL_SECONDS = 20.0
+"""Without batch: one long poll; well below the request queue's WORKER_TTL_SECONDS (60)."""
+BATCH_POLL_SECONDS = 5.0
+"""With batch: the long poll after an empty batch pull, so a new batch job waits at most this long."""
+BATCH_PULL_SECONDS = 2.0
+"""One batch pull's timeout: an interactive request arriving meanwhile waits at most this long."""
+INTERRUPT_GRACE_SECONDS = 10.0
+"""After /sdapi/v1/interrupt the WebUI stops at its next sampling step and answers; this bounds that
+wait, well inside the request queue's margin (30 s) for the worker's report."""
+REPORT_SECONDS = 30.0
+"""How long a report is retried while the request queue is unreachable (its MARGIN_SECONDS)."""
+BACKOFF_SECONDS = (0.5, 5.0)
+"""First and longest wait between attempts to reach the request queue."""
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "content-length"}
+"""Headers that belong to one connection, not to the request (RFC 9110 section 7.6.1), plus Host and
+Content-Length, which the call to the WebUI sets for itself."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    front_url: str
+    name: str
+    own_url: str
+    """The address the request queue sends this pod's browser traffic to: http://POD_IP:<WebUI port>."""
+    webui_url: str = "http://127.0.0.1:7860"
+    webui_auth: str | None = None
+    heartbeat: str | None = None
+    drain_seconds: float | None = None
+    """SIGTERM: how long the job in flight may still run before it is handed back; None: its own timeout."""
+    ready_poll_seconds: float = 2.0
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    missing = [key for key in ("QUEUE_FRONT_URL", "POD_NAME", "POD_IP") if not env.get(key)]
+    if missing:
+        raise SystemExit("queue agent: missing environment " + ", ".join(missing))
+    numbers: dict[str, float] = {}
+    for key in ("JOBS_DRAIN_SECONDS", "JOBS_READY_POLL_SECONDS"):
+        if env.get(key):
+            try:
+                numbers[key] = float(env[key])
+            except ValueError:
+                raise SystemExit(f"queue agent: {key}={env[key]!r} is not a number") from None
+    webui_url = env.get("SD_API_URL", "http://127.0.0.1:7860")
+    return Settings(front_url=env["QUEUE_FRONT_URL"], name=env["POD_NAME"],
+                    own_url=f"http://{env['POD_IP']}:{urlsplit(webui_url).port or 7860}",
+                    webui_url=webui_url, webui_auth=env.get("SD_API_AUTH") or None,
+                    heartbeat=env.get("JOBS_HEARTBEAT") or None,
+                    drain_seconds=numbers.get("JOBS_DRAIN_SECONDS"),
+                    ready_poll_seconds=numbers.get("JOBS_READY_POLL_SECONDS", 2.0))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    content_type: str
+    body: bytes
+
+
+def failure(status: int, detail: str) -> Outcome:
+    """An answer of the worker's own, shaped like FastAPI's errors ({"detail": ...}) as WebUI's are."""
+    return Outcome(status, "application/json", json.dumps({"detail": detail}).encode())
+
+
+class Upstream:
+    """The WebUI beside the worker: the job's own request, and the interrupt."""
+
+    def __init__(self, url: str, auth: str | None):
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 7860
+        self.auth = auth
+
+    def forward(self, job: front.Job, timeout: float) -> Outcome:
+        """The job's method, path, query, headers and body as the client sent them (the client's own basic
+        auth included: WebUI checks it). Raises OSError or HTTPException when the WebUI does not answer."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            connection.putrequest(job.method, job.target, skip_host=True, skip_accept_encoding=True)
+            connection.putheader("Host", f"{self.host}:{self.port}")
+            for key, value in job.headers:
+                if key.lower() not in HOP_BY_HOP:
+                    connection.putheader(key, value)
+            connection.putheader("Content-Length", str(len(job.body)))
+            connection.endheaders(job.body)
+            response = connection.getresponse()
+            return Outcome(response.status, response.getheader("Content-Type") or "application/octet-stream",
+                           response.read())
+        finally:
+            connection.close()
+
+    def interrupt(self) -> None:
+        """WebUI v1.10.1 (AUTOMATIC1111/stable-diffusion-webui@82a973c04367123ae98bd9abdf80d9eda9b910e2)
+        `modules/api/api.py`: `POST /sdapi/v1/interrupt` -> `shared.state.interrupt()`, which sets
+        `interrupted`; the sampler stops at its next step and the request returns what it has. The flag is
+        reset by `State.begin()` (`modules/shared_state.py`) when the next generation starts, so an
+        interrupt that arrives just after a generation ended cannot cut the next one."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=INTERRUPT_GRACE_SECONDS)
+        headers = {"Content-Length": "0"}
+        if self.auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(self.auth.encode()).decode()
+        try:
+            connection.request("POST", "/sdapi/v1/interrupt", headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                log.warning("WebUI answered the interrupt with %d", response.status)
+        except (OSError, http.client.HTTPException) as err:
+            log.warning("WebUI did not take the interrupt: %s", err)
+        finally:
+            connection.close()
+
+
+class Worker:
+    def __init__(self, settings: Settings, batch: Any = None):
+        """`batch`: an agent.Agent whose `try_one` pulls and works one batch job; None without batch."""
+        self.settings = settings
+        self.front = front.Front(settings.front_url, settings.name, settings.own_url)
+        self.upstream = Upstream(settings.webui_url, settings.webui_auth)
+        self.warm_up = agent.Webui(settings.webui_url, settings.webui_auth)
+        self.batch = batch
+        self.outcomes: dict[str, int] = {"delivered": 0, "client_gone": 0, "interrupted": 0, "timed_out": 0,
+                                         "handed_back": 0, "unreported": 0, "batch": 0}
+        self._last_beat = 0.0
+        self._polls = 0  # `next` calls started; with _left_after, tells whether one re-registered after DELETE
+        self._left_after: int | None = None
+        self._count = threading.Lock()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        leaver = threading.Thread(target=self._leave_on, args=(stop,), name="leave", daemon=True)
+        leaver.start()
+        try:
+            while not stop.is_set():
+                if self._wait_for_webui(stop):
+                    self._serve(stop)
+        finally:
+            self._mark_ready(False)
+            stop.set()
+            leaver.join()
+            with self._count:
+                rejoined = self._left_after is not None and self._polls > self._left_after
+            if rejoined:  # a `next` started just as SIGTERM came: leave once more
+                self._leave()
+
+    def _leave_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        with self._count:
+            self._left_after = self._polls
+        self._mark_ready(False)
+        self._leave()
+
+    def _leave(self) -> None:
+        try:
+            self.front.leave()
+        except front.Unavailable as err:
+            log.warning("could not leave the request queue (it forgets this worker after its TTL): %s", err)
+
+    def _wait_for_webui(self, stop: threading.Event) -> bool:
+        """Until the WebUI answers a warm-up generation (its checkpoint is loaded), or stop."""
+        while not stop.is_set():
+            self._beat()
+            if self.warm_up.ready():
+                log.info("WebUI ready; serving the request queue at %s as %s", self.settings.front_url,
+                         self.settings.name)
+                return True
+            stop.wait(self.settings.ready_poll_seconds)
+        return False
+
+    def _serve(self, stop: threading.Event) -> None:
+        """Jobs one at a time until stop, or until the WebUI stops answering (then warm up again)."""
+        streak = 0  # interactive jobs in a row
+        backoff = BACKOFF_SECONDS[0]
+        while not stop.is_set():
+            self._beat()
+            try:
+                if self.batch is not None and streak >= BATCH_EVERY:
+                    streak = 0
+                    if self._try_batch(stop):
+                        continue
+                job = self._next(0.0 if self.batch is not None else LONG_POLL_SECONDS)
+                if job is None and self.batch is not None:
+                    if self._try_batch(stop):
+                        continue
+                    job = self._next(BATCH_POLL_SECONDS)
+            except front.Unavailable as err:
+                self._mark_ready(False)
+                log.warning("request queue unavailable, retrying in %.1fs: %s", backoff, err)
+                self._beat()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_SECONDS[1])
+                continue
+            backoff = BACKOFF_SECONDS[0]
+            if job is None:
+                streak = 0
+                continue
+            streak += 1
+            if not self._run_job(job, stop):
+                self._mark_ready(False)
+                self._leave()  # no browser traffic to a WebUI that does not answer
+                return
+
+    def _next(self, wait: float) -> front.Job | None:
+        with self._count:
+            self._polls += 1
+        job = self.front.next(wait)
+        self._mark_ready(True)
+        return job
+
+    def _try_batch(self, stop: threading.Event) -> bool:
+        try:
+            took = self.batch.try_one(stop, started=self._batch_started)
+        except Exception as err:  # noqa: BLE001 - a batch fault must not stop interactive service
+            log.error("batch pull failed: %s: %s", type(err).__name__, err)
+            return False
+        if took:
+            self.outcomes["batch"] += 1
+        return took
+
+    def _batch_started(self) -> None:
+        try:
+            self.front.batch_started()
+        except front.Unavailable as err:
+            log.warning("could not tell the request queue a batch job started: %s", err)
+
+    # --- one job -------------------------------------------------------------------------------
+
+    def _run_job(self, job: front.Job, stop: threading.Event) -> bool:
+        """Run, watch, report one job. False when the WebUI did not answer at all."""
+        try:
+            watch = self.front.watch_cancel(job)
+        except front.Unavailable as err:
+            log.warning("job %s: could not hold its cancel, not running it: %s", job.id, err)
+            return True
+        answer: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                answer["outcome"] = self.upstream.forward(job, job.generation_timeout + INTERRUPT_GRACE_SECONDS)
+            except (OSError, http.client.HTTPException) as err:
+                answer["error"] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"job-{job.id}", daemon=True).start()
+        deadline = time.monotonic() + job.generation_timeout
+        drain_end = math.inf
+        reason = None
+        while not done.wait(0.05):
+            self._beat()
+            now = time.monotonic()
+            if watch.cancelled.is_set():
+                reason = watch.reason
+                break
+            if now >= deadline:
+                reason = "timeout"
+                break
+            if stop.is_set() and drain_end == math.inf and self.settings.drain_seconds is not None:
+                drain_end = now + self.settings.drain_seconds
+            if now >= drain_end:
+                # Leaving before it ends: drop `cancel` without a result, and the request queue puts the job
+                # back at the head of its buffer for another pod.
+                self.upstream.interrupt()
+                watch.close()
+                self._await(done)
+                self.outcomes["handed_back"] += 1
+                log.warning("job %s handed back at shutdown", job.id)
+                return True
+        if reason is not None:
+            self.upstream.interrupt()
+            self._await(done)
+            self.outcomes["timed_out" if reason == "timeout" else "interrupted"] += 1
+            log.warning("job %s interrupted: %s", job.id, reason)
+        if reason == "timeout":
+            outcome = failure(504, f"the generation did not finish within {job.generation_timeout:g}s; "
+                                   "it was interrupted")
+        elif "outcome" in answer:
+            outcome = answer["outcome"]
+        elif "error" in answer:
+            outcome = failure(502, f"the WebUI did not answer: {answer['error']}")
+        else:
+            outcome = failure(504, "the WebUI did not stop within the interrupt's grace")
+        self._report(job, outcome)
+        watch.close()
+        return "error" not in answer
+
+    def _await(self, done: threading.Event) -> None:
+        """Wait, beating, for the interrupted call to return, so the next job never queues inside the WebUI."""
+        end = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        while not done.wait(0.05) and time.monotonic() < end:
+            self._beat()
+
+    def _report(self, job: front.Job, outcome: Outcome) -> None:
+        end = time.monotonic() + REPORT_SECONDS
+        backoff = BACKOFF_SECONDS[0]
+        while True:
+            try:
+                delivered = self.front.result(job, outcome.status, outcome.content_type, outcome.body)
+                self.outcomes["delivered" if delivered else "client_gone"] += 1
+                return
+            except front.Unavailable as err:
+                if time.monotonic() + backoff > end:
+                    self.outcomes["unreported"] += 1
+                    log.error("job %s: the result could not be reported: %s", job.id, err)
+                    return
+                self._beat()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_SECONDS[1])
+
+    # --- probes --------------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        now = time.time()
+        if self.settings.heartbeat and now - self._last_beat >= 1.0:
+            alive.beat(self.settings.heartbeat)
+            self._last_beat = now
+
+    def _mark_ready(self, ready: bool) -> None:
+        if self.settings.heartbeat:
+            alive.mark_registered(self.settings.heartbeat, ready)
+
+
+def main(env: dict[str, str], stop: threading.Event, batch_settings: agent.Settings | None) -> int:
+    """`python -m queue_agent` with QUEUE_FRONT_URL set; `batch_settings` when the JOBS_* settings are too."""
+    settings = settings_from(env)
+    batch = None
+    if batch_settings is not None:
+        from google.cloud import pubsub_v1, storage
+
+        from queue_agent.results import BucketResults
+
+        batch_settings = dataclasses.replace(batch_settings, pull_timeout_seconds=BATCH_PULL_SECONDS)
+        batch = agent.Agent(batch_settings, pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient(),
+                            BucketResults(storage.Client(), batch_settings.bucket, batch_settings.storage_retry_seconds),
+                            agent.Webui(batch_settings.webui_url, batch_settings.webui_auth))
+    worker = Worker(settings, batch)
+    worker.run(stop)
+    log.info("stopped: %s%s", worker.outcomes, f", batch {batch.outcomes}" if batch is not None else "")
+    return 0

@@ -1,0 +1,252 @@
+"""The worker beside a WebUI (`python -m queue_agent` with QUEUE_FRONT_URL), run as a real process against
+the strict stand-in of the request queue's workers port (tests/fakes/workers_port.py), the stand-in WebUI
+and, for batch work, the real Pub/Sub emulator (docs/request-queue.md, "The worker's loop")."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+from collections.abc import Iterator
+
+import pytest
+from queue_agent import alive, front, worker
+
+from tests.fakes.workers_port import StrictWorkersPort
+from tests.jobs import harness
+from tests.jobs.harness import wait_until
+
+AUTHORIZATION = {"Authorization": "Basic " + base64.b64encode(harness.AUTH.encode()).decode()}
+PROMPT = {"prompt": "a lighthouse at dusk", "steps": 20}
+
+
+@pytest.fixture
+def port() -> Iterator[StrictWorkersPort]:
+    with StrictWorkersPort() as stand_in:
+        yield stand_in
+        assert stand_in.problems == [], "requests the workers protocol does not allow"
+
+
+@pytest.fixture
+def heartbeat(tmp_path) -> str:
+    return str(tmp_path / "heartbeat")
+
+
+@pytest.fixture
+def start(port, webui, heartbeat) -> Iterator:
+    """Start the worker process (once per test); on exit it must have ended, or is killed."""
+    started = []
+
+    def run(**kwargs):
+        process = harness.worker_process(port.url, webui.url, heartbeat, **kwargs)
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def request(prompt: str, **fields) -> dict:
+    return {"body": {**PROMPT, "prompt": prompt, **fields},
+            "headers": {**AUTHORIZATION, "X-Loadtest-Request": prompt}}
+
+
+def registered(port: StrictWorkersPort) -> bool:
+    return any(event.startswith("next") for event in port.events())
+
+
+def serving(port: StrictWorkersPort, process):
+    """The worker process, once registered: its warm-up generation is over."""
+    wait_until(lambda: registered(port), what="registration")
+    return process
+
+
+def stopped(process) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+def test_the_worker_registers_only_after_its_webui_answers_a_warm_up_generation(port, webui, start):
+    webui.model_loaded.clear()
+    webui.model_wait = 0.05
+    start()
+    wait_until(lambda: len(webui.txt2img_payloads) >= 2, what="warm-up attempts")
+    assert not registered(port)
+    webui.model_loaded.set()
+    wait_until(lambda: registered(port), what="the first next")
+    assert port.urls == {"webui-0": f"http://127.0.0.1:{webui.port}"}
+
+
+def test_a_job_reaches_the_webui_as_the_client_sent_it_and_its_answer_is_the_result(port, webui, start):
+    job = port.submit(query="trace=1", **request("job one"))
+    start()
+    wait_until(lambda: job in port.results, what="the result")
+    status, content_type, body = port.results[job]
+    assert (status, content_type) == (200, "application/json")
+    assert json.loads(body)["images"] == [base64.b64encode(harness.PNG).decode()]
+    assert webui.txt2img_payloads[-1] == {**PROMPT, "prompt": "job one"}
+    assert webui.served[-1] == "job one" and webui.targets[-1] == "/sdapi/v1/txt2img?trace=1"
+
+
+def test_a_refusal_from_the_webui_is_posted_with_its_status(port, webui, start):
+    job = port.submit(method="GET", path="/sdapi/v1/no-such-route", headers=AUTHORIZATION)
+    start()
+    wait_until(lambda: job in port.results, what="the result")
+    status, _, body = port.results[job]
+    assert (status, body) == (404, b'{"detail":"Not Found"}')
+
+
+def test_jobs_run_one_at_a_time_in_the_order_they_were_queued(port, webui, start):
+    webui.generation_seconds = 0.05
+    jobs = [port.submit(**request(f"job {i}")) for i in range(6)]
+    start()
+    wait_until(lambda: all(job in port.results for job in jobs), what="every result")
+    assert webui.served[-6:] == [f"job {i}" for i in range(6)]
+    assert webui.max_open_requests == 1
+    steps = [e for e in port.events("webui-0") if not e.startswith(("next", "204"))]
+    assert steps == [step for job in jobs for step in (f"job {job}", f"cancel {job}", f"result {job} 200")]
+
+
+@pytest.mark.parametrize("reason", ["client gone", "expired"])
+def test_a_cancel_interrupts_the_generation_and_its_outcome_is_posted(port, webui, start, reason):
+    serving(port, start())
+    webui.generation_seconds = 60
+    job = port.submit(**request("abandoned"))
+    port.gone.add(job)  # the request queue answers the result 410: nobody waits for it
+    wait_until(lambda: f"cancel {job}" in port.events() and webui.open_requests == 1, what="the generation")
+    port.cancel(job, reason)
+    wait_until(lambda: job in port.results, what="the outcome")
+    assert webui.interrupted == ["abandoned"] and webui.interrupts == 1
+    assert port.results[job][0] == 200  # WebUI answers an interrupted generation with what it has
+
+
+def test_the_worker_goes_on_after_the_result_is_answered_410(port, webui, start):
+    serving(port, start())
+    webui.generation_seconds = 60
+    first = port.submit(**request("abandoned"))
+    port.gone.add(first)
+    wait_until(lambda: f"cancel {first}" in port.events() and webui.open_requests == 1, what="the generation")
+    port.cancel(first, "client gone")
+    webui.generation_seconds = 0
+    second = port.submit(**request("next one"))
+    wait_until(lambda: second in port.results, what="the next job's result")
+    assert port.results[second][0] == 200 and webui.served[-1] == "next one"
+
+
+def test_a_generation_past_its_timeout_is_interrupted_and_reported_as_a_504(port, webui, start):
+    serving(port, start())
+    webui.generation_seconds = 60
+    job = port.submit(generation_timeout=0.5, **request("too long"))
+    wait_until(lambda: job in port.results, what="the outcome")
+    status, content_type, body = port.results[job]
+    assert (status, content_type) == (504, "application/json")
+    assert "did not finish within 0.5s" in json.loads(body)["detail"]
+    assert webui.interrupted == ["too long"]
+
+
+def test_an_unreachable_request_queue_is_waited_out_and_the_worker_serves_when_it_is_back(
+        port, webui, start, heartbeat):
+    process = start()
+    wait_until(lambda: registered(port), what="registration")
+    port.stop()
+    wait_until(lambda: alive.main(["--ready"], {"JOBS_HEARTBEAT": heartbeat, "SD_API_URL": webui.url,
+                                                "SD_API_AUTH": harness.AUTH}) == 1, what="not ready")
+    assert process.poll() is None
+    assert alive.main([], {"JOBS_HEARTBEAT": heartbeat}) == 0  # still alive: no restart, no crash loop
+    port.start()
+    job = port.submit(**request("after the outage"))
+    wait_until(lambda: job in port.results, timeout=30, what="the job after the outage")
+    assert port.results[job][0] == 200
+
+
+def test_sigterm_leaves_at_once_and_finishes_the_job_in_flight(port, webui, start):
+    process = serving(port, start())
+    webui.generation_seconds = 1.0
+    job = port.submit(**request("in flight"))
+    wait_until(lambda: f"cancel {job}" in port.events() and webui.open_requests == 1, what="the generation")
+    assert stopped(process) == 0
+    events = port.events("webui-0")
+    assert events.index("delete") < events.index(f"result {job} 200")
+    assert events[-1] in ("delete", f"result {job} 200") and port.waiting() == []
+
+
+def test_sigterm_hands_back_a_job_it_cannot_finish_within_the_drain(port, webui, start):
+    process = serving(port, start(JOBS_DRAIN_SECONDS="0.2"))
+    webui.generation_seconds = 60
+    job = port.submit(**request("handed back"))
+    wait_until(lambda: f"cancel {job}" in port.events() and webui.open_requests == 1, what="the generation")
+    assert stopped(process) == 0
+    assert f"handed back {job}" in port.events() and job not in port.results
+    assert port.waiting() == [job]  # back at the head of the buffer, for another pod
+    assert webui.interrupted == ["handed back"]
+
+
+def test_readiness_needs_registration_and_a_webui_that_answers(port, webui, start, heartbeat):
+    env = {"JOBS_HEARTBEAT": heartbeat, "SD_API_URL": webui.url, "SD_API_AUTH": harness.AUTH}
+    webui.model_loaded.clear()
+    webui.model_wait = 0.05
+    start()
+    wait_until(lambda: alive.main([], env) == 0, what="the first heartbeat")
+    assert alive.main(["--ready"], env) == 1
+    webui.model_loaded.set()
+    wait_until(lambda: alive.main(["--ready"], env) == 0, what="ready")
+    webui.stop()
+    assert alive.main(["--ready"], env) == 1
+
+
+# --- batch between interactive jobs (the real Pub/Sub emulator) ----------------------------------
+
+def prompts(webui) -> list[str]:
+    """What the WebUI generated, warm-ups left out."""
+    return [p["prompt"] for p in webui.txt2img_payloads if p["prompt"] != "warm-up"]
+
+
+def test_batch_jobs_run_while_no_interactive_request_waits(port, webui, bucket, queue, settings, start):
+    for i in range(2):
+        queue.publish(f"batch-{i}", {"prompt": f"batch {i}"})
+    start(batch=settings, storage_host=bucket.url)
+    wait_until(lambda: all(bucket.creates[("results", f"batch-{i}/result.json")] for i in range(2)),
+               what="the batch results")
+    assert port.events("webui-0").count("batch") == 2
+    assert queue.backlog() == 0
+
+
+def test_after_batch_every_interactive_jobs_in_a_row_one_batch_job_goes_first(
+        port, webui, bucket, queue, settings, start):
+    webui.model_loaded.clear()
+    webui.model_wait = 0.05
+    for i in range(2):
+        queue.publish(f"batch-{i}", {"prompt": f"batch {i}"})
+    jobs = [port.submit(**request(f"api {i}")) for i in range(2 * worker.BATCH_EVERY + 1)]
+    start(batch=settings, storage_host=bucket.url)
+    wait_until(lambda: len(webui.txt2img_payloads) >= 1, what="the warm-up")
+    webui.model_loaded.set()
+    wait_until(lambda: all(job in port.results for job in jobs), what="every interactive result")
+    wait_until(lambda: all(bucket.creates[("results", f"batch-{i}/result.json")] for i in range(2)),
+               what="the batch results")
+    api = [f"api {i}" for i in range(len(jobs))]
+    every = worker.BATCH_EVERY
+    assert prompts(webui) == [*api[:every], "batch 0", *api[every:2 * every], "batch 1", *api[2 * every:]]
+
+
+def test_a_batch_job_is_announced_to_the_request_queue_before_it_runs(port, webui, bucket, queue, settings, start):
+    queue.publish("batch-0", {"prompt": "batch 0"})
+    start(batch=settings, storage_host=bucket.url)
+    wait_until(lambda: bucket.creates[("results", "batch-0/result.json")], what="the batch result")
+    events = port.events("webui-0")
+    assert events[events.index("batch") - 1] == "204"  # only when the request queue had nothing
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+def test_missing_settings_are_named():
+    with pytest.raises(SystemExit, match="missing environment POD_NAME, POD_IP"):
+        worker.settings_from({"QUEUE_FRONT_URL": "http://front:8081"})
+
+
+def test_a_job_the_protocol_does_not_allow_is_refused_with_what_is_wrong():
+    with pytest.raises(front.Unavailable, match="KeyError: 'generation_timeout'"):
+        front.Job.parse(json.dumps({"id": "j", "method": "POST", "path": "/x", "headers": {}, "body": ""}).encode())
