@@ -13,8 +13,8 @@ def results(request) -> dict[str, e2e.Result]:
     """One run for every test here; its table printed with pytest's report."""
     settings = e2e.Settings()
     ran = e2e.run_all(settings)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    reporter.write_line(f"\ngeneration {settings.generation_s:g} s, {settings.pods} pods\n" + e2e.table(ran))
+    with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        print(f"\ngeneration {settings.generation_s:g} s, {settings.pods} pods\n{e2e.table(ran)}", flush=True)
     return {result.scenario.split(" (")[0]: result for result in ran}
 
 
