@@ -127,6 +127,7 @@ class Processes:
         workdir.mkdir(parents=True, exist_ok=True)
         self.generation_s = generation_s
         self.started: list[subprocess.Popen] = []
+        self.logs: list = []
         self.webui_logs: list[Path] = []
 
     def __enter__(self) -> Processes:
@@ -142,13 +143,19 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for log in self.logs:
+            log.close()
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
-        log = self.workdir / f"{name}.log"
+    def _spawn(self, name: str, argv: list[str], cwd: Path, env: dict[str, str], listens: bool
+               ) -> tuple[subprocess.Popen, Path]:
+        """Output to `<name>.log`; stdout piped only for a process that prints its `listening` line."""
+        path = self.workdir / f"{name}.log"
+        log = path.open("w")
+        self.logs.append(log)
         process = subprocess.Popen(argv, cwd=cwd, env={"PATH": os.environ.get("PATH", ""), **env},
-                                   stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+                                   stdout=subprocess.PIPE if listens else log, stderr=log, text=True)
         self.started.append(process)
-        return process, log
+        return process, path
 
     def request_queue(self, max_depth: int) -> tuple[str, str]:
         """The real request queue; (client URL, workers URL)."""
@@ -156,7 +163,8 @@ class Processes:
                "GENERATION_TIMEOUT_SECONDS": "30", "MARGIN_SECONDS": "5", "UI_KEEPALIVE_SECONDS": "300",
                "WORKER_TTL_SECONDS": "60", "DRAIN_SECONDS": "5", "HTTP_PORT": "0", "WORKER_PORT": "0",
                "SD_API_AUTH": AUTH}
-        process, log = self._spawn("request-queue", [sys.executable, "-m", "request_queue"], QUEUE_ROOT, env)
+        process, log = self._spawn("request-queue", [sys.executable, "-m", "request_queue"], QUEUE_ROOT, env,
+                                    listens=True)
         ports = _listening(process, "the request queue", log)
         return f"http://127.0.0.1:{ports['http_port']}", f"http://127.0.0.1:{ports['worker_port']}"
 
@@ -168,12 +176,13 @@ class Processes:
         self.webui_logs.append(generations)
         webui, log = self._spawn(f"webui-{index}", [
             sys.executable, "-m", "tools.standin_webui", "--generation-seconds", str(self.generation_s),
-            "--log", str(generations), "--auth", AUTH], ROOT, {"PYTHONPATH": str(ROOT)})
+            "--log", str(generations), "--auth", AUTH], ROOT, {"PYTHONPATH": str(ROOT)}, listens=True)
         port = _listening(webui, f"stand-in WebUI {index}", log)["port"]
         env = {"PYTHONPATH": str(AGENT_ROOT), "QUEUE_FRONT_URL": workers_url, "POD_NAME": f"pod-{index}",
                "POD_IP": "127.0.0.1", "SD_API_URL": f"http://127.0.0.1:{port}", "SD_API_AUTH": AUTH,
                **(batch_env or {})}
-        self._spawn(f"worker-{index}", [sys.executable, "-W", "ignore", "-m", "queue_agent"], AGENT_ROOT, env)
+        self._spawn(f"worker-{index}", [sys.executable, "-W", "ignore", "-m", "queue_agent"], AGENT_ROOT, env,
+                    listens=False)
 
     def generations(self) -> list[list[dict]]:
         """Each pod's generations, in the order it ran them (the first, untagged, is the worker's warm-up)."""
@@ -192,7 +201,7 @@ def demand(workers_url: str) -> dict:
 class Run:
     """One loadtest run: its outcomes, on the same clock (time.monotonic) as the stand-ins' logs."""
 
-    started: float
+    started: float  # read just before loadtest.run reads its own (outcomes' started_s count from that)
     outcomes: list[loadtest.Outcome]
 
     def arrival(self, outcome: loadtest.Outcome) -> float:
