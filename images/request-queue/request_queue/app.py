@@ -22,7 +22,10 @@ from aiohttp import web
 
 from request_queue import auth, clients, proxy, routes, worker_api
 from request_queue.config import Settings
+from request_queue.jobs import EXPIRED, State
 from request_queue.state import FRONT, Front
+
+SHUTDOWN_SECONDS = 2.0
 
 
 def log(event: str, **fields: object) -> None:
@@ -74,7 +77,8 @@ class Service:
         front.session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
         for role, app, port in (("http_port", client_app(front), self.settings.http_port),
                                 ("worker_port", worker_app(front), self.settings.worker_port)):
-            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            # Past the drain, answered handlers get SHUTDOWN_SECONDS to write; the rest are cut.
+            runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
             await runner.setup()
             site = web.TCPSite(runner, self.host, port)
             await site.start()
@@ -91,6 +95,10 @@ class Service:
                 await self.front.idle.wait()
         except TimeoutError:
             log("drain-timeout", held=len(self.front.held))
+            for job in list(self.front.held.values()):
+                self.front.buffer.drop(job)
+                job.end(EXPIRED)  # a running generation is interrupted
+                job.move(State.SHUT_DOWN)
 
     async def stop(self) -> None:
         for runner in reversed(self._runners):

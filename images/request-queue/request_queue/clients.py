@@ -78,6 +78,8 @@ async def _await_answer(front: Front, job: Job) -> web.Response:
             result = job.result
             return web.Response(status=result.status, body=result.body,
                                 headers={"Content-Type": result.content_type, **_marks(front, job)})
+        elif job.state is State.SHUT_DOWN:
+            return refusal(503, "the request queue is shutting down", retry_after(front), _marks(front, job))
         else:  # LOST: its worker vanished and the client's bound has passed
             return refusal(502, "the WebUI pod running it went away", retry_after(front), _marks(front, job))
         job.changed.clear()

@@ -21,6 +21,8 @@ class State(enum.Enum):
     """Not dispatched within QUEUE_MAX_WAIT_SECONDS, or no result within the result wait."""
     GONE = "gone"
     """The client disconnected."""
+    SHUT_DOWN = "shut down"
+    """Still held when the drain ended: the client gets 503."""
     LOST = "lost"
     """The worker vanished with it past the client's bound: the client gets 502."""
 

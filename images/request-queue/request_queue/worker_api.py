@@ -62,7 +62,7 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     worker.batch = False
     worker.polls += 1
     try:
-        job = await front.buffer.take(0 if front.draining and not front.buffer else wait)
+        job = await front.buffer.take(wait)
     finally:
         worker.polls -= 1
         worker.last_seen = front.now()

@@ -1,0 +1,78 @@
+"""A stand-in for the Gradio 3.41 app WebUI v1.10.1 serves its UI with: the page and the queue's WebSocket.
+
+The queue follows gradio-app/gradio@v3.41.2, read from the released wheel (gradio==3.41.2):
+- `gradio/routes.py` `queue_join` (`@app.websocket("/queue/join")`): accept, send `{"msg": "send_hash"}`,
+  receive `{"session_hash", "fn_index"}`, push the event and send its estimation (`msg: "estimation"`, the
+  queue's `Estimation` fields);
+- `gradio/queueing.py` `gather_event_data`: send `{"msg": "send_data"}`, receive the PredictBody (`data`,
+  `fn_index`, `session_hash`); `process_events`: send `{"msg": "process_starts"}`, run the function, send
+  `{"msg": "process_completed", "output": {"data": [...]}, "success": true}`.
+Strict about that order: a client message out of turn, or missing a field, closes the socket with 1008
+(policy violation) and is recorded in `violations`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+PAGE = "<!doctype html><html><head><title>Stable Diffusion</title></head><body><gradio-app></gradio-app></body></html>"
+
+
+class FakeGradio:
+    def __init__(self) -> None:
+        self.generated: list[str] = []
+        self.violations: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> FakeGradio:
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/queue/join", self._join)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def _receive(self, socket: web.WebSocketResponse, fields: set[str], step: str) -> dict | None:
+        message = await socket.receive()
+        try:
+            body = json.loads(message.data) if message.type is WSMsgType.TEXT else None
+        except json.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or not fields <= set(body):
+            self.violations.append(f"{step}: got {message.data!r}, want a JSON object with {sorted(fields)}")
+            await socket.close(code=WSCloseCode.POLICY_VIOLATION)
+            return None
+        return body
+
+    async def _join(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_json({"msg": "send_hash"})
+        if await self._receive(socket, {"session_hash", "fn_index"}, "after send_hash") is None:
+            return socket
+        await socket.send_json({"msg": "estimation", "rank": 0, "queue_size": 1, "avg_event_process_time": None,
+                                "avg_event_concurrent_process_time": None, "rank_eta": None, "queue_eta": 0})
+        await socket.send_json({"msg": "send_data"})
+        body = await self._receive(socket, {"data", "fn_index", "session_hash"}, "after send_data")
+        if body is None:
+            return socket
+        await socket.send_json({"msg": "process_starts"})
+        prompt = body["data"][0]
+        self.generated.append(prompt)
+        await socket.send_json({"msg": "process_completed", "output": {"data": [f"image of {prompt}"]},
+                                "success": True})
+        await socket.close()
+        return socket
