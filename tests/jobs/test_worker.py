@@ -5,6 +5,7 @@ and, for batch work, the real Pub/Sub emulator (docs/request-queue.md, "The work
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import signal
 from collections.abc import Iterator
@@ -240,6 +241,17 @@ def test_a_batch_job_is_announced_to_the_request_queue_before_it_runs(port, webu
     assert events[events.index("batch") - 1] == "204"  # only when the request queue had nothing
 
 
+def test_sigterm_during_a_batch_job_leaves_at_once_and_releases_the_job_it_cannot_finish(
+        port, webui, bucket, queue, settings, start):
+    process = serving(port, start(batch=settings, storage_host=bucket.url, JOBS_DRAIN_SECONDS="0.2"))
+    webui.generation_seconds = 60
+    queue.publish("batch-0", {"prompt": "batch 0"})
+    wait_until(lambda: "batch" in port.events() and webui.open_requests == 1, what="the batch generation")
+    assert stopped(process) == 0
+    assert port.events("webui-0")[-1] == "delete"
+    assert queue.backlog() == 1  # released to another pod, not left to its lease
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 def test_missing_settings_are_named():
@@ -250,3 +262,60 @@ def test_missing_settings_are_named():
 def test_a_job_the_protocol_does_not_allow_is_refused_with_what_is_wrong():
     with pytest.raises(front.Unavailable, match="KeyError: 'generation_timeout'"):
         front.Job.parse(json.dumps({"id": "j", "method": "POST", "path": "/x", "headers": {}, "body": ""}).encode())
+
+
+def test_a_webui_that_does_not_answer_gets_a_502_and_the_worker_leaves_the_request_queue(port, webui, start):
+    serving(port, start())
+    webui.stop()
+    job = port.submit(**request("nobody home"))
+    wait_until(lambda: job in port.results and "delete" in port.events(), what="the 502 and the leave")
+    status, _, body = port.results[job]
+    assert status == 502 and "the WebUI did not answer" in json.loads(body)["detail"]
+    events = port.events("webui-0")
+    assert events.index(f"result {job} 502") < events.index("delete")
+
+
+# --- the stand-in itself: it refuses what the protocol does not allow ---------------------------
+
+def call(stand_in: StrictWorkersPort, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", stand_in.port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def poll(stand_in: StrictWorkersPort, body: dict | bytes) -> int:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return call(stand_in, "POST", "/v1/workers/w/next", data, {"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({"url": "http://127.0.0.1:7860"}, "is not"),
+    ({"url": "http://127.0.0.1:7860", "wait": 60}, "is not"),
+    ({"url": "127.0.0.1:7860", "wait": 0}, "is not"),
+    ({"url": "http://127.0.0.1:7860", "wait": 0, "extra": 1}, "is not"),
+    (b"not json", "is not"),
+])
+def test_the_stand_in_refuses_a_next_the_protocol_does_not_allow(body, problem):
+    with StrictWorkersPort() as stand_in:
+        assert poll(stand_in, body) == 400
+        assert len(stand_in.problems) == 1 and problem in stand_in.problems[0]
+
+
+def test_the_stand_in_refuses_next_batch_and_a_bare_result_while_a_job_is_held():
+    with StrictWorkersPort() as stand_in:
+        job = stand_in.submit(**request("held"))
+        assert poll(stand_in, {"url": "http://127.0.0.1:7860", "wait": 0}) == 200
+        assert poll(stand_in, {"url": "http://127.0.0.1:7860", "wait": 0}) == 409
+        assert call(stand_in, "PUT", "/v1/workers/w/batch") == 409
+        assert call(stand_in, "POST", f"/v1/workers/w/jobs/{job}/result", b"{}",
+                    {"X-Upstream-Status": "200", "Content-Type": "application/json"}) == 400  # no cancel held
+        assert call(stand_in, "GET", f"/v1/workers/other/jobs/{job}/cancel") == 410
+        assert call(stand_in, "GET", "/v1/demand") == 404
+        assert [p.split(": ", 1)[1] for p in stand_in.problems] == [
+            f"next while holding {job}", f"a batch job while holding {job}",
+            f"result of {job} without its cancel held open",
+            f"cancel of {job}, which other does not hold (or holds open already)", "not a route of the workers port"]

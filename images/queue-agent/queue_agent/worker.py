@@ -206,6 +206,7 @@ class Worker:
         """Jobs one at a time until stop, or until the WebUI stops answering (then warm up again)."""
         streak = 0  # interactive jobs in a row
         backoff = BACKOFF_SECONDS[0]
+        registered = False  # the first `next` (and the first after an outage) answers at once: ready sooner
         while not stop.is_set():
             self._beat()
             try:
@@ -213,12 +214,14 @@ class Worker:
                     streak = 0
                     if self._try_batch(stop):
                         continue
-                job = self._next(0.0 if self.batch is not None else LONG_POLL_SECONDS)
+                job = self._next(0.0 if self.batch is not None or not registered else LONG_POLL_SECONDS)
+                registered = True
                 if job is None and self.batch is not None:
                     if self._try_batch(stop):
                         continue
                     job = self._next(BATCH_POLL_SECONDS)
             except front.Unavailable as err:
+                registered = False
                 self._mark_ready(False)
                 log.warning("request queue unavailable, retrying in %.1fs: %s", backoff, err)
                 self._beat()
