@@ -2,14 +2,14 @@
 #   make plan STACK=dev   the offline plan (Pulumi mocks, no cloud credentials)
 #   make plan STACK=dev SET=runtime.delivery=secondaryBootDisk   the same with config keys overridden
 #   make plan OFF="gateway observability jobs"   the same with optional parts turned off (the smallest stack)
-#   make test             the test suite (what .ci/run runs)
+#   make test e2e         the test suite, then the end-to-end harness (what .ci/run runs)
 # and `make lock`, which re-resolves every lock file on purpose and prints what moved (tools/lock.py).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan test bench setup scanners lock refresh mutate
+.PHONY: plan test e2e bench setup scanners lock refresh mutate
 
 # .venv exactly as requirements.lock pins it (hash-checked); one line per step taken, pip's output
 # in build/setup/, shown only when a step fails. Nothing to do when .venv already holds the lock.
@@ -28,6 +28,11 @@ plan: setup
 
 test: setup scanners
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Issue 17 item 5 with real processes (tools/e2e.py; minutes, so not part of `make test`): every criterion
+# asserted by tests/test_e2e.py from one run, its table printed.
+e2e: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m e2e tests/test_e2e.py
 
 bench: setup
 	$(PY) -m tools.bench

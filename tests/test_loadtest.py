@@ -134,6 +134,31 @@ def test_every_request_is_sent_once_with_the_credentials_and_the_payload(webui):
     assert sorted(webui.served, key=int) == [str(i) for i in range(6)]
 
 
+def test_with_arrival_times_no_request_is_sent_before_its_time(webui):
+    arrivals = (0.0, 0.3, 0.3, 0.6)
+    outcomes = loadtest.run(plan(webui.url, 4, 4, arrivals_s=arrivals))
+    assert all(o.error is None for o in outcomes)
+    assert all(o.started_s >= due for o, due in zip(outcomes, arrivals, strict=True))
+
+
+def test_a_request_due_after_the_deadline_is_not_sent(webui):
+    outcomes = loadtest.run(plan(webui.url, 2, 2, deadline_s=1.0, arrivals_s=(0.0, 5.0)))
+    assert [o.error for o in outcomes] == [None, loadtest.NOT_SENT] and len(webui.served) == 1
+
+
+def test_poisson_arrivals_start_at_zero_rise_and_repeat_with_the_seed():
+    times = loadtest.poisson_arrivals(50, rate=4.0, seed=7)
+    assert len(times) == 50 and times[0] == 0.0 and list(times) == sorted(times)
+    assert times == loadtest.poisson_arrivals(50, rate=4.0, seed=7) != loadtest.poisson_arrivals(50, rate=4.0, seed=8)
+
+
+def test_the_rate_flag_gives_the_plan_seeded_poisson_arrivals():
+    args = loadtest.parser().parse_args(["http://127.0.0.1:9", "-n", "5", "-c", "5", "--rate", "2", "--seed", "3",
+                                         "--timeout", "10"])
+    built, problems = loadtest.plan_from(args)
+    assert problems == [] and built.arrivals_s == loadtest.poisson_arrivals(5, 2.0, 3)
+
+
 def test_the_host_header_can_name_the_route(webui):
     loadtest.run(plan(webui.url, 2, 1, host="webui.example.com"))
     assert webui.hosts == ["webui.example.com", "webui.example.com"]

@@ -235,6 +235,6 @@ def test_ci_runs_exactly_the_readmes_test_command():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line and not line.startswith(("#", "set ", "cd "))]
 
-    assert "make test" in commands
-    assert ci == ["make test"]
+    assert "make test e2e" in commands
+    assert ci == ["make test e2e"]
     assert "set -euo pipefail" in (ROOT / ".ci" / "run").read_text()

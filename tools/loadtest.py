@@ -33,6 +33,7 @@ import base64
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -102,6 +103,18 @@ class Plan:
     timeout_s: float
     deadline_s: float
     host: str | None = None  # Host header, for a route matched by host name
+    arrivals_s: tuple[float, ...] = ()  # when each request is due after the run starts (--rate); () sends at once
+
+
+def poisson_arrivals(requests: int, rate: float, seed: int) -> tuple[float, ...]:
+    """Send times of a Poisson process of `rate` requests per second (exponential gaps), the first at 0;
+    the same seed gives the same times."""
+    rng = random.Random(seed)
+    times, now = [0.0], 0.0
+    for _ in range(requests - 1):
+        now += rng.expovariate(rate)
+        times.append(now)
+    return tuple(times)
 
 
 def endpoint(url: str) -> str | None:
@@ -244,6 +257,10 @@ def run(plan: Plan) -> list[Outcome]:
                 index = next(next_index, None)
             if index is None or time.monotonic() >= deadline:
                 return
+            if plan.arrivals_s:
+                due = run_started + plan.arrivals_s[index]
+                if due >= deadline or stopping.wait(max(0.0, due - time.monotonic())):
+                    return
             outcomes[index] = _send(plan, index, run_started, deadline, in_flight)
 
     threads = [threading.Thread(target=worker, name=f"loadtest-{i}", daemon=True)
@@ -364,6 +381,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=_positive_int, required=True, help="requests in flight at most")
     p.add_argument("--user", help="basic auth user:password (default: $SD_API_AUTH)")
     p.add_argument("--payload", default=json.dumps(DEFAULT_PAYLOAD), help="txt2img JSON body")
+    p.add_argument("--rate", type=_positive_float,
+                   help="Poisson arrivals at this many requests per second (still at most -c at once); default: all at once")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --rate arrivals")
     p.add_argument("--host", help="Host header (like hey -host), e.g. for a route matched by host name")
     p.add_argument("--stack", default=DEFAULT_STACK, help="the stack whose timeout chain gives the default --timeout")
     p.add_argument("--timeout", type=_positive_float,
@@ -411,7 +431,8 @@ def plan_from(args: argparse.Namespace) -> tuple[Plan | None, list[str]]:
         problems += stack_problems
     if problems:
         return None, problems
-    return Plan(url, args.requests, args.concurrency, auth, payload, timeout_s, args.deadline, args.host), []
+    arrivals = poisson_arrivals(args.requests, args.rate, args.seed) if args.rate else ()
+    return Plan(url, args.requests, args.concurrency, auth, payload, timeout_s, args.deadline, args.host, arrivals), []
 
 
 def main(argv: list[str] | None = None) -> int:
