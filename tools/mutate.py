@@ -73,6 +73,23 @@ TARGETS = (
         ("tests/attacher/test_cli.py", "tests/attacher/test_interrupts.py"),
         functions=("_on_sigterm", "<module>"),  # the SIGTERM and Ctrl-C handling; run_agent/run_gc are the CLI
     ),
+    Target(
+        "images/attacher/attacher/agent.py",
+        ("tests/attacher/test_agent.py", "tests/attacher/test_units.py"),
+        functions=("_check_image", "_check_reused_disk", "_wait_disk_ready", "_refuse_another_runtime", "_attach"),
+    ),
+    Target(
+        "images/attacher/attacher/kube.py",
+        ("tests/attacher/test_units.py", "tests/attacher/test_agent.py"),
+        functions=("_taint_indexes", "remove_taint"),
+    ),
+    Target(
+        "images/runtime/bake.py",
+        ("tests/test_bake.py",),
+        functions=("Bake.run", "Bake.prepare_root", "Bake.write_marker"),
+    ),
+    Target("components/webui.py", ("tests/test_webui.py", "tests/test_pod_security.py")),
+    Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", "tests/test_pod_security.py")),
 )
 # Imported once in the parent so that each forked child starts warm; nothing of the project is
 # imported here, so every child reads the (mutated) project sources afresh.
