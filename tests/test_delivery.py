@@ -332,13 +332,13 @@ def test_checkov_finds_nothing_in_the_boot_disk_and_compute_class_manifests(tmp_
 
 def test_the_policy_pack_and_the_layout_agree_on_where_gke_mounts_the_runtime():
     policy_check.policies()  # puts the pack on the import path
-    import sdgke_policies
+    import resources
 
     from components.runtime_layout import IMAGE_FAMILY
 
     path = secondary_boot_disk_path(f"projects/p/global/images/{IMAGE_FAMILY}-0123456789ab")
-    assert sdgke_policies.BOOT_DISK_HOST_PATH.match(path)
-    assert not sdgke_policies.BOOT_DISK_HOST_PATH.match(path.replace("gke-secondary-disks", "sd-runtime"))
+    assert resources.BOOT_DISK_HOST_PATH.match(path)
+    assert not resources.BOOT_DISK_HOST_PATH.match(path.replace("gke-secondary-disks", "sd-runtime"))
 
 
 @pytest.mark.parametrize("stack, delivery, capacity", VARIANTS, ids=IDS)

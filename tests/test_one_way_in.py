@@ -43,9 +43,9 @@ def test_the_real_plan_passes(run):
 
 def test_the_policy_guards_the_namespaces_the_program_uses():
     policy_check.policies()  # puts policy/ on the path, as the engine runs the pack from there
-    import sdgke_policies
+    import way_in
 
-    assert set(sdgke_policies.PROTECTED_NAMESPACES) == {webui.NAMESPACE, request_queue.NAMESPACE}
+    assert set(way_in.PROTECTED_NAMESPACES) == {webui.NAMESPACE, request_queue.NAMESPACE}
 
 
 @pytest.mark.parametrize(("namespace", "app", "owner"), [

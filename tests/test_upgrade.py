@@ -176,9 +176,9 @@ def test_both_runs_satisfy_the_policy_pack(upgrade):
 
 def test_the_runtime_label_is_the_one_the_policy_pack_checks():
     policy_check.policies()  # puts the pack on the import path
-    import sdgke_policies
+    import resources
 
-    assert sdgke_policies.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL
+    assert resources.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL
 
 
 def _with(run: mockrun.Run, type_: str, name: str, change) -> list[mockrun.Recorded]:

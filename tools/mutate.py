@@ -48,9 +48,15 @@ class Target:
     plays no part in running the program (the policy pack): a test asking for such a run gets a copy."""
 
 
+POLICY_MODULES = ("resources", "gke", "workloads", "iam", "stack", "rollout", "scaling", "way_in", "storage",
+                  "sdgke_policies", "pod_security")
+"""The whole policy pack (policy/), each module a target run against every policy test."""
+POLICY_TESTS = ("tests/test_policy.py", "tests/test_policy_rules.py", "tests/test_one_way_in.py",
+                "tests/test_pod_security.py")
+
 TARGETS = (
-    Target("policy/sdgke_policies.py", ("tests/test_policy.py", "tests/test_policy_rules.py"),
-           recorded_runs=(("dev", "{}"), ("prod", "{}"))),
+    *(Target(f"policy/{module}.py", POLICY_TESTS, recorded_runs=(("dev", "{}"), ("prod", "{}")))
+      for module in POLICY_MODULES),
     Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
