@@ -26,7 +26,7 @@ plan: setup
 	$(PY) -m tools.plan --stack $(STACK) $(foreach s,$(SET),--set $(s))
 
 test: setup scanners
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -n auto --dist loadgroup -q -p no:cacheprovider
 
 bench: setup
 	$(PY) -m tools.bench

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real program run under Pulumi mocks with a stack's own config file."""
+"""Shared fixtures: the real program run under Pulumi mocks with a stack's own config file, each
+distinct run once per test process; and how `pytest -n` (pytest-xdist) shares the tests out."""
 
 from __future__ import annotations
 
@@ -8,10 +9,32 @@ from typing import Any
 
 import pytest
 
+from tests.shared_runs import SharedRuns
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "prod")
+EMULATOR_GROUP = "pubsub-emulator"
+"""The queue tests (tests/jobs/) share one worker, so one Pub/Sub emulator starts per session."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, keep each file's tests on one worker, so a module-scoped fixture
+    (a checkov scan, a bake) runs once, and every test of tests/jobs/ on one worker with the
+    emulator. tryfirst: xdist's worker reads the marks in its own hook of the same name
+    (xdist 3.8.0 remote.py `WorkerInteractor.pytest_collection_modifyitems`). Without -n the
+    marks do nothing."""
+    for item in items:
+        if any(item.iter_markers("xdist_group")):
+            continue
+        item.add_marker(pytest.mark.xdist_group(worker_group(Path(item.path))))
+
+
+def worker_group(test_file: Path) -> str:
+    """The queue tests' shared group, or the test file's path from the repository root."""
+    path = test_file.relative_to(ROOT)
+    return EMULATOR_GROUP if path.parts[:2] == ("tests", "jobs") else path.as_posix()
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +49,17 @@ def run(request, runs) -> mockrun.Run:
     return runs[request.param]
 
 
+@pytest.fixture(scope="session")
+def shared_runs() -> SharedRuns:
+    return SharedRuns()
+
+
 @pytest.fixture
-def run_stack() -> Callable[..., mockrun.Run]:
-    """Run the program afresh for a stack with config overrides (keys without the project prefix)."""
+def run_stack(shared_runs: SharedRuns) -> Callable[..., mockrun.Run]:
+    """The program's run for a stack with config overrides (keys without the project prefix): each
+    distinct one once per test process, a deep copy to every caller (tests/shared_runs.py)."""
 
     def _run(stack: str = "dev", **overrides: Any) -> mockrun.Run:
-        return mockrun.run(stack, overrides=overrides)
+        return shared_runs.get(stack, overrides)
 
     return _run
