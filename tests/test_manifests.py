@@ -1,8 +1,9 @@
 """Every Kubernetes object the program registers is a valid manifest for the cluster's Kubernetes.
 
 kubernetes-validate checks each object against the real OpenAPI schemas of the minor version the
-cluster config targets, in strict mode, so an unknown or misspelt field fails; custom resources
-against their CRDs' schemas at the pinned chart and API versions (tests/crd_schemas.py).
+cluster config targets, in strict mode (its schemas parsed once: tests/kube_schemas.py), so an
+unknown or misspelt field fails; custom resources against their CRDs' schemas at the pinned chart
+and API versions (tests/crd_schemas.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from tests import crd_schemas
+from tests import crd_schemas, kube_schemas
 from tests.test_cluster import stack_config
 from tools import plan
 
@@ -30,7 +31,7 @@ def manifest_errors(run) -> list[str]:
             errors += [f"{name}: {e}" for e in crd_schemas.validate(manifest)]
             continue
         try:
-            kubernetes_validate.validate(manifest, minor, strict=True)
+            kube_schemas.validate(manifest, minor)
         except kubernetes_validate.ValidationError as err:
             errors.append(f"{name}: {err.message} at {'.'.join(str(p) for p in err.path)}")
     return errors
