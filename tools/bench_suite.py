@@ -5,7 +5,8 @@ many times the mock program ran in the test processes.
     python -m tools.bench_suite --serial   the same tests in one process, as before pytest-xdist
 
 Wall seconds move with whatever else the machine runs, so the load average at the start and the end
-is printed beside them; the CPU seconds and the run count do not. Writes build/bench/suite-<mode>.json.
+is printed beside them; the CPU seconds and the run count do not. Writes build/bench/suite-<mode>.json
+and pytest's output beside it (.log).
 Timing belongs here, never in a test. Loaded into each test process as a pytest plugin
 (`-p tools.bench_suite`), it counts the calls of tools.mockrun.run there; `python -m tools.plan`
 started by a test runs the program in a process of its own, which this does not count.
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"suite-{summary['mode']}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (OUT / f"suite-{summary['mode']}.log").write_text(result.stdout + result.stderr)
     print(json.dumps(summary, indent=2))
     return result.returncode
 
