@@ -3,13 +3,13 @@ distinct run once per test process; and how `pytest -n` (pytest-xdist) shares th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.shared_runs import SharedRuns
+from tests.shared_runs import SharedRuns, edited, fingerprint
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +38,15 @@ def worker_group(test_file: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def runs() -> dict[str, mockrun.Run]:
-    """One recorded run per stack, shared read-only by tests that only inspect the stack files' result."""
-    return {stack: mockrun.run(stack) for stack in STACKS}
+def runs() -> Iterator[dict[str, mockrun.Run]]:
+    """One recorded run per stack, shared read-only by tests that only inspect the stack files' result.
+    A test that edits it (rather than a copy) would change what later tests see: the session fails
+    at the end, naming what was edited."""
+    recorded = {stack: mockrun.run(stack) for stack in STACKS}
+    before = {stack: fingerprint(run) for stack, run in recorded.items()}
+    yield recorded
+    edits = {stack: found for stack, run in recorded.items() if (found := edited(before[stack], run))}
+    assert not edits, f"a test edited the shared runs instead of a copy (copy.deepcopy first): {edits}"
 
 
 @pytest.fixture(params=STACKS)

@@ -27,3 +27,14 @@ class SharedRuns:
             self._runs[key] = mockrun.run(stack, overrides=overrides)
             self.programs_run += 1
         return copy.deepcopy(self._runs[key])
+
+
+def fingerprint(run: mockrun.Run) -> dict[str, str]:
+    """Each resource's inputs as canonical JSON, by URN: what a shared run must still hold at the end."""
+    return {r.urn: json.dumps(r.inputs, sort_keys=True, default=str) for r in run.resources}
+
+
+def edited(before: dict[str, str], run: mockrun.Run) -> list[str]:
+    """The resources whose inputs differ from `before`, or that came or went."""
+    now = fingerprint(run)
+    return sorted(urn.rsplit("::", 1)[-1] for urn in before.keys() | now.keys() if before.get(urn) != now.get(urn))

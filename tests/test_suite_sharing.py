@@ -4,13 +4,14 @@ Pub/Sub emulator (tests/conftest.py), and `make test` running the suite in paral
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import EMULATOR_GROUP, ROOT, worker_group
-from tests.shared_runs import SharedRuns
+from tests.shared_runs import SharedRuns, edited, fingerprint
 from tools import mockrun
 
 QUEUE_OFF = {"jobs": {"enabled": False}}
@@ -70,3 +71,15 @@ def test_every_collected_test_carries_its_files_group_and_no_other(request):
 def test_make_test_runs_the_suite_in_parallel_by_those_groups():
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "-m pytest -n auto --dist loadgroup" in recipe
+
+
+def test_an_edit_of_a_shared_run_is_named(asked):
+    before = fingerprint(asked.other)
+    edited_run = copy.deepcopy(asked.other)
+    scaled = edited_run.one("kubernetes:keda.sh/v1alpha1:ScaledObject")
+    scaled.inputs["spec"]["triggers"][0]["metadata"]["targetValue"] = 1
+    assert edited(before, edited_run) == [scaled.name]
+
+
+def test_an_untouched_run_has_no_edits(asked):
+    assert edited(fingerprint(asked.other), asked.other) == []
