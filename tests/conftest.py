@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests import variants
 from tests.shared_runs import SharedRuns, edited, fingerprint
 from tools import mockrun
 
@@ -47,6 +48,14 @@ def runs() -> Iterator[dict[str, mockrun.Run]]:
     yield recorded
     edits = {stack: found for stack, run in recorded.items() if (found := edited(before[stack], run))}
     assert not edits, f"a test edited the shared runs instead of a copy (copy.deepcopy first): {edits}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _variants_unedited() -> Iterator[None]:
+    """The stack variants (tests/variants.py) are shared the same way: the session fails at the end
+    naming any resource a test edited in one."""
+    yield
+    assert not (found := variants.edits()), f"a test edited the shared variants instead of a copy: {found}"
 
 
 @pytest.fixture(params=STACKS)

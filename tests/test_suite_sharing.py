@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import variants
 from tests.conftest import EMULATOR_GROUP, ROOT, worker_group
 from tests.shared_runs import SharedRuns, edited, fingerprint
 from tools import mockrun
@@ -83,3 +84,12 @@ def test_an_edit_of_a_shared_run_is_named(asked):
 
 def test_an_untouched_run_has_no_edits(asked):
     assert edited(fingerprint(asked.other), asked.other) == []
+
+
+def test_an_edit_of_a_shared_variant_is_named_with_the_variant(monkeypatch):
+    monkeypatch.setattr(variants, "_made", {})
+    shared = variants.variant("dev", "daemonset", "spotFirst")
+    assert variants.edits() == {}
+    shared.one("kubernetes:keda.sh/v1alpha1:ScaledObject").inputs["spec"]["minReplicaCount"] = 3
+    assert variants.edits() == {"dev-daemonset-spotFirst": ["autoscaling-scaled-object"]}
+    assert variants.variant("dev", "daemonset", "spotFirst") is shared

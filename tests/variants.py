@@ -1,4 +1,4 @@
-"""The program run for each stack in each runtime delivery and each capacity setting, once per session.
+"""The program run for each stack in each runtime delivery and each capacity setting, once per test process.
 
 A variant is the stack file with `runtime.delivery` and the GPU capacity set, the way an operator
 would set them with `pulumi config set --path`: "stack" keeps the stack's own capacity (dev Spot,
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from functools import cache
 
+from tests.shared_runs import edited, fingerprint
 from tools import mockrun
 
 STACKS = ("dev", "prod")
@@ -32,6 +32,18 @@ def overrides(stack: str, delivery: str, capacity: str) -> dict:
     return {"runtime": runtime, "gpuPool": gpu_pool}
 
 
-@cache
+_made: dict[tuple[str, str, str], tuple[mockrun.Run, dict[str, str]]] = {}
+
+
 def variant(stack: str, delivery: str, capacity: str) -> mockrun.Run:
-    return mockrun.run(stack, overrides=overrides(stack, delivery, capacity))
+    """The variant's run, made once per test process and shared: read it, copy it before editing."""
+    key = (stack, delivery, capacity)
+    if key not in _made:
+        run = mockrun.run(stack, overrides=overrides(stack, delivery, capacity))
+        _made[key] = run, fingerprint(run)
+    return _made[key][0]
+
+
+def edits() -> dict[str, list[str]]:
+    """Variant id -> the resources some test edited in the shared run (tests/conftest.py fails on any)."""
+    return {"-".join(key): found for key, (run, before) in _made.items() if (found := edited(before, run))}
