@@ -27,7 +27,7 @@ plan: setup
 	$(PY) -m tools.plan --stack $(STACK) $(foreach s,$(SET),--set $(s)) $(foreach p,$(OFF),--off $(p))
 
 test: setup scanners
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -n auto --dist loadgroup -q -p no:cacheprovider
 
 # Issue 17 item 5 with real processes (tools/e2e.py; minutes, so not part of `make test`): every criterion
 # asserted by tests/test_e2e.py from one run, its table printed.

@@ -1,23 +1,61 @@
-"""Shared fixtures: the real program run under Pulumi mocks with a stack's own config file."""
+"""Shared fixtures: the real program run under Pulumi mocks with a stack's own config file, each
+distinct run once per test process; and how `pytest -n` (pytest-xdist) shares the tests out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import variants
+from tests.shared_runs import SharedRuns, edited, fingerprint
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "prod")
+EMULATOR_GROUP = "pubsub-emulator"
+"""The queue tests (tests/jobs/) share one worker, so one Pub/Sub emulator starts per session."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, keep each file's tests on one worker, so a module-scoped fixture
+    (a checkov scan, a bake) runs once, and every test of tests/jobs/ on one worker with the
+    emulator. tryfirst: xdist's worker reads the marks in its own hook of the same name
+    (xdist 3.8.0 remote.py `WorkerInteractor.pytest_collection_modifyitems`). Without -n the
+    marks do nothing."""
+    for item in items:
+        if any(item.iter_markers("xdist_group")):
+            continue
+        item.add_marker(pytest.mark.xdist_group(worker_group(Path(item.path))))
+
+
+def worker_group(test_file: Path) -> str:
+    """The queue tests' shared group, or the test file's path from the repository root."""
+    path = test_file.relative_to(ROOT)
+    return EMULATOR_GROUP if path.parts[:2] == ("tests", "jobs") else path.as_posix()
 
 
 @pytest.fixture(scope="session")
-def runs() -> dict[str, mockrun.Run]:
-    """One recorded run per stack, shared read-only by tests that only inspect the stack files' result."""
-    return {stack: mockrun.run(stack) for stack in STACKS}
+def runs() -> Iterator[dict[str, mockrun.Run]]:
+    """One recorded run per stack, shared read-only by tests that only inspect the stack files' result.
+    A test that edits it (rather than a copy) would change what later tests see: the session fails
+    at the end, naming what was edited."""
+    recorded = {stack: mockrun.run(stack) for stack in STACKS}
+    before = {stack: fingerprint(run) for stack, run in recorded.items()}
+    yield recorded
+    edits = {stack: found for stack, run in recorded.items() if (found := edited(before[stack], run))}
+    assert not edits, f"a test edited the shared runs instead of a copy (copy.deepcopy first): {edits}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _variants_unedited() -> Iterator[None]:
+    """The stack variants (tests/variants.py) are shared the same way: the session fails at the end
+    naming any resource a test edited in one."""
+    yield
+    assert not (found := variants.edits()), f"a test edited the shared variants instead of a copy: {found}"
 
 
 @pytest.fixture(params=STACKS)
@@ -26,11 +64,17 @@ def run(request, runs) -> mockrun.Run:
     return runs[request.param]
 
 
+@pytest.fixture(scope="session")
+def shared_runs() -> SharedRuns:
+    return SharedRuns()
+
+
 @pytest.fixture
-def run_stack() -> Callable[..., mockrun.Run]:
-    """Run the program afresh for a stack with config overrides (keys without the project prefix)."""
+def run_stack(shared_runs: SharedRuns) -> Callable[..., mockrun.Run]:
+    """The program's run for a stack with config overrides (keys without the project prefix): each
+    distinct one once per test process, a deep copy to every caller (tests/shared_runs.py)."""
 
     def _run(stack: str = "dev", **overrides: Any) -> mockrun.Run:
-        return mockrun.run(stack, overrides=overrides)
+        return shared_runs.get(stack, overrides)
 
     return _run

@@ -3,6 +3,8 @@ schedules and the backlog, and the policies that keep GPU Deployments demand-sca
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from components import autoscaling
@@ -25,7 +27,8 @@ def spec(run, type_: str, name: str) -> dict:
 
 
 def manifest(run, type_: str, name: str) -> dict:
-    return {k: v for k, v in run.one(type_, name).inputs.items() if not k.startswith("__")}
+    """A copy of the object as the cluster gets it: tests edit it, and `runs` is shared."""
+    return copy.deepcopy({k: v for k, v in run.one(type_, name).inputs.items() if not k.startswith("__")})
 
 
 # --- the charts -----------------------------------------------------------------------------

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
@@ -17,25 +20,37 @@ def plan(tmp_path, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_plan_writes_every_resource_with_its_registered_inputs(tmp_path):
-    result = plan(tmp_path, "--stack", "dev")
+@dataclass
+class DevPlan:
+    out: Path
+    result: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def dev_plan(tmp_path_factory) -> DevPlan:
+    """`python -m tools.plan --stack dev`, run once for the tests that read what it printed and wrote."""
+    out = tmp_path_factory.mktemp("plan")
+    return DevPlan(out, plan(out, "--stack", "dev"))
+
+
+def test_plan_writes_every_resource_with_its_registered_inputs(dev_plan):
+    result = dev_plan.result
     assert result.returncode == 0, result.stderr
-    written = json.loads((tmp_path / "dev.json").read_text())
+    written = json.loads((dev_plan.out / "dev.json").read_text())
     assert written["stack"] == "dev"
     assert all(set(r) >= {"urn", "type", "name", "parent", "inputs"} for r in written["resources"])
     cluster = next(r for r in written["resources"] if r["type"] == "gcp:container/cluster:Cluster")
     assert cluster["inputs"]["clusterAutoscaling"]["autoscalingProfile"] == "OPTIMIZE_UTILIZATION"
 
 
-def test_plan_never_writes_a_secret(tmp_path):
-    plan(tmp_path, "--stack", "dev")
-    secret = yaml.safe_load((tmp_path / "dev" / "manifests" / "secret-sd-webui-webui-api-auth.yaml").read_text())
+def test_plan_never_writes_a_secret(dev_plan):
+    secret = yaml.safe_load((dev_plan.out / "dev" / "manifests" / "secret-sd-webui-webui-api-auth.yaml").read_text())
     assert secret["stringData"] == {"SD_API_AUTH": "[secret]"}
-    assert "mock-" not in (tmp_path / "dev.json").read_text()
+    assert "mock-" not in (dev_plan.out / "dev.json").read_text()
 
 
-def test_plan_prints_the_tree_with_the_runtime_identity_and_the_policy_result(tmp_path):
-    out = plan(tmp_path, "--stack", "dev").stdout
+def test_plan_prints_the_tree_with_the_runtime_identity_and_the_policy_result(dev_plan):
+    out = dev_plan.result.stdout
     assert "sdgke:runtime_image:RuntimeDiskImage runtime" in out
     assert "identity_hash=" in out and "image_name=sd-runtime-" in out
     assert "kubernetes:apps/v1:DaemonSet runtime-disk-daemonset" in out
@@ -126,14 +141,14 @@ def unmet_apis(plan: dict) -> list[str]:
     return problems
 
 
-def test_plan_records_each_resources_dependencies(tmp_path):
-    assert plan(tmp_path, "--stack", "dev").returncode == 0
-    written = {r["name"]: r for r in json.loads((tmp_path / "dev.json").read_text())["resources"]}
+def test_plan_records_each_resources_dependencies(dev_plan):
+    assert dev_plan.result.returncode == 0
+    written = {r["name"]: r for r in json.loads((dev_plan.out / "dev.json").read_text())["resources"]}
     image = written["runtime-image"]
     assert any(urn.endswith("::sd-subnet") for urn in image["propertyDependencies"]["subnetwork"])
     assert set(image["propertyDependencies"]["subnetwork"]) <= set(image["dependencies"])
     assert any(urn.endswith("::apis-compute") for urn in written["google"]["dependencies"])  # explicit depends_on
-    assert unmet_apis(json.loads((tmp_path / "dev.json").read_text())) == []
+    assert unmet_apis(json.loads((dev_plan.out / "dev.json").read_text())) == []
 
 
 def test_every_resource_waits_for_the_apis_it_calls(run):

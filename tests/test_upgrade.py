@@ -49,11 +49,11 @@ def _link_tree(source: Path, target: Path, except_for: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def upgrade(tmp_path_factory) -> tuple[mockrun.Run, mockrun.Run]:
-    """`pulumi up` of today's recipe, then of the recipe with one pin moved."""
+def upgrade(runs, tmp_path_factory) -> tuple[mockrun.Run, mockrun.Run]:
+    """`pulumi up` of today's recipe (the session's dev run), then of the recipe with one pin moved."""
     original = (ROOT / RECIPE).read_text()
     assert PIN in original, f"{RECIPE} no longer pins {PIN}: pick another pin to move"
-    before = mockrun.run("dev")
+    before = runs["dev"]
     checkout = checkout_with_recipe(tmp_path_factory.mktemp("next"), original.replace(PIN, NEXT_PIN))
     try:
         after = mockrun.run("dev", root=checkout)

@@ -1,4 +1,4 @@
-"""Benchmarks: the offline plan's time, the test suite's time, and the figures of the other benchmarks.
+"""Benchmarks: the offline plan's time, the test suite's cost (tools/bench_suite.py), and the figures of the other benchmarks.
 
     python -m tools.bench [--runs 3] [--skip-tests]
 
@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         summary[f"plan_{stack}_seconds"] = {"median": round(statistics.median(times), 2), "runs": [round(t, 2) for t in times]}
         print(f"offline plan {stack}: median {statistics.median(times):.2f} s over {args.runs} runs")
     if not args.skip_tests:
-        seconds = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        summary["test_suite_seconds"] = round(seconds, 1)
-        print(f"test suite: {seconds:.1f} s")
+        subprocess.run([sys.executable, "-m", "tools.bench_suite"], cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+        suite = json.loads((OUT / "suite-parallel.json").read_text())
+        summary["test_suite"] = suite
+        print(f"test suite ({suite['command']}): {suite['wall_seconds']} s, {suite['cpu_seconds']} CPU s, "
+              f"{suite['mock_runs']} mock-program runs; {suite['outcome']}")
     for name in ("base_image", "bake", "attacher"):
         path = OUT / f"{name}.json"
         if path.exists():
