@@ -204,6 +204,7 @@ class Ledger:
     duplicated: set[str]  # jobs whose result was committed more than once
     lost: set[str]
     redelivered: int = 0  # results committed by a second or later delivery: the faults did bite
+    replies_lost: int = 0  # writes the bucket applied and whose reply it dropped
 
     def counts(self) -> dict[str, int]:
         return {"submitted": len(self.submitted), "completed": len(self.completed),
@@ -252,7 +253,8 @@ class FaultPlan:
     """The faults of one run: every `webui_fault_every`-th and `bucket_fault_every`-th job meets a failing
     WebUI or bucket for one attempt, `duplicates` jobs are published twice, `doomed` jobs fail on every
     attempt, `refused` jobs carry a payload no attempt can run, and agent 0 is SIGKILLed mid-job and
-    agent 1 SIGTERMed (then both replaced) once `kill_after` results are in."""
+    agent 1 SIGTERMed (then both replaced) once `kill_after` results are in; the replies to the first
+    `lost_image_replies` image writes are lost after the bucket applied them."""
 
     jobs: int = 30
     pods: int = 2
@@ -263,6 +265,7 @@ class FaultPlan:
     refused: int = 2
     kill_after: int = 5
     generation_seconds: float = 0.05
+    lost_image_replies: int = 0
 
 
 def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
@@ -283,6 +286,7 @@ def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
         agents = [stack.process(agent_process(s, bucket.url)) for s in settings]
         # faults start once every agent is ready: its readiness check would otherwise meet the WebUI's
         wait_until(lambda: all(w.served for w in webuis), timeout=timeout, what="the agents' readiness")
+        bucket.lose_replies(plan.lost_image_replies, ".png")
         for i, job in enumerate(ids):
             if i % plan.webui_fault_every == 1:
                 webuis[i % plan.pods].failures += 1
@@ -307,6 +311,7 @@ def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
         wait_until(settled, timeout=timeout, what="every job settled")
         result = ledger(queue, bucket, "results", set(ids), dead=list(dead))
         problems = list(bucket.problems)
+        result.replies_lost = bucket.replies_lost
     if problems:
         raise AssertionError(f"requests the storage.v1 document refuses: {problems[:3]}")
     return result

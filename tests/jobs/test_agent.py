@@ -112,6 +112,25 @@ def test_a_failing_bucket_hands_the_job_back_and_a_later_attempt_commits(queue, 
     assert result(bucket, "job-1")["delivery_attempt"] >= 2
 
 
+def test_an_image_write_applied_whose_reply_was_lost_still_commits_the_result(queue, webui, bucket, settings):
+    bucket.lose_replies(1, ".png")
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["completed"] + running.agent.outcomes["retried"], what="an attempt")
+    assert bucket.replies_lost == 1
+    assert result_commits(bucket, "job-1") == 1 and len(result(bucket, "job-1")["images"]) == 2
+
+
+def test_a_result_write_applied_whose_reply_was_lost_counts_as_this_attempts_commit(queue, webui, bucket, settings):
+    bucket.lose_replies(1, "/result.json")
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["completed"], what="the job")
+    assert bucket.replies_lost == 1 and result_commits(bucket, "job-1") == 1
+    assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1 and queue.backlog() == 0
+
+
 def test_sigterm_finishes_the_job_in_flight_before_stopping(queue, webui, bucket, settings):
     webui.generation_seconds = 1.0
     queue.publish("job-1", JOB)
