@@ -5,10 +5,32 @@ from __future__ import annotations
 import json
 import signal
 
+from google.api_core import exceptions
+
 from tests.jobs import harness
 from tests.jobs.harness import AgentThread, wait_until
 
 JOB = {"prompt": "a lighthouse at dusk", "steps": 20, "batch_size": 2}
+
+
+class FailingCalls:
+    """A real Pub/Sub client whose `method` raises ServiceUnavailable on its first `count` calls that match
+    `when` (an error injected where the emulator cannot fail on cue), and records every call."""
+
+    def __init__(self, client, method: str, count: int, when=lambda **kwargs: True):
+        self.client, self.method, self.left, self.when = client, method, count, when
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        real = getattr(self.client, name)
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name == self.method and self.left and self.when(*args, **kwargs):
+                self.left -= 1
+                raise exceptions.ServiceUnavailable(f"injected: {name} failed")
+            return real(*args, **kwargs)
+        return call
 
 
 def result(bucket: harness.FakeStorage, job_id: str) -> dict:
@@ -129,6 +151,44 @@ def test_a_result_write_applied_whose_reply_was_lost_counts_as_this_attempts_com
     assert bucket.replies_lost == 1 and result_commits(bucket, "job-1") == 1
     assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
     assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1 and queue.backlog() == 0
+
+
+def test_a_completion_that_fails_to_publish_after_the_commit_is_retried_not_nacked(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    running = AgentThread(settings)
+    running.agent.publisher = FailingCalls(running.agent.publisher, "publish", 2,
+                                           when=lambda topic, *a, **k: topic == settings.completions_topic)
+    with running:
+        wait_until(lambda: sum(running.agent.outcomes.values()), what="the job's outcome")
+    assert running.agent.outcomes["completed"] == 1 and running.agent.outcomes["retried"] == 0
+    assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
+    assert queue.drain(queue.dead_letters) == [] and queue.backlog() == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+
+
+def test_an_ack_that_fails_after_the_commit_is_retried_not_nacked(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    running = AgentThread(settings)
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "acknowledge", 2)
+    with running:
+        wait_until(lambda: sum(running.agent.outcomes.values()), what="the job's outcome")
+    assert running.agent.outcomes["completed"] == 1
+    assert [c for c in subscriber.calls if c[2].get("ack_deadline_seconds") == 0] == []  # no nack
+    assert [name for name, *_ in subscriber.calls].count("acknowledge") == 3 and queue.backlog() == 0
+
+
+def test_a_completion_still_failing_after_an_ack_deadline_is_left_to_the_redelivery(queue, webui, bucket, settings):
+    # a 2 s deadline: three tries (0, 0.5, 1.5 s) fail, the fourth would be past it
+    running = AgentThread(queue.settings("results", webui_url=webui.url, ack_deadline_seconds=2))
+    running.agent.publisher = FailingCalls(running.agent.publisher, "publish", 3,
+                                           when=lambda topic, *a, **k: topic == settings.completions_topic)
+    queue.publish("job-1", JOB)
+    with running:
+        wait_until(lambda: running.agent.outcomes["already_done"], what="the redelivery")
+    assert running.agent.outcomes["unsettled"] == 1 and running.agent.outcomes["retried"] == 0
+    assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
+    assert result_commits(bucket, "job-1") == 1 and queue.drain(queue.dead_letters) == [] and queue.backlog() == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
 
 
 def test_sigterm_finishes_the_job_in_flight_before_stopping(queue, webui, bucket, settings):

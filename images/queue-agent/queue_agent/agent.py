@@ -146,7 +146,7 @@ class Agent:
         self.ready = threading.Event()
         self._last_beat = 0.0
         self.outcomes: dict[str, int] = {"completed": 0, "already_done": 0, "retried": 0,
-                                         "dead_lettered": 0, "released": 0}
+                                         "dead_lettered": 0, "released": 0, "unsettled": 0}
 
     def run(self, stop: threading.Event) -> None:
         """Wait for the WebUI, then work jobs one at a time until `stop` (SIGTERM)."""
@@ -206,18 +206,13 @@ class Agent:
             contract.check_job_id(job_id)
             payload = contract.decode_job(message.data)
             if self.results.exists(job_id):
-                self._complete(job_id, message)
-                self._ack(received)
-                return "already_done"
+                return self._settle(received, job_id, "already_done")
             started = time.time()
             images, parameters = self.webui.txt2img(payload, self.settings.generation_timeout_seconds)
             metadata = {"job_id": job_id, "batch_id": message.attributes.get("batch_id"),
                         "message_id": message.message_id, "delivery_attempt": attempt, "payload": payload,
                         "parameters": parameters, "started": started, "finished": time.time()}
             self.results.commit(job_id, images, metadata)
-            self._complete(job_id, message)
-            self._ack(received)
-            return "completed"
         except contract.JobError as err:
             self._dead_letter(received, str(err))
             return "dead_lettered"
@@ -229,6 +224,30 @@ class Agent:
             log.warning("job %s attempt %d failed: %s", job_id, attempt, reason)
             self._nack(received)
             return "retried"
+        return self._settle(received, job_id, "completed")
+
+    def _settle(self, received: Any, job_id: str, outcome: str) -> str:
+        """Announce and ack a job whose result exists. Nothing here can fail the job: each step is retried
+        with backoff for one ack deadline (the lease holds the message meanwhile); a step still failing then
+        leaves the message unacked, not nacked, and its redelivery finds the result and settles it again."""
+        for step in (lambda: self._complete(job_id, received.message), lambda: self._ack(received)):
+            if not self._persist(step, f"job {job_id}"):
+                return "unsettled"
+        return outcome
+
+    def _persist(self, step: Any, what: str) -> bool:
+        deadline, delay = time.monotonic() + self.settings.ack_deadline_seconds, 0.5
+        while True:
+            try:
+                step()
+                return True
+            except Exception as err:  # noqa: BLE001 - Pub/Sub errors and timeouts alike: retried, then left
+                if time.monotonic() + delay > deadline:
+                    log.warning("%s: giving up until its redelivery: %s", what, err)
+                    return False
+                log.warning("%s: retrying in %.1f s: %s", what, delay, err)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, 8.0)
 
     def _complete(self, job_id: str, message: Any) -> None:
         self._notify(message, "succeeded", result=f"gs://{self.settings.bucket}/{contract.result_name(job_id)}")
