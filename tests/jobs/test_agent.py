@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
 from google.api_core import exceptions
 
 from tests.jobs import harness
@@ -14,11 +15,12 @@ JOB = {"prompt": "a lighthouse at dusk", "steps": 20, "batch_size": 2}
 
 
 class FailingCalls:
-    """A real Pub/Sub client whose `method` raises ServiceUnavailable on its first `count` calls that match
-    `when` (an error injected where the emulator cannot fail on cue), and records every call."""
+    """A real Pub/Sub client whose `method` raises `error` (ServiceUnavailable unless given) on its first `count`
+    calls that match `when` (an error injected where the emulator cannot fail on cue), and records every call."""
 
-    def __init__(self, client, method: str, count: int, when=lambda **kwargs: True):
+    def __init__(self, client, method: str, count: int, when=lambda *args, **kwargs: True, error=None):
         self.client, self.method, self.left, self.when = client, method, count, when
+        self.error = error or exceptions.ServiceUnavailable(f"injected: {method} failed")
         self.calls: list[tuple[str, tuple, dict]] = []
 
     def __getattr__(self, name: str):
@@ -28,7 +30,7 @@ class FailingCalls:
             self.calls.append((name, args, kwargs))
             if name == self.method and self.left and self.when(*args, **kwargs):
                 self.left -= 1
-                raise exceptions.ServiceUnavailable(f"injected: {name} failed")
+                raise self.error
             return real(*args, **kwargs)
         return call
 
@@ -189,6 +191,54 @@ def test_a_completion_still_failing_after_an_ack_deadline_is_left_to_the_redeliv
     assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
     assert result_commits(bucket, "job-1") == 1 and queue.drain(queue.dead_letters) == [] and queue.backlog() == 0
     assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+
+
+def test_the_agent_waits_for_a_subscription_created_after_it_started(queue, webui, bucket, settings):
+    late = settings.subscription + "-late"
+    running = AgentThread(queue.settings("results", webui_url=webui.url, subscription=late))
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "pull", 0)
+    with running:
+        wait_until(lambda: [name for name, *_ in subscriber.calls].count("pull") >= 3, what="pulls refused")
+        assert running.thread.is_alive() and not running.agent.ready.is_set()
+        queue.subscriber.create_subscription(request={"name": late, "topic": queue.topic})
+        queue.publish("job-1", JOB)
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+        assert running.agent.ready.is_set()
+
+
+@pytest.mark.parametrize("error", [
+    exceptions.PermissionDenied("injected: the role is not effective yet"),
+    exceptions.RetryError("injected: Pub/Sub unreachable", cause=exceptions.ServiceUnavailable("injected")),
+    exceptions.ServiceUnavailable("injected: Pub/Sub unreachable"),
+], ids=lambda error: type(error).__name__)
+def test_the_agent_waits_out_a_pull_error_not_ready_meanwhile(queue, webui, bucket, settings, error):
+    running = AgentThread(settings)
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "pull", 1_000_000, error=error)
+    queue.publish("job-1", JOB)
+    with running:
+        wait_until(lambda: [name for name, *_ in subscriber.calls].count("pull") >= 3, what="failed pulls")
+        assert running.thread.is_alive() and not running.agent.ready.is_set()
+        subscriber.left = 0
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+        assert running.agent.ready.is_set()
+
+
+def test_a_job_pulled_as_sigterm_arrives_is_handed_back_not_run(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    running = AgentThread(settings)
+    real_pull = running.agent.subscriber.pull
+
+    def pull_then_sigterm(**kwargs):
+        response = real_pull(**kwargs)
+        if response.received_messages:
+            running.stop.set()
+        return response
+    running.agent.subscriber.pull = pull_then_sigterm
+    with running:
+        running.thread.join(timeout=30)
+    assert running.agent.outcomes["released"] == 1 and running.agent.outcomes["completed"] == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 0
+    assert queue.backlog() == 1  # back on the queue at once, not after its ack deadline
 
 
 def test_sigterm_finishes_the_job_in_flight_before_stopping(queue, webui, bucket, settings):

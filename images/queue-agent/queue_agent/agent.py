@@ -38,6 +38,10 @@ READY_PAYLOAD = {"prompt": "warm-up", "steps": 1, "width": 64, "height": 64, "ba
 the checkpoint is loaded, which an API that merely answers does not show."""
 
 
+PULL_BACKOFF_CAP_SECONDS = 30.0
+"""The longest wait between pulls that failed: half the heartbeat's 60 s limit (components/worker.py)."""
+
+
 class RetryableError(Exception):
     """This attempt failed; another may succeed."""
 
@@ -145,6 +149,7 @@ class Agent:
         self.webui = webui
         self.ready = threading.Event()
         self._last_beat = 0.0
+        self._pull_failures = 0
         self.outcomes: dict[str, int] = {"completed": 0, "already_done": 0, "retried": 0,
                                          "dead_lettered": 0, "released": 0, "unsettled": 0}
 
@@ -155,12 +160,15 @@ class Agent:
             stop.wait(self.settings.ready_poll_seconds)
         if stop.is_set():
             return
-        self.ready.set()
-        log.info("WebUI ready; pulling from %s", self.settings.subscription)
+        log.info("WebUI ready")
         while not stop.is_set():
             self._beat()
-            received = self._pull()
-            if received is not None:
+            received = self._pull(stop)
+            if received is not None and stop.is_set():
+                # pulled as SIGTERM came: hand it back now rather than start what the drain may cut short
+                self._nack(received)
+                self.outcomes["released"] += 1
+            elif received is not None:
                 self._work(received, stop)
 
     def _beat(self) -> None:
@@ -170,15 +178,37 @@ class Agent:
                 beat.write(str(now))
             self._last_beat = now
 
-    def _pull(self) -> Any:
+    def _pull(self, stop: threading.Event | None = None) -> Any:
+        """One job, or None after an empty poll or an error waited out (not ready meanwhile).
+
+        The client's own retry is off (retry=None) so that the loop, which beats the heartbeat, does the
+        waiting: with it, an unreachable Pub/Sub holds one pull for a minute before RetryError. A
+        subscription not yet created (NotFound) or a role not yet effective (PermissionDenied: IAM changes
+        take minutes to propagate, https://cloud.google.com/iam/docs/access-change-propagation) are waited
+        out the same way rather than ending the process, which would repeat the warm-up generation."""
         from google.api_core import exceptions
 
         try:
             response = self.subscriber.pull(subscription=self.settings.subscription, max_messages=1,
-                                            timeout=self.settings.pull_timeout_seconds)
-        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable, exceptions.InternalServerError):
+                                            timeout=self.settings.pull_timeout_seconds, retry=None)
+        except exceptions.DeadlineExceeded:
+            response = None  # a long poll that found nothing
+        except (exceptions.RetryError, exceptions.NotFound, exceptions.PermissionDenied,
+                exceptions.ServiceUnavailable, exceptions.InternalServerError, exceptions.Unknown) as err:
+            self._wait_out(err, stop or threading.Event())
             return None
-        return response.received_messages[0] if response.received_messages else None
+        if not self.ready.is_set():
+            log.info("pulling from %s", self.settings.subscription)
+        self._pull_failures = 0
+        self.ready.set()
+        return response.received_messages[0] if response and response.received_messages else None
+
+    def _wait_out(self, err: Exception, stop: threading.Event) -> None:
+        if self.ready.is_set() or not self._pull_failures:
+            log.warning("cannot pull from %s, not ready until it can: %s", self.settings.subscription, err)
+        self.ready.clear()
+        stop.wait(min(self.settings.ready_poll_seconds * 2 ** min(self._pull_failures, 10), PULL_BACKOFF_CAP_SECONDS))
+        self._pull_failures += 1
 
     def _work(self, received: Any, stop: threading.Event) -> None:
         """Run the job in a worker thread; on `stop`, give it drain_seconds, then hand it back."""
