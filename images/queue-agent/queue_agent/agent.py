@@ -259,7 +259,8 @@ class Agent:
     def _settle(self, received: Any, job_id: str, outcome: str) -> str:
         """Announce and ack a job whose result exists. Nothing here can fail the job: each step is retried
         with backoff for one ack deadline (the lease holds the message meanwhile); a step still failing then
-        leaves the message unacked, not nacked, and its redelivery finds the result and settles it again."""
+        leaves the message unacked, not nacked, and its redelivery (an unacked message is "eventually
+        redelivered", Subscription.ack_deadline_seconds in google.pubsub.v1) finds the result and settles it."""
         for step in (lambda: self._complete(job_id, received.message), lambda: self._ack(received)):
             if not self._persist(step, f"job {job_id}"):
                 return "unsettled"
