@@ -48,14 +48,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def pubsub_emulator() -> Iterator[str]:
-    """`gcloud beta emulators pubsub start` on a free loopback port; its host:port; stopped (the whole
-    process group: gcloud starts java) on exit. PUBSUB_EMULATOR_HOST points the clients at it."""
+def pubsub_emulator(host: str | None = None) -> Iterator[str]:
+    """`gcloud beta emulators pubsub start` on `host` (a free loopback port unless given); its host:port;
+    stopped (the whole process group: gcloud starts java) on exit. PUBSUB_EMULATOR_HOST points the clients at it."""
     gcloud = shutil.which("gcloud")
     if gcloud is None:
         raise RuntimeError("the queue tests need the Google Cloud CLI's Pub/Sub emulator: gcloud is not on PATH "
                            "(install google-cloud-cli and google-cloud-cli-pubsub-emulator)")
-    host = f"127.0.0.1:{free_port()}"
+    host = host or f"127.0.0.1:{free_port()}"
     log = open(os.environ.get("TMPDIR", "/tmp") + f"/pubsub-emulator-{host.rsplit(':', 1)[1]}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}",
                                 f"--project={PROJECT}"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -96,9 +96,11 @@ class Queue:
     ack_deadline_seconds: int = 10
     publisher: pubsub_v1.PublisherClient = field(default_factory=pubsub_v1.PublisherClient)
     subscriber: pubsub_v1.SubscriberClient = field(default_factory=pubsub_v1.SubscriberClient)
+    number: int = field(default_factory=lambda: next(_names))
+    """Names the topics and subscriptions: a Queue with another's number recreates it (on a restarted emulator)."""
 
     def __post_init__(self) -> None:
-        n = next(_names)
+        n = self.number
         self.topic = f"projects/{PROJECT}/topics/jobs-{n}"
         self.subscription = f"projects/{PROJECT}/subscriptions/jobs-{n}"
         self.dead_letter_topic = f"projects/{PROJECT}/topics/jobs-dead-{n}"

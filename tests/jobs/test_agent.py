@@ -223,6 +223,23 @@ def test_the_agent_waits_out_a_pull_error_not_ready_meanwhile(queue, webui, buck
         assert running.agent.ready.is_set()
 
 
+def test_the_agent_waits_out_a_pubsub_stopped_and_restarted(webui, bucket):
+    host = f"127.0.0.1:{harness.free_port()}"
+    with harness.pubsub_emulator(host):
+        queue = harness.Queue()
+        running = AgentThread(queue.settings("results", webui_url=webui.url)).__enter__()
+        wait_until(lambda: running.agent.ready.is_set(), what="the agent pulling")
+    try:
+        wait_until(lambda: not running.agent.ready.is_set(), what="the agent reporting not ready")
+        with harness.pubsub_emulator(host):  # a restarted emulator keeps nothing: the queue is made again
+            queue = harness.Queue(number=queue.number)
+            queue.publish("job-1", JOB)
+            wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+            assert running.thread.is_alive() and running.agent.ready.is_set()
+    finally:
+        running.__exit__()
+
+
 def test_a_job_pulled_as_sigterm_arrives_is_handed_back_not_run(queue, webui, bucket, settings):
     queue.publish("job-1", JOB)
     running = AgentThread(settings)
