@@ -12,7 +12,10 @@ upload path of objects.insert (mediaUpload.protocols.simple.path) and objects.ge
 Modelled: buckets.get, objects.insert (multipart), objects.get (metadata and media), objects.list (prefix), with
 generations and the preconditions ifGenerationMatch / ifGenerationNotMatch (0: "no live object",
 https://cloud.google.com/storage/docs/request-preconditions#special-case: 412 when it does not hold).
-Faults: `fail(n)` answers the next n object requests 503 (a retryable error to the client).
+Faults: `fail(n)` answers the next n object requests 503 (a retryable error to the client);
+`lose_replies(n, suffix)` applies the next n creations of objects whose names end with `suffix` and closes
+the connection instead of answering (a reply lost on the way back: the client sees a disconnect, which
+google-cloud-storage retries, and its retry meets the object the lost write created).
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class FakeStorage(LocalServer):
         self.problems: list[str] = []
         self.calls: list[tuple[str, str]] = []
         self._failures = 0
+        self._lost_replies = 0
+        self._lost_suffix = ""
+        self.replies_lost = 0
         self._generation = 0
         self._lock = threading.Lock()
         self.schema = storage_checker()
@@ -64,6 +70,11 @@ class FakeStorage(LocalServer):
         """Answer the next `count` object requests with 503."""
         with self._lock:
             self._failures = count
+
+    def lose_replies(self, count: int, suffix: str = "") -> None:
+        """Apply the next `count` creations of objects named `...suffix`, then hang up without a reply."""
+        with self._lock:
+            self._lost_replies, self._lost_suffix = count, suffix
 
     def read(self, bucket: str, name: str) -> bytes:
         return self.objects[bucket][name][1]
@@ -91,11 +102,22 @@ class FakeStorage(LocalServer):
                 self._failures -= 1
                 return _reply(request, 503, b'{"error":{"code":503,"message":"injected"}}')
             status, answer = self._serve(method["id"], params, query, body, content)
+            if self._loses_reply(method["id"], status, answer):
+                request.close_connection = True
+                return
         if isinstance(answer, bytes):
             return _reply(request, status, answer, {"Content-Type": "application/octet-stream"})
         if status == 200:
             self.problems += self.schema.check_response(method, answer)
         _reply(request, status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+
+    def _loses_reply(self, method_id: str, status: int, answer: Any) -> bool:
+        if not (self._lost_replies and method_id == "storage.objects.insert" and status == 200
+                and answer["name"].endswith(self._lost_suffix)):
+            return False
+        self._lost_replies -= 1
+        self.replies_lost += 1
+        return True
 
     def _refuse(self, request: BaseHTTPRequestHandler, *problems: str) -> None:
         self.problems += problems

@@ -48,14 +48,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def pubsub_emulator() -> Iterator[str]:
-    """`gcloud beta emulators pubsub start` on a free loopback port; its host:port; stopped (the whole
-    process group: gcloud starts java) on exit. PUBSUB_EMULATOR_HOST points the clients at it."""
+def pubsub_emulator(host: str | None = None) -> Iterator[str]:
+    """`gcloud beta emulators pubsub start` on `host` (a free loopback port unless given); its host:port;
+    stopped (the whole process group: gcloud starts java) on exit. PUBSUB_EMULATOR_HOST points the clients at it."""
     gcloud = shutil.which("gcloud")
     if gcloud is None:
         raise RuntimeError("the queue tests need the Google Cloud CLI's Pub/Sub emulator: gcloud is not on PATH "
                            "(install google-cloud-cli and google-cloud-cli-pubsub-emulator)")
-    host = f"127.0.0.1:{free_port()}"
+    host = host or f"127.0.0.1:{free_port()}"
     log = open(os.environ.get("TMPDIR", "/tmp") + f"/pubsub-emulator-{host.rsplit(':', 1)[1]}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={host}",
                                 f"--project={PROJECT}"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -96,9 +96,11 @@ class Queue:
     ack_deadline_seconds: int = 10
     publisher: pubsub_v1.PublisherClient = field(default_factory=pubsub_v1.PublisherClient)
     subscriber: pubsub_v1.SubscriberClient = field(default_factory=pubsub_v1.SubscriberClient)
+    number: int = field(default_factory=lambda: next(_names))
+    """Names the topics and subscriptions: a Queue with another's number recreates it (on a restarted emulator)."""
 
     def __post_init__(self) -> None:
-        n = next(_names)
+        n = self.number
         self.topic = f"projects/{PROJECT}/topics/jobs-{n}"
         self.subscription = f"projects/{PROJECT}/subscriptions/jobs-{n}"
         self.dead_letter_topic = f"projects/{PROJECT}/topics/jobs-dead-{n}"
@@ -204,6 +206,7 @@ class Ledger:
     duplicated: set[str]  # jobs whose result was committed more than once
     lost: set[str]
     redelivered: int = 0  # results committed by a second or later delivery: the faults did bite
+    replies_lost: int = 0  # writes the bucket applied and whose reply it dropped
 
     def counts(self) -> dict[str, int]:
         return {"submitted": len(self.submitted), "completed": len(self.completed),
@@ -252,7 +255,8 @@ class FaultPlan:
     """The faults of one run: every `webui_fault_every`-th and `bucket_fault_every`-th job meets a failing
     WebUI or bucket for one attempt, `duplicates` jobs are published twice, `doomed` jobs fail on every
     attempt, `refused` jobs carry a payload no attempt can run, and agent 0 is SIGKILLed mid-job and
-    agent 1 SIGTERMed (then both replaced) once `kill_after` results are in."""
+    agent 1 SIGTERMed (then both replaced) once `kill_after` results are in; the replies to the first
+    `lost_image_replies` image writes are lost after the bucket applied them."""
 
     jobs: int = 30
     pods: int = 2
@@ -263,6 +267,7 @@ class FaultPlan:
     refused: int = 2
     kill_after: int = 5
     generation_seconds: float = 0.05
+    lost_image_replies: int = 0
 
 
 def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
@@ -283,6 +288,7 @@ def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
         agents = [stack.process(agent_process(s, bucket.url)) for s in settings]
         # faults start once every agent is ready: its readiness check would otherwise meet the WebUI's
         wait_until(lambda: all(w.served for w in webuis), timeout=timeout, what="the agents' readiness")
+        bucket.lose_replies(plan.lost_image_replies, ".png")
         for i, job in enumerate(ids):
             if i % plan.webui_fault_every == 1:
                 webuis[i % plan.pods].failures += 1
@@ -307,6 +313,7 @@ def run_fault_matrix(plan: FaultPlan, timeout: float = 300.0) -> Ledger:
         wait_until(settled, timeout=timeout, what="every job settled")
         result = ledger(queue, bucket, "results", set(ids), dead=list(dead))
         problems = list(bucket.problems)
+        result.replies_lost = bucket.replies_lost
     if problems:
         raise AssertionError(f"requests the storage.v1 document refuses: {problems[:3]}")
     return result

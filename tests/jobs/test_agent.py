@@ -5,10 +5,34 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+from google.api_core import exceptions
+
 from tests.jobs import harness
 from tests.jobs.harness import AgentThread, wait_until
 
 JOB = {"prompt": "a lighthouse at dusk", "steps": 20, "batch_size": 2}
+
+
+class FailingCalls:
+    """A real Pub/Sub client whose `method` raises `error` (ServiceUnavailable unless given) on its first `count`
+    calls that match `when` (an error injected where the emulator cannot fail on cue), and records every call."""
+
+    def __init__(self, client, method: str, count: int, when=lambda *args, **kwargs: True, error=None):
+        self.client, self.method, self.left, self.when = client, method, count, when
+        self.error = error or exceptions.ServiceUnavailable(f"injected: {method} failed")
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        real = getattr(self.client, name)
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name == self.method and self.left and self.when(*args, **kwargs):
+                self.left -= 1
+                raise self.error
+            return real(*args, **kwargs)
+        return call
 
 
 def result(bucket: harness.FakeStorage, job_id: str) -> dict:
@@ -110,6 +134,128 @@ def test_a_failing_bucket_hands_the_job_back_and_a_later_attempt_commits(queue, 
         bucket.fail(0)
         wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
     assert result(bucket, "job-1")["delivery_attempt"] >= 2
+
+
+def test_an_image_write_applied_whose_reply_was_lost_still_commits_the_result(queue, webui, bucket, settings):
+    bucket.lose_replies(1, ".png")
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["completed"] + running.agent.outcomes["retried"], what="an attempt")
+    assert bucket.replies_lost == 1
+    assert result_commits(bucket, "job-1") == 1 and len(result(bucket, "job-1")["images"]) == 2
+
+
+def test_a_result_write_applied_whose_reply_was_lost_counts_as_this_attempts_commit(queue, webui, bucket, settings):
+    bucket.lose_replies(1, "/result.json")
+    queue.publish("job-1", JOB)
+    with AgentThread(settings) as running:
+        wait_until(lambda: running.agent.outcomes["completed"], what="the job")
+    assert bucket.replies_lost == 1 and result_commits(bucket, "job-1") == 1
+    assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1 and queue.backlog() == 0
+
+
+def test_a_completion_that_fails_to_publish_after_the_commit_is_retried_not_nacked(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    running = AgentThread(settings)
+    running.agent.publisher = FailingCalls(running.agent.publisher, "publish", 2,
+                                           when=lambda topic, *a, **k: topic == settings.completions_topic)
+    with running:
+        wait_until(lambda: sum(running.agent.outcomes.values()), what="the job's outcome")
+    assert running.agent.outcomes["completed"] == 1 and running.agent.outcomes["retried"] == 0
+    assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
+    assert queue.drain(queue.dead_letters) == [] and queue.backlog() == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+
+
+def test_an_ack_that_fails_after_the_commit_is_retried_not_nacked(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    running = AgentThread(settings)
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "acknowledge", 2)
+    with running:
+        wait_until(lambda: sum(running.agent.outcomes.values()), what="the job's outcome")
+    assert running.agent.outcomes["completed"] == 1
+    assert [c for c in subscriber.calls if c[2].get("ack_deadline_seconds") == 0] == []  # no nack
+    assert [name for name, *_ in subscriber.calls].count("acknowledge") == 3 and queue.backlog() == 0
+
+
+def test_a_completion_still_failing_after_an_ack_deadline_is_left_to_the_redelivery(queue, webui, bucket, settings):
+    # a 2 s deadline: three tries (0, 0.5, 1.5 s) fail, the fourth would be past it
+    running = AgentThread(queue.settings("results", webui_url=webui.url, ack_deadline_seconds=2))
+    running.agent.publisher = FailingCalls(running.agent.publisher, "publish", 3,
+                                           when=lambda topic, *a, **k: topic == settings.completions_topic)
+    queue.publish("job-1", JOB)
+    with running:
+        wait_until(lambda: running.agent.outcomes["already_done"], what="the redelivery")
+    assert running.agent.outcomes["unsettled"] == 1 and running.agent.outcomes["retried"] == 0
+    assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
+    assert result_commits(bucket, "job-1") == 1 and queue.drain(queue.dead_letters) == [] and queue.backlog() == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 1
+
+
+def test_the_agent_waits_for_a_subscription_created_after_it_started(queue, webui, bucket, settings):
+    late = settings.subscription + "-late"
+    running = AgentThread(queue.settings("results", webui_url=webui.url, subscription=late))
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "pull", 0)
+    with running:
+        wait_until(lambda: [name for name, *_ in subscriber.calls].count("pull") >= 3, what="pulls refused")
+        assert running.thread.is_alive() and not running.agent.ready.is_set()
+        queue.subscriber.create_subscription(request={"name": late, "topic": queue.topic})
+        queue.publish("job-1", JOB)
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+        assert running.agent.ready.is_set()
+
+
+@pytest.mark.parametrize("error", [
+    exceptions.PermissionDenied("injected: the role is not effective yet"),
+    exceptions.RetryError("injected: Pub/Sub unreachable", cause=exceptions.ServiceUnavailable("injected")),
+    exceptions.ServiceUnavailable("injected: Pub/Sub unreachable"),
+], ids=lambda error: type(error).__name__)
+def test_the_agent_waits_out_a_pull_error_not_ready_meanwhile(queue, webui, bucket, settings, error):
+    running = AgentThread(settings)
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "pull", 1_000_000, error=error)
+    queue.publish("job-1", JOB)
+    with running:
+        wait_until(lambda: [name for name, *_ in subscriber.calls].count("pull") >= 3, what="failed pulls")
+        assert running.thread.is_alive() and not running.agent.ready.is_set()
+        subscriber.left = 0
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+        assert running.agent.ready.is_set()
+
+
+def test_the_agent_waits_out_a_pubsub_stopped_and_restarted(webui, bucket):
+    host = f"127.0.0.1:{harness.free_port()}"
+    with harness.pubsub_emulator(host):
+        queue = harness.Queue()
+        running = AgentThread(queue.settings("results", webui_url=webui.url)).__enter__()
+        wait_until(lambda: running.agent.ready.is_set(), what="the agent pulling")
+    try:
+        wait_until(lambda: not running.agent.ready.is_set(), what="the agent reporting not ready")
+        with harness.pubsub_emulator(host):  # a restarted emulator keeps nothing: the queue is made again
+            queue = harness.Queue(number=queue.number)
+            queue.publish("job-1", JOB)
+            wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+            assert running.thread.is_alive() and running.agent.ready.is_set()
+    finally:
+        running.__exit__()
+
+
+def test_a_job_pulled_as_sigterm_arrives_is_handed_back_not_run(queue, webui, bucket, settings):
+    queue.publish("job-1", JOB)
+    running = AgentThread(settings)
+    real_pull = running.agent.subscriber.pull
+
+    def pull_then_sigterm(**kwargs):
+        response = real_pull(**kwargs)
+        if response.received_messages:
+            running.stop.set()
+        return response
+    running.agent.subscriber.pull = pull_then_sigterm
+    with running:
+        running.thread.join(timeout=30)
+    assert running.agent.outcomes["released"] == 1 and running.agent.outcomes["completed"] == 0
+    assert [p["prompt"] for p in webui.txt2img_payloads].count(JOB["prompt"]) == 0
+    assert queue.backlog() == 1  # back on the queue at once, not after its ack deadline
 
 
 def test_sigterm_finishes_the_job_in_flight_before_stopping(queue, webui, bucket, settings):

@@ -16,3 +16,11 @@ def test_under_every_fault_each_job_has_one_result_or_a_dead_letter_with_its_rea
     assert len(reasons) == plan.doomed + plan.refused
     assert sum("failed 5 attempts" in r and "HTTP 500" in r for r in reasons.values()) == plan.doomed
     assert sum("stepz: unknown field" in r for r in reasons.values()) == plan.refused
+
+
+def test_writes_whose_replies_are_lost_lose_no_job(pubsub_emulator):
+    plan = harness.FaultPlan(jobs=60, lost_image_replies=20, webui_fault_every=1_000, bucket_fault_every=1_000,
+                             duplicates=0, doomed=0, refused=0, kill_after=10)
+    ledger = harness.run_fault_matrix(plan)
+    assert ledger.replies_lost == plan.lost_image_replies
+    assert ledger.lost == set() and ledger.duplicated == set() and ledger.dead_lettered == {}

@@ -39,6 +39,10 @@ READY_PAYLOAD = {"prompt": "warm-up", "steps": 1, "width": 64, "height": 64, "ba
 the checkpoint is loaded, which an API that merely answers does not show."""
 
 
+PULL_BACKOFF_CAP_SECONDS = 30.0
+"""The longest wait between pulls that failed: half the heartbeat's 60 s limit (components/worker.py)."""
+
+
 class RetryableError(Exception):
     """This attempt failed; another may succeed."""
 
@@ -146,8 +150,9 @@ class Agent:
         self.webui = webui
         self.ready = threading.Event()
         self._last_beat = 0.0
+        self._pull_failures = 0
         self.outcomes: dict[str, int] = {"completed": 0, "already_done": 0, "retried": 0,
-                                         "dead_lettered": 0, "released": 0}
+                                         "dead_lettered": 0, "released": 0, "unsettled": 0}
 
     def run(self, stop: threading.Event) -> None:
         """Wait for the WebUI, then work jobs one at a time until `stop` (SIGTERM)."""
@@ -156,12 +161,15 @@ class Agent:
             stop.wait(self.settings.ready_poll_seconds)
         if stop.is_set():
             return
-        self.ready.set()
-        log.info("WebUI ready; pulling from %s", self.settings.subscription)
+        log.info("WebUI ready")
         while not stop.is_set():
             self._beat()
-            received = self._pull()
-            if received is not None:
+            received = self._pull(stop)
+            if received is not None and stop.is_set():
+                # pulled as SIGTERM came: hand it back now rather than start what the drain may cut short
+                self._nack(received)
+                self.outcomes["released"] += 1
+            elif received is not None:
                 self._work(received, stop)
 
     def try_one(self, stop: threading.Event, started: Callable[[], None]) -> bool:
@@ -181,15 +189,37 @@ class Agent:
                 beat.write(str(now))
             self._last_beat = now
 
-    def _pull(self) -> Any:
+    def _pull(self, stop: threading.Event | None = None) -> Any:
+        """One job, or None after an empty poll or an error waited out (not ready meanwhile).
+
+        The client's own retry is off (retry=None) so that the loop, which beats the heartbeat, does the
+        waiting: with it, an unreachable Pub/Sub holds one pull for a minute before RetryError. A
+        subscription not yet created (NotFound) or a role not yet effective (PermissionDenied: IAM changes
+        take minutes to propagate, https://cloud.google.com/iam/docs/access-change-propagation) are waited
+        out the same way rather than ending the process, which would repeat the warm-up generation."""
         from google.api_core import exceptions
 
         try:
             response = self.subscriber.pull(subscription=self.settings.subscription, max_messages=1,
-                                            timeout=self.settings.pull_timeout_seconds)
-        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable, exceptions.InternalServerError):
+                                            timeout=self.settings.pull_timeout_seconds, retry=None)
+        except exceptions.DeadlineExceeded:
+            response = None  # a long poll that found nothing
+        except (exceptions.RetryError, exceptions.NotFound, exceptions.PermissionDenied,
+                exceptions.ServiceUnavailable, exceptions.InternalServerError, exceptions.Unknown) as err:
+            self._wait_out(err, stop or threading.Event())
             return None
-        return response.received_messages[0] if response.received_messages else None
+        if not self.ready.is_set():
+            log.info("pulling from %s", self.settings.subscription)
+        self._pull_failures = 0
+        self.ready.set()
+        return response.received_messages[0] if response and response.received_messages else None
+
+    def _wait_out(self, err: Exception, stop: threading.Event) -> None:
+        if self.ready.is_set() or not self._pull_failures:
+            log.warning("cannot pull from %s, not ready until it can: %s", self.settings.subscription, err)
+        self.ready.clear()
+        stop.wait(min(self.settings.ready_poll_seconds * 2 ** min(self._pull_failures, 10), PULL_BACKOFF_CAP_SECONDS))
+        self._pull_failures += 1
 
     def _work(self, received: Any, stop: threading.Event) -> None:
         """Run the job in a worker thread; on `stop`, give it drain_seconds, then hand it back."""
@@ -217,18 +247,13 @@ class Agent:
             contract.check_job_id(job_id)
             payload = contract.decode_job(message.data)
             if self.results.exists(job_id):
-                self._complete(job_id, message)
-                self._ack(received)
-                return "already_done"
+                return self._settle(received, job_id, "already_done")
             started = time.time()
             images, parameters = self.webui.txt2img(payload, self.settings.generation_timeout_seconds)
             metadata = {"job_id": job_id, "batch_id": message.attributes.get("batch_id"),
                         "message_id": message.message_id, "delivery_attempt": attempt, "payload": payload,
                         "parameters": parameters, "started": started, "finished": time.time()}
             self.results.commit(job_id, images, metadata)
-            self._complete(job_id, message)
-            self._ack(received)
-            return "completed"
         except contract.JobError as err:
             self._dead_letter(received, str(err))
             return "dead_lettered"
@@ -240,6 +265,31 @@ class Agent:
             log.warning("job %s attempt %d failed: %s", job_id, attempt, reason)
             self._nack(received)
             return "retried"
+        return self._settle(received, job_id, "completed")
+
+    def _settle(self, received: Any, job_id: str, outcome: str) -> str:
+        """Announce and ack a job whose result exists. Nothing here can fail the job: each step is retried
+        with backoff for one ack deadline (the lease holds the message meanwhile); a step still failing then
+        leaves the message unacked, not nacked, and its redelivery (an unacked message is "eventually
+        redelivered", Subscription.ack_deadline_seconds in google.pubsub.v1) finds the result and settles it."""
+        for step in (lambda: self._complete(job_id, received.message), lambda: self._ack(received)):
+            if not self._persist(step, f"job {job_id}"):
+                return "unsettled"
+        return outcome
+
+    def _persist(self, step: Any, what: str) -> bool:
+        deadline, delay = time.monotonic() + self.settings.ack_deadline_seconds, 0.5
+        while True:
+            try:
+                step()
+                return True
+            except Exception as err:  # noqa: BLE001 - Pub/Sub errors and timeouts alike: retried, then left
+                if time.monotonic() + delay > deadline:
+                    log.warning("%s: giving up until its redelivery: %s", what, err)
+                    return False
+                log.warning("%s: retrying in %.1f s: %s", what, delay, err)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, 8.0)
 
     def _complete(self, job_id: str, message: Any) -> None:
         self._notify(message, "succeeded", result=f"gs://{self.settings.bucket}/{contract.result_name(job_id)}")

@@ -29,18 +29,34 @@ class BucketResults:
             raise agent.RetryableError(f"bucket: {err}") from None
 
     def commit(self, job_id: str, images: list[bytes], metadata: dict[str, Any]) -> bool:
-        """Write the images, then create result.json if absent; False when another attempt committed first."""
+        """Write the images, then create result.json if absent; True when this attempt committed, False when
+        another had; returns only once result.json is known to exist (RetryableError otherwise).
+
+        Every write is a create with ifGenerationMatch=0, retried by the client on connection errors among
+        others (googleapis/python-storage@v3.17.1 google/cloud/storage/retry.py `_RETRYABLE_TYPES`), so a
+        write applied whose reply was lost is retried and answered 412 Precondition Failed
+        (https://cloud.google.com/storage/docs/request-preconditions#special-case). On an attempt's own
+        image that 412 can only mean this attempt's earlier try landed; on result.json it may be another
+        attempt's commit or this one's, so the object is read back before anyone is told the job is done."""
         attempt = agent.new_attempt()
         names = [contract.image_name(job_id, attempt, i) for i in range(len(images))]
         try:
             for name, image in zip(names, images, strict=True):
-                self.bucket.blob(name).upload_from_string(image, content_type="image/png", if_generation_match=0,
-                                                        retry=self.retry)
+                self._create(name, image, "image/png")
             document = json.dumps({**metadata, "images": names}, indent=2).encode()
-            self.bucket.blob(contract.result_name(job_id)).upload_from_string(
-                document, content_type="application/json", if_generation_match=0, retry=self.retry)
-        except exceptions.PreconditionFailed:
-            return False
+            if self._create(contract.result_name(job_id), document, "application/json"):
+                return True
         except exceptions.GoogleAPIError as err:
             raise agent.RetryableError(f"bucket: {err}") from None
+        if not self.exists(job_id):
+            raise agent.RetryableError(f"bucket: {contract.result_name(job_id)} answered 412 but does not exist")
+        return False
+
+    def _create(self, name: str, content: bytes, content_type: str) -> bool:
+        """Create `name`; False when it already existed (412 to ifGenerationMatch=0)."""
+        try:
+            self.bucket.blob(name).upload_from_string(content, content_type=content_type, if_generation_match=0,
+                                                      retry=self.retry)
+        except exceptions.PreconditionFailed:
+            return False
         return True
