@@ -5,7 +5,7 @@ locked in requirements-mutate.lock):
 its libcst operators make every one-node change mutmut would make (comparison and boolean operators
 swapped, numbers +1, True/False flipped, `in`/`is` negated, `not` dropped, call arguments dropped or
 set to None, strings changed, assignments set to None, ...). mutmut's own runner instruments whole
-packages through trampolines; this runner instead copies the project to build/mutate/tree, writes one
+packages through trampolines; this runner instead copies the project to build/mutate/tree-<pid>, writes one
 mutant at a time into the copy's source file and runs, in a forked child, only the tests that cover
 that module: subprocess tests see the mutant too, each mutant costs seconds, not a full suite, and
 the work tree is never touched (editing or committing during a run is safe).
@@ -31,8 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "mutate"
-TREE = OUT / "tree"
-"""The copy of the project the mutants are written into."""
+TREE = OUT / f"tree-{os.getpid()}"
+"""The copy of the project the mutants are written into: one per run, so that two runs at once (on different
+targets) never write into each other's copy; removed when the run ends."""
 NOT_COPIED = (".git", ".venv*", "build", "__pycache__", "*.pyc", ".ruff_cache", ".pytest_cache", "node_modules")
 
 
@@ -376,8 +377,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     results: list[Mutant] = []
-    for target in targets:
-        results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
+    try:
+        for target in targets:
+            results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
+    finally:
+        shutil.rmtree(TREE, ignore_errors=True)
     elapsed = time.monotonic() - started
     report = summary(results)
     print(report)
