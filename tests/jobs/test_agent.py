@@ -309,3 +309,32 @@ def test_an_agent_killed_mid_job_loses_nothing(queue, webui, bucket, settings):
     with AgentThread(settings):
         wait_until(lambda: result_commits(bucket, "job-1"), timeout=30, what="the redelivered job's result")
     assert result(bucket, "job-1")["delivery_attempt"] == 2 and queue.backlog() == 0
+
+
+class RecordedStop:
+    """A stop event that records every wait instead of sleeping: a wait is where the worker would stall."""
+
+    def __init__(self):
+        self.waits: list[float | None] = []
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return False
+
+
+def test_the_worker_goes_back_to_interactive_work_while_pubsub_cannot_be_pulled_from(queue, webui, bucket):
+    """Between interactive jobs the batch pull must not sleep out its backoff: requests in the request queue would
+    wait behind it. The failed pull clears readiness, and no pull is tried again before the backoff (60 s) passes."""
+    running = AgentThread(queue.settings("results", webui_url=webui.url, ready_poll_seconds=60.0))
+    running.agent.subscriber = subscriber = FailingCalls(running.agent.subscriber, "pull", 5)
+    stop = RecordedStop()
+
+    took = [running.agent.try_one(stop, started=lambda: pytest.fail("no job was pulled")) for _ in range(3)]
+
+    assert took == [False, False, False]
+    assert stop.waits == []
+    assert [name for name, _, _ in subscriber.calls] == ["pull"]
+    assert not running.agent.ready.is_set()

@@ -151,6 +151,7 @@ class Agent:
         self.ready = threading.Event()
         self._last_beat = 0.0
         self._pull_failures = 0
+        self._pulls_resume_at = 0.0
         self.outcomes: dict[str, int] = {"completed": 0, "already_done": 0, "retried": 0,
                                          "dead_lettered": 0, "released": 0, "unsettled": 0}
 
@@ -174,8 +175,14 @@ class Agent:
 
     def try_one(self, stop: threading.Event, started: Callable[[], None]) -> bool:
         """One pull; a job received is announced with `started()` and worked. The worker's loop
-        (queue_agent/worker.py) calls this between interactive jobs; True when there was a job."""
-        received = self._pull()
+        (queue_agent/worker.py) calls this between interactive jobs; True when there was a job.
+
+        It never waits out a Pub/Sub that cannot be pulled from: the worker goes straight back to the
+        request queue, whose requests must not wait behind the batch's backoff, and the batch is tried
+        again once that backoff has passed."""
+        if time.monotonic() < self._pulls_resume_at:
+            return False
+        received = self._pull(stop, block=False)
         if received is None:
             return False
         started()
@@ -189,7 +196,7 @@ class Agent:
                 beat.write(str(now))
             self._last_beat = now
 
-    def _pull(self, stop: threading.Event | None = None) -> Any:
+    def _pull(self, stop: threading.Event, block: bool = True) -> Any:
         """One job, or None after an empty poll or an error waited out (not ready meanwhile).
 
         The client's own retry is off (retry=None) so that the loop, which beats the heartbeat, does the
@@ -206,7 +213,7 @@ class Agent:
             response = None  # a long poll that found nothing
         except (exceptions.RetryError, exceptions.NotFound, exceptions.PermissionDenied,
                 exceptions.ServiceUnavailable, exceptions.InternalServerError, exceptions.Unknown) as err:
-            self._wait_out(err, stop or threading.Event())
+            self._wait_out(err, stop, block)
             return None
         if not self.ready.is_set():
             log.info("pulling from %s", self.settings.subscription)
@@ -214,12 +221,17 @@ class Agent:
         self.ready.set()
         return response.received_messages[0] if response and response.received_messages else None
 
-    def _wait_out(self, err: Exception, stop: threading.Event) -> None:
+    def _wait_out(self, err: Exception, stop: threading.Event, block: bool) -> None:
+        """Back off (doubling, capped): sleeping here (`block`), or, for the worker, by pulling again only after it."""
         if self.ready.is_set() or not self._pull_failures:
             log.warning("cannot pull from %s, not ready until it can: %s", self.settings.subscription, err)
         self.ready.clear()
-        stop.wait(min(self.settings.ready_poll_seconds * 2 ** min(self._pull_failures, 10), PULL_BACKOFF_CAP_SECONDS))
+        delay = min(self.settings.ready_poll_seconds * 2 ** min(self._pull_failures, 10), PULL_BACKOFF_CAP_SECONDS)
         self._pull_failures += 1
+        if block:
+            stop.wait(delay)
+        else:
+            self._pulls_resume_at = time.monotonic() + delay
 
     def _work(self, received: Any, stop: threading.Event) -> None:
         """Run the job in a worker thread; on `stop`, give it drain_seconds, then hand it back."""
