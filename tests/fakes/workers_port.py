@@ -27,6 +27,9 @@ from tests.fakes.server import LocalServer
 from tests.fakes.webui import _reply
 
 WORKER_TTL_SECONDS = 60
+CANCEL_ON_ITS_WAY_SECONDS = 2.0
+"""A worker sends `cancel` before it runs the job, but on its own connection, so this server's threads may
+take the result first: a result waits this long for its cancel before it counts as a problem."""
 ROUTES = {
     ("POST", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/next$")): "_next",
     ("GET", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/jobs/(?P<job>[^/]+)/cancel$")): "_cancel",
@@ -171,6 +174,7 @@ class StrictWorkersPort(LocalServer):
             if allowed:
                 self._cancel_open.add(job)
                 self._record(worker, f"cancel {job}")
+                self._changed.notify_all()
         if not allowed:
             self._problem(request, 410, f"cancel of {job}, which {worker} does not hold (or holds open already)")
             return
@@ -208,7 +212,7 @@ class StrictWorkersPort(LocalServer):
             problem = None
             if self._held.get(worker) != job or job in self.results:
                 problem = (410, f"result of {job}, which {worker} does not hold")
-            elif job not in self._cancel_open:
+            elif not self._changed.wait_for(lambda: job in self._cancel_open, timeout=CANCEL_ON_ITS_WAY_SECONDS):
                 problem = (400, f"result of {job} without its cancel held open")
             elif not status.isdigit() or not 100 <= int(status) <= 599 or not content_type:
                 problem = (400, f"result of {job} needs X-Upstream-Status and Content-Type; got {status!r}, {content_type!r}")

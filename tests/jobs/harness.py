@@ -241,13 +241,36 @@ class FaultyWebui(FakeWebui):
         self.doomed = doomed
 
     def _handle(self, request) -> None:
-        if request.command == "POST" and request.path == "/sdapi/v1/txt2img":
-            body = request.rfile.read(int(request.headers["Content-Length"]))
-            if json.loads(body).get("prompt") in self.doomed:
-                _reply(request, 500, b'{"error":"OutOfMemoryError"}')
-                return
-            request.rfile = io.BytesIO(body)
+        if _prompt(request) in self.doomed:
+            _reply(request, 500, b'{"error":"OutOfMemoryError"}')
+            return
         super()._handle(request)
+
+
+class HoldingWebui(FakeWebui):
+    """The stand-in WebUI, holding the generation of one prompt until the test sets `release`; `holding`
+    is set once that request has arrived, so a test can act while the worker is busy with it."""
+
+    def __init__(self, prompt: str, **kwargs):
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def _handle(self, request) -> None:
+        if _prompt(request) == self.prompt:
+            self.holding.set()
+            self.release.wait()
+        super()._handle(request)
+
+
+def _prompt(request) -> str | None:
+    """The prompt of a txt2img request (None for any other), its body left for the handler to read."""
+    if request.command != "POST" or request.path != "/sdapi/v1/txt2img":
+        return None
+    body = request.rfile.read(int(request.headers["Content-Length"]))
+    request.rfile = io.BytesIO(body)
+    return json.loads(body).get("prompt")
 
 
 @dataclass

@@ -215,7 +215,7 @@ def test_batch_jobs_run_while_no_interactive_request_waits(port, webui, bucket, 
     assert queue.backlog() == 0
 
 
-def test_after_batch_every_interactive_jobs_in_a_row_one_batch_job_goes_first(
+def test_after_batch_every_interactive_jobs_in_a_row_with_none_idle_between_one_batch_job_goes_first(
         port, webui, bucket, queue, settings, start):
     webui.model_loaded.clear()
     webui.model_wait = 0.05
@@ -231,6 +231,27 @@ def test_after_batch_every_interactive_jobs_in_a_row_one_batch_job_goes_first(
     api = [f"api {i}" for i in range(len(jobs))]
     every = worker.BATCH_EVERY
     assert prompts(webui) == [*api[:every], "batch 0", *api[every:2 * every], "batch 1", *api[2 * every:]]
+
+
+def test_a_moment_with_no_interactive_request_waiting_starts_the_count_of_jobs_in_a_row_again(
+        port, bucket, queue, settings, heartbeat):
+    every = worker.BATCH_EVERY
+    api = [f"api {i}" for i in range(every + 1)]
+    for i in range(2):
+        queue.publish(f"batch-{i}", {"prompt": f"batch {i}"})
+    jobs = [port.submit(**request(prompt)) for prompt in api[:every - 1]]
+    with harness.HoldingWebui("batch 0", auth=harness.AUTH, model_loaded=True, image=harness.PNG) as webui:
+        process = harness.worker_process(port.url, webui.url, heartbeat, batch=settings, storage_host=bucket.url)
+        try:
+            wait_until(webui.holding.is_set, what="batch 0, taken when nothing waited")
+            jobs += [port.submit(**request(prompt)) for prompt in api[every - 1:]]  # arrive during batch 0
+            webui.release.set()
+            wait_until(lambda: all(job in port.results for job in jobs), what="every interactive result")
+            wait_until(lambda: bucket.creates[("results", "batch-1/result.json")], what="the second batch result")
+        finally:
+            process.kill()
+            process.wait()
+    assert prompts(webui) == [*api[:every - 1], "batch 0", *api[every - 1:], "batch 1"]
 
 
 def test_a_batch_job_is_announced_to_the_request_queue_before_it_runs(port, webui, bucket, queue, settings, start):

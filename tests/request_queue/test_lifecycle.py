@@ -32,6 +32,24 @@ async def test_a_worker_neither_polling_nor_holding_a_job_is_forgotten_after_its
 
 
 @run_async
+async def test_delete_answers_the_workers_open_poll_with_204_at_once(start_queue):
+    queue = start_queue(SD_API_AUTH=AUTH)
+    async with aiohttp.ClientSession() as session:
+        worker = StandInWorker(session, queue.workers_url, "pod-a", NOWHERE)
+        poll = asyncio.create_task(worker.poll(wait=60))
+        await until_demand(session, queue.workers_url, workers=1)
+        await worker.leave()
+        async with asyncio.timeout(30):  # half the poll's own wait: it ends because of DELETE, not its wait
+            assert await poll is None
+        client = asyncio.create_task(txt2img(session, queue.url, "after DELETE"))
+        assert (await until_demand(session, queue.workers_url, waiting=1))["workers"] == 0
+        other = StandInWorker(session, queue.workers_url, "pod-b", NOWHERE)
+        job = await other.poll()
+        await other.post_result(job, 200, b"{}")
+        assert (await client)[0] == 200
+
+
+@run_async
 async def test_on_sigterm_it_refuses_new_work_and_finishes_what_it_holds(start_queue):
     queue = start_queue(SD_API_AUTH=AUTH)
     async with aiohttp.ClientSession() as session:

@@ -3,8 +3,8 @@ for the next generation only while its WebUI has none in flight, so no request e
 
 1. A warm-up generation (the checkpoint is loaded), then `next` registers the worker.
 2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull; if none, `next` with a few
-   seconds' wait. After BATCH_EVERY interactive jobs in a row, one batch pull first, so the batch makes
-   progress under steady interactive load. Without batch: long polls only.
+   seconds' wait. Only after BATCH_EVERY interactive jobs in a row with no 204 between them (sustained
+   saturation) does one batch pull go first, so the batch progresses then too. Without batch: long polls.
 3. A job is forwarded to the WebUI while `cancel` is held open; a cancel or the job's own
    `generation_timeout` interrupts the WebUI, and the outcome is posted to `result`.
 4. SIGTERM: `DELETE` at once, finish the job in flight within the drain or hand it back, exit.
@@ -29,9 +29,15 @@ from queue_agent import agent, alive, front
 
 log = logging.getLogger("queue_agent.worker")
 
-BATCH_EVERY = 3
-"""Interactive jobs in a row before one batch pull goes first: the batch still gets a quarter of a
-busy pod, interactive requests wait at most one batch generation more."""
+BATCH_EVERY = 20
+"""Interactive jobs in a row, each handed over at once (no 204 between them), before one batch pull goes
+first. Any 204 (the request queue had nothing for this worker) starts the count again: the batch gets its
+turn then anyway. The forced turn is for sustained saturation only (every `next` finds work waiting, e.g.
+at KEDA's maxReplicas), where the batch still gets one generation in BATCH_EVERY + 1. Below saturation a
+run of jobs each finding the next already waiting happens by chance, roughly busy-fraction ** N (at 80%
+busy, half the runs of 3, about 1% of runs of 20), and each forced turn then delays waiting interactive
+requests by a batch generation: `make e2e` (issue 17 item 5, 60% load) measured interactive p95 +0.5 to
++1.3 s over no batch with 3, +0.15 to +0.20 s with 20, the same as with no forced turn at all."""
 LONG_POLL_SECONDS = 20.0
 """Without batch: one long poll; well below the request queue's WORKER_TTL_SECONDS (60)."""
 BATCH_POLL_SECONDS = 5.0
@@ -204,7 +210,7 @@ class Worker:
 
     def _serve(self, stop: threading.Event) -> None:
         """Jobs one at a time until stop, or until the WebUI stops answering (then warm up again)."""
-        streak = 0  # interactive jobs in a row
+        streak = 0  # interactive jobs in a row, each handed over at once
         backoff = BACKOFF_SECONDS[0]
         registered = False  # the first `next` (and the first after an outage) answers at once: ready sooner
         while not stop.is_set():
@@ -217,6 +223,7 @@ class Worker:
                 job = self._next(0.0 if self.batch is not None or not registered else LONG_POLL_SECONDS)
                 registered = True
                 if job is None and self.batch is not None:
+                    streak = 0
                     if self._try_batch(stop):
                         continue
                     job = self._next(BATCH_POLL_SECONDS)

@@ -1,8 +1,8 @@
 """The one FIFO buffer: admission at QUEUE_MAX_DEPTH, and hand-over to workers that long-poll for work.
 
 A worker polling while nothing waits parks a future here; the next admitted job goes straight to the oldest
-parked worker, so a job never waits while a worker is free. A job handed to a poll whose worker vanished in
-the same instant goes back to the head.
+parked worker, so a job never waits while a worker is free. A poll ends at once when its worker leaves
+(DELETE); a job handed to a poll whose worker vanished or left in the same instant goes back to the head.
 """
 
 from __future__ import annotations
@@ -52,27 +52,36 @@ class Buffer:
         else:
             self._waiting.append(job)
 
-    async def take(self, wait: float) -> Job | None:
-        """The next waiting job, waiting up to `wait` seconds for one; None if none came."""
+    async def take(self, wait: float, left: asyncio.Event) -> Job | None:
+        """The next waiting job, waiting up to `wait` seconds for one; None if none came, or at once when
+        `left` is set (the worker sent DELETE: it is leaving and must not be handed a job)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
         while True:
-            job = await self._take_once(until - loop.time())
+            job = await self._take_once(until - loop.time(), left)
             if job is None or job.state is State.WAITING:
                 return job
 
-    async def _take_once(self, wait: float) -> Job | None:
+    async def _take_once(self, wait: float, left: asyncio.Event) -> Job | None:
+        if left.is_set():
+            return None
         if self._waiting:
             return self._waiting.popleft()
         if wait <= 0:
             return None
         poll: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._polls.append(poll)
+        leaving = asyncio.ensure_future(left.wait())
         try:
-            async with asyncio.timeout(wait):
-                return await asyncio.shield(poll)
-        except TimeoutError:
-            return poll.result() if poll.done() else None
+            await asyncio.wait((poll, leaving), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not poll.done():
+                return None
+            job = poll.result()
+            if left.is_set():  # handed a job in the same instant its worker left: first in line again
+                if job.state is State.WAITING:
+                    self._offer(job, head=True)
+                return None
+            return job
         except asyncio.CancelledError:
             if poll.done():  # handed a job as the worker vanished: it goes back first in line
                 job = poll.result()
@@ -80,6 +89,7 @@ class Buffer:
                     self._offer(job, head=True)
             raise
         finally:
+            leaving.cancel()
             poll.cancel()
             if poll in self._polls:
                 self._polls.remove(poll)

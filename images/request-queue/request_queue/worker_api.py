@@ -62,14 +62,11 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     worker.batch = False
     worker.polls += 1
     try:
-        job = await front.buffer.take(wait)
+        job = await front.buffer.take(wait, worker.left)
     finally:
         worker.polls -= 1
         worker.last_seen = front.now()
-    if job is None:
-        return web.Response(status=204)
-    if front.registry.get(name) is not worker:  # DELETEd while it polled
-        front.buffer.requeue(job)
+    if job is None:  # none came, or it left (DELETE) while it polled
         return web.Response(status=204)
     worker.job = job
     job.dispatch(name, front.now())

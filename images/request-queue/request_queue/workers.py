@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from request_queue.jobs import Job
 
@@ -23,6 +23,9 @@ class Worker:
     job: Job | None = None
     batch: bool = False
     """Running a batch job since its last `next` (PUT batch)."""
+    left: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when it is no longer registered (DELETE, its `cancel` dropped, the TTL): its open `next` answers
+    204 at once."""
 
     @property
     def busy(self) -> bool:
@@ -52,6 +55,8 @@ class Registry:
 
     def remove(self, name: str) -> Worker | None:
         worker = self._workers.pop(name, None)
+        if worker is not None:
+            worker.left.set()
         if not self._workers:
             self.present.clear()
         return worker
