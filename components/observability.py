@@ -140,7 +140,11 @@ class Queries:
 
     @staticmethod
     def gpu_nodes(gpus_per_node: int) -> str:
-        gpus = f"count({Queries.gpu_util})"
+        """Each GPU counted once, by its UUID: DCGM-Exporter labels a series with the pod using the GPU as well
+        (https://docs.nvidia.com/datacenter/dcgm/latest/reference/command-line-reference/dcgm-exporter.html:
+        "adds entity and optional workload labels"; default labels gpu, UUID, modelName, Hostname), so a GPU
+        whose pod changed within the lookback has two series."""
+        gpus = f"count(count by (UUID) ({Queries.gpu_util}))"
         return gpus if gpus_per_node == 1 else f"{gpus} / {gpus_per_node}"
 
 

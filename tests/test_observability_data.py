@@ -134,9 +134,9 @@ def test_a_selector_matches_only_series_with_its_labels():
     assert exported.without_data([Selector("m", None, (("namespace", "!=", "a"),))]) == ["m{namespace!='a'}"]
 
 
-def test_gpu_nodes_are_gpus_divided_by_the_gpus_of_a_node():
-    assert Queries.gpu_nodes(1) == "count(DCGM_FI_DEV_GPU_UTIL)"
-    assert Queries.gpu_nodes(4) == "count(DCGM_FI_DEV_GPU_UTIL) / 4"
+def test_gpu_nodes_count_each_gpu_once_by_its_uuid_divided_by_the_gpus_of_a_node():
+    assert Queries.gpu_nodes(1) == "count(count by (UUID) (DCGM_FI_DEV_GPU_UTIL))"
+    assert Queries.gpu_nodes(4) == "count(count by (UUID) (DCGM_FI_DEV_GPU_UTIL)) / 4"
 
 
 def test_without_the_dcgm_package_the_gpu_queries_have_no_data():
