@@ -59,7 +59,7 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     if worker.job is not None:  # it asks for more while holding one: it let that one go
         _vanished(front, worker.job)
         worker.job = None
-    worker.batch = False
+    worker.batch_since = None
     worker.polls += 1
     try:
         job = await front.buffer.take(wait, worker.left)
@@ -143,8 +143,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
     worker = front.registry.get(request.match_info["worker"])
     if worker is None:
         return web.json_response({"detail": "unknown worker: call next first"}, status=404)
-    worker.batch = True
-    worker.last_seen = front.now()
+    front.registry.started_batch(worker)
     return web.Response(status=204)
 
 
