@@ -8,7 +8,8 @@ The queue follows gradio-app/gradio@v3.41.2, read from the released wheel (gradi
   `fn_index`, `session_hash`); `process_events`: send `{"msg": "process_starts"}`, run the function, send
   `{"msg": "process_completed", "output": {"data": [...]}, "success": true}`.
 Strict about that order: a client message out of turn, or missing a field, closes the socket with 1008
-(policy violation) and is recorded in `violations`.
+(policy violation) and is recorded in `violations`. A message may be as large as WebUI's server takes: Gradio
+runs on uvicorn, whose `--ws-max-size` defaults to 16 MiB (www.uvicorn.org/settings, "Implementation").
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+UVICORN_WS_MAX_SIZE = 16 * 1024 * 1024
 PAGE = "<!doctype html><html><head><title>Stable Diffusion</title></head><body><gradio-app></gradio-app></body></html>"
 
 
@@ -58,7 +60,7 @@ class FakeGradio:
         return body
 
     async def _join(self, request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse()
+        socket = web.WebSocketResponse(max_msg_size=UVICORN_WS_MAX_SIZE)
         await socket.prepare(request)
         await socket.send_json({"msg": "send_hash"})
         if await self._receive(socket, {"session_hash", "fn_index"}, "after send_hash") is None:

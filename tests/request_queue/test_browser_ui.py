@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from tests.fakes.gradio import PAGE, FakeGradio
+from tests.fakes.gradio import PAGE, UVICORN_WS_MAX_SIZE, FakeGradio
 from tests.fakes.queue_worker import StandInWorker
 from tests.request_queue.conftest import AUTH, run_async
 from tests.request_queue.helpers import demand
@@ -58,3 +58,26 @@ async def test_a_message_out_of_turn_reaches_gradio_unchanged_and_is_refused_by_
         await gradio.stop()
     assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert gradio.generated == [] and len(gradio.violations) == 1
+
+
+@run_async
+async def test_an_img2img_input_larger_than_aiohttps_4_mib_default_crosses_the_queue_socket_both_ways(start_queue):
+    base64_image = "data:image/png;base64," + "A" * (5 * 1024 * 1024)
+    queue = start_queue(SD_API_AUTH=AUTH)
+    gradio = await FakeGradio().start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await StandInWorker(session, queue.workers_url, "pod-a", gradio.url).poll()
+            ws_url = queue.url.replace("http://", "ws://") + "/queue/join"
+            async with session.ws_connect(ws_url, max_msg_size=UVICORN_WS_MAX_SIZE) as socket:
+                for expected, answer in GRADIO_CLIENT:
+                    assert (await socket.receive_json())["msg"] == expected
+                    if expected == "send_data":
+                        answer = {**answer, "data": [base64_image]}
+                    if answer is not None:
+                        await socket.send_json(answer)
+                completed = await socket.receive_json()
+    finally:
+        await gradio.stop()
+    assert gradio.violations == [] and gradio.generated == [base64_image]
+    assert completed["output"] == {"data": [f"image of {base64_image}"]}

@@ -41,8 +41,9 @@ async def test_a_client_gone_while_its_job_runs_is_cancelled_with_client_gone(st
 
 @run_async
 async def test_a_job_without_a_result_within_the_result_wait_is_cancelled_as_expired(start_queue):
-    # result wait = GENERATION_TIMEOUT_SECONDS + 2 x MARGIN_SECONDS (components/timeouts.py): 1 s here
-    queue = start_queue(SD_API_AUTH=AUTH, GENERATION_TIMEOUT_SECONDS="1", MARGIN_SECONDS="0")
+    # result wait = GENERATION_TIMEOUT_SECONDS + 2 x MARGIN_SECONDS (components/timeouts.py): 3 s here; the
+    # margin is also how long the worker has to open `cancel`
+    queue = start_queue(SD_API_AUTH=AUTH, GENERATION_TIMEOUT_SECONDS="1", MARGIN_SECONDS="1")
     async with aiohttp.ClientSession() as session:
         client = asyncio.create_task(txt2img(session, queue.url, "stuck"))
         worker = StandInWorker(session, queue.workers_url, "pod-a", NOWHERE)
@@ -74,6 +75,21 @@ async def test_a_worker_that_vanishes_puts_its_job_back_at_the_head(start_queue)
         second = await survivor.poll()
         await survivor.post_result(second, 200, b"{}")
         assert [status for status, _, _ in await asyncio.gather(*clients)] == [200, 200]
+
+
+@run_async
+async def test_a_job_whose_worker_opens_no_cancel_within_the_margin_goes_to_another_worker(start_queue):
+    # the result wait (G + 2 x margin) is 30.4 s here; the other worker's poll gives up after 10 s
+    queue = start_queue(SD_API_AUTH=AUTH, MARGIN_SECONDS="0.2")
+    async with aiohttp.ClientSession() as session:
+        client = asyncio.create_task(txt2img(session, queue.url, "orphan"))
+        silent = StandInWorker(session, queue.workers_url, "pod-a", NOWHERE)
+        job = await silent.poll(wait=10)  # it dies, or this answer is lost, before it opens `cancel`
+        survivor = StandInWorker(session, queue.workers_url, "pod-b", NOWHERE)
+        again = await survivor.poll(wait=10)
+        assert again is not None and again["id"] == job["id"]
+        await survivor.post_result(again, 200, b"{}")
+        assert (await client)[0] == 200
 
 
 @run_async

@@ -48,7 +48,7 @@ async def _client_call(request: web.Request) -> web.StreamResponse:
 
 
 def client_app(front: Front) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)  # img2img bodies carry base64 images
+    app = web.Application(client_max_size=proxy.CLIENT_MAX_BYTES)
     app[FRONT] = front
     app.router.add_route("*", "/{tail:.*}", _client_call)
     return app

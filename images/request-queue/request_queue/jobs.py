@@ -55,6 +55,8 @@ class Job:
     state: State = State.WAITING
     worker: str | None = None
     dispatched_at: float | None = None
+    claimed: bool = False
+    """Its worker opened `cancel` for this dispatch: from then on the held call tells whether it is alive."""
     result: Result | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Future[str | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -73,7 +75,7 @@ class Job:
         self.move(State.DISPATCHED)
 
     def requeued(self) -> None:
-        self.worker, self.dispatched_at = None, None
+        self.worker, self.dispatched_at, self.claimed = None, None, False
         self.ended = asyncio.get_running_loop().create_future()
         self.move(State.WAITING)
 

@@ -22,6 +22,11 @@ from request_queue.headers import passed
 from request_queue.state import Front
 from request_queue.workers import Worker
 
+CLIENT_MAX_BYTES = 64 * 1024 * 1024
+"""The largest request body or WebSocket message a client may send: img2img and inpaint inputs are base64 images,
+in the API's body and, from the browser, in the Gradio queue socket's `send_data` answer. aiohttp's own limit on
+a WebSocket message is 4 MiB on both ends (`max_msg_size`, docs.aiohttp.org/en/stable/client_reference.html
+`ClientSession.ws_connect`, web_reference.html `WebSocketResponse`), which would close the socket with 1009."""
 COOKIE = "sdgke-pod"
 """Which pod this browser's UI session lives on: Gradio keeps session state in the pod's memory."""
 STARTING_RETRY_AFTER = 10
@@ -113,11 +118,12 @@ async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.
     forwarded = CIMultiDict((k, v) for k, v in passed(request.headers.items()).items()
                             if not k.lower().startswith("sec-websocket"))
     try:
-        upstream = await front.session.ws_connect(url, headers=forwarded, protocols=protocols, autoping=True)
+        upstream = await front.session.ws_connect(url, headers=forwarded, protocols=protocols, autoping=True,
+                                                 max_msg_size=CLIENT_MAX_BYTES)
     except (aiohttp.ClientError, TimeoutError) as error:
         return web.json_response({"detail": f"the WebUI pod refused the WebSocket: {type(error).__name__}"},
                                  status=502)
-    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    client = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=CLIENT_MAX_BYTES)
     front.ui.sockets += 1
     try:
         await client.prepare(request)

@@ -32,7 +32,8 @@ class Front:
     @classmethod
     def create(cls, settings: Settings) -> Front:
         clock = asyncio.get_running_loop().time
-        front = cls(settings, Buffer(settings.max_depth), Registry(settings.worker_ttl, clock),
+        batch_hold = settings.generation_timeout + settings.margin
+        front = cls(settings, Buffer(settings.max_depth), Registry(settings.worker_ttl, batch_hold, clock),
                     UiActivity(settings.ui_keepalive, clock))
         front.idle.set()
         return front

@@ -2,8 +2,9 @@
 `DELETE`, and the demand KEDA's metrics-api trigger reads.
 
 The worker's `cancel` call is how the request queue knows the worker is alive while it generates: if it
-drops before the result, the job goes back to the head of the buffer while its client may still wait, and
-the client gets 502 otherwise.
+drops before the result, or is not opened within MARGIN_SECONDS of the dispatch (the worker died, or the
+`next` answer was lost, before it could), the job goes back to the head of the buffer while its client may
+still wait, and the client gets 502 otherwise.
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def _vanished(front: Front, job: Job) -> None:
         job.move(State.LOST)
 
 
+def _let_go(front: Front, name: str, job: Job) -> None:
+    """The worker `name` vanished holding `job`: forget it, and hand the job back."""
+    worker = front.registry.remove(name)
+    if worker is not None and worker.job is job:
+        worker.job = None
+    _vanished(front, job)
+
+
+def _unclaimed(front: Front, name: str, job: Job, dispatched_at: float) -> None:
+    """A margin after the dispatch: a worker that has not opened `cancel` for the job yet is taken as gone."""
+    if job.state is State.DISPATCHED and job.dispatched_at == dispatched_at and not job.claimed:
+        _let_go(front, name, job)
+
+
 async def next_job(request: web.Request) -> web.StreamResponse:
     front = request.app[FRONT]
     parsed = await _poll_request(request)
@@ -59,7 +74,7 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     if worker.job is not None:  # it asks for more while holding one: it let that one go
         _vanished(front, worker.job)
         worker.job = None
-    worker.batch = False
+    worker.batch_since = None
     worker.polls += 1
     try:
         job = await front.buffer.take(wait, worker.left)
@@ -70,6 +85,7 @@ async def next_job(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
     worker.job = job
     job.dispatch(name, front.now())
+    asyncio.get_running_loop().call_later(front.settings.margin, _unclaimed, front, name, job, job.dispatched_at)
     return web.json_response(job.as_message(front.settings.generation_timeout))
 
 
@@ -108,15 +124,13 @@ async def cancel(request: web.Request) -> web.StreamResponse:
     job = _job(front, request) or _abandoned(front, request)
     if job is None:
         return web.json_response({"detail": "no such job in flight"}, status=410)
+    job.claimed = True
     ended = job.ended
     try:
         reason = await asyncio.shield(ended)
     except asyncio.CancelledError:
         if not ended.done():
-            worker = front.registry.remove(request.match_info["worker"])
-            if worker is not None and worker.job is job:
-                worker.job = None
-            _vanished(front, job)
+            _let_go(front, request.match_info["worker"], job)
         raise
     if reason is None:
         return web.Response(status=204)
@@ -143,8 +157,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
     worker = front.registry.get(request.match_info["worker"])
     if worker is None:
         return web.json_response({"detail": "unknown worker: call next first"}, status=404)
-    worker.batch = True
-    worker.last_seen = front.now()
+    front.registry.started_batch(worker)
     return web.Response(status=204)
 
 

@@ -2,6 +2,8 @@
 
 A worker is registered from its first `next` until its DELETE, until its held `cancel` drops (it vanished),
 or until it has neither polled nor held a job for WORKER_TTL_SECONDS (docs/request-queue.md, "Workers").
+A batch job (PUT batch) holds it for up to GENERATION_TIMEOUT_SECONDS + MARGIN_SECONDS after the PUT: a
+generation outlasts the TTL, and a worker forgotten mid-generation loses its browsers and its place in the demand.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ class Worker:
     polls: int = 0
     """`next` calls open now."""
     job: Job | None = None
-    batch: bool = False
-    """Running a batch job since its last `next` (PUT batch)."""
+    batch_since: float | None = None
+    """When it said it runs a batch job (PUT batch); None once it polls again."""
     left: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when it is no longer registered (DELETE, its `cancel` dropped, the TTL): its open `next` answers
     204 at once."""
 
     @property
     def busy(self) -> bool:
-        return self.job is not None or self.batch
+        return self.job is not None or self.batch_since is not None
 
 
 class Registry:
-    def __init__(self, ttl: float, clock: Callable[[], float]):
+    def __init__(self, ttl: float, batch_hold: float, clock: Callable[[], float]):
         self.ttl = ttl
+        self.batch_hold = batch_hold
+        """How long a PUT batch holds the worker: the longest its generation may take, plus a margin."""
         self.clock = clock
         self._workers: dict[str, Worker] = {}
         self.present = asyncio.Event()
@@ -61,12 +65,17 @@ class Registry:
             self.present.clear()
         return worker
 
+    def started_batch(self, worker: Worker) -> None:
+        worker.batch_since = worker.last_seen = self.clock()
+
     def prune(self) -> None:
-        """Forget workers neither polling nor holding a job a client waits for, for the TTL."""
+        """Forget workers neither polling nor holding a job (a client's, or a batch one within its hold) for the
+        TTL."""
         now = self.clock()
         for worker in list(self._workers.values()):
             holding = worker.job is not None and worker.job.held
-            if worker.polls == 0 and not holding and now - worker.last_seen > self.ttl:
+            batching = worker.batch_since is not None and now - worker.batch_since <= self.batch_hold
+            if worker.polls == 0 and not holding and not batching and now - worker.last_seen > self.ttl:
                 self.remove(worker.name)
 
     def alive(self) -> list[Worker]:
