@@ -120,7 +120,7 @@ class FakeWebui(LocalServer):
                     self._generating += 1
                     self.max_generating = max(self.max_generating, self._generating)
                     self._interrupt.clear()
-                cut = self._interrupt.wait(self.generation_seconds)
+                cut = self._generate(request)
                 with self._counts:
                     self._generating -= 1
                     self.served.append(request.headers.get("X-Loadtest-Request"))
@@ -132,6 +132,10 @@ class FakeWebui(LocalServer):
         finally:
             with self._counts:
                 self.open_requests -= 1
+
+    def _generate(self, request: BaseHTTPRequestHandler) -> bool:
+        """One generation, holding the FIFO turn: `generation_seconds`, or less when interrupted (True)."""
+        return self._interrupt.wait(self.generation_seconds)
 
     @contextmanager
     def _fifo_turn(self) -> Iterator[None]:

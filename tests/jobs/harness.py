@@ -264,6 +264,22 @@ class HoldingWebui(FakeWebui):
         super()._handle(request)
 
 
+class StubbornWebui(HoldingWebui):
+    """The stand-in WebUI, whose generation of one prompt holds its turn and ignores /sdapi/v1/interrupt
+    until the test sets `release` (a sampler that does not reach its next step); `holding` is set once
+    that generation has begun, so requests sent meanwhile queue behind it, as in WebUI."""
+
+    def _handle(self, request) -> None:
+        FakeWebui._handle(self, request)  # held in _generate, inside the FIFO turn, not before it
+
+    def _generate(self, request) -> bool:
+        if request.headers.get("X-Loadtest-Request") != self.prompt:
+            return super()._generate(request)
+        self.holding.set()
+        self.release.wait()
+        return False
+
+
 def _prompt(request) -> str | None:
     """The prompt of a txt2img request (None for any other), its body left for the handler to read."""
     if request.command != "POST" or request.path != "/sdapi/v1/txt2img":

@@ -148,6 +148,34 @@ def test_a_generation_past_its_timeout_is_interrupted_and_reported_as_a_504(port
     assert webui.interrupted == ["too long"]
 
 
+def test_a_generation_that_outlives_its_interrupt_keeps_the_worker_out_of_the_request_queue_until_it_ends(
+        port, heartbeat):
+    with harness.StubbornWebui("stuck", auth=harness.AUTH, model_loaded=True, image=harness.PNG) as webui:
+        process = harness.worker_process(port.url, webui.url, heartbeat, JOBS_INTERRUPT_GRACE_SECONDS="0.1")
+        try:
+            serving(port, process)
+            stuck = port.submit(**request("stuck"))
+            wait_until(lambda: f"cancel {stuck}" in port.events() and webui.holding.is_set(), what="the generation")
+            waiting = port.submit(**request("waiting"))
+            port.cancel(stuck, "client gone")
+            wait_until(lambda: "delete" in port.events(), what="the leave")
+            assert port.waiting() == [waiting] and webui.interrupts == 1
+            webui.release.set()
+            wait_until(lambda: waiting in port.results, what="the next job's result, once the WebUI is free")
+        finally:
+            process.kill()
+            process.wait()
+    assert port.results[stuck][0] == 504
+    assert "did not stop within the interrupt's grace" in json.loads(port.results[stuck][2])["detail"]
+    events = port.events("webui-0")
+    start = events.index(f"job {stuck}")
+    assert events[start:start + 9] == [
+        f"job {stuck}", f"cancel {stuck}", f"cancelled {stuck}: client gone", f"result {stuck} 504", "delete",
+        "next 0", f"job {waiting}", f"cancel {waiting}", f"result {waiting} 200"]
+    assert [p["prompt"] for p in webui.txt2img_payloads] == ["warm-up", "stuck", "warm-up", "waiting"]
+    assert webui.max_open_requests == 1  # nothing waited inside the WebUI behind the stuck generation
+
+
 def test_an_unreachable_request_queue_is_waited_out_and_the_worker_serves_when_it_is_back(
         port, webui, start, heartbeat):
     process = start()

@@ -6,7 +6,8 @@ for the next generation only while its WebUI has none in flight, so no request e
    seconds' wait. Only after BATCH_EVERY interactive jobs in a row with no 204 between them (sustained
    saturation) does one batch pull go first, so the batch progresses then too. Without batch: long polls.
 3. A job is forwarded to the WebUI while `cancel` is held open; a cancel or the job's own
-   `generation_timeout` interrupts the WebUI, and the outcome is posted to `result`.
+   `generation_timeout` interrupts the WebUI, and the outcome is posted to `result`. A generation still
+   running after the interrupt's grace: `DELETE`, and warm up again once it has ended.
 4. SIGTERM: `DELETE` at once, finish the job in flight within the drain or hand it back, exit.
 The request queue being unreachable is waited out with backoff (not ready meanwhile), never a crash.
 """
@@ -46,7 +47,8 @@ BATCH_PULL_SECONDS = 2.0
 """One batch pull's timeout: an interactive request arriving meanwhile waits at most this long."""
 INTERRUPT_GRACE_SECONDS = 10.0
 """After /sdapi/v1/interrupt the WebUI stops at its next sampling step and answers; this bounds that
-wait, well inside the request queue's margin (30 s) for the worker's report."""
+wait, well inside the request queue's margin (30 s) for the worker's report. JOBS_INTERRUPT_GRACE_SECONDS
+overrides it (the tests' WebUI that ignores the interrupt)."""
 REPORT_SECONDS = 30.0
 """How long a report is retried while the request queue is unreachable (its MARGIN_SECONDS)."""
 BACKOFF_SECONDS = (0.5, 5.0)
@@ -69,6 +71,7 @@ class Settings:
     drain_seconds: float | None = None
     """SIGTERM: how long the job in flight may still run before it is handed back; None: its own timeout."""
     ready_poll_seconds: float = 2.0
+    interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -76,7 +79,7 @@ def settings_from(env: dict[str, str]) -> Settings:
     if missing:
         raise SystemExit("queue agent: missing environment " + ", ".join(missing))
     numbers: dict[str, float] = {}
-    for key in ("JOBS_DRAIN_SECONDS", "JOBS_READY_POLL_SECONDS"):
+    for key in ("JOBS_DRAIN_SECONDS", "JOBS_READY_POLL_SECONDS", "JOBS_INTERRUPT_GRACE_SECONDS"):
         if env.get(key):
             try:
                 numbers[key] = float(env[key])
@@ -88,7 +91,8 @@ def settings_from(env: dict[str, str]) -> Settings:
                     webui_url=webui_url, webui_auth=env.get("SD_API_AUTH") or None,
                     heartbeat=env.get("JOBS_HEARTBEAT") or None,
                     drain_seconds=numbers.get("JOBS_DRAIN_SECONDS"),
-                    ready_poll_seconds=numbers.get("JOBS_READY_POLL_SECONDS", 2.0))
+                    ready_poll_seconds=numbers.get("JOBS_READY_POLL_SECONDS", 2.0),
+                    interrupt_grace_seconds=numbers.get("JOBS_INTERRUPT_GRACE_SECONDS", INTERRUPT_GRACE_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,11 @@ def failure(status: int, detail: str) -> Outcome:
 class Upstream:
     """The WebUI beside the worker: the job's own request, and the interrupt."""
 
-    def __init__(self, url: str, auth: str | None):
+    def __init__(self, url: str, auth: str | None, grace: float):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 7860
         self.auth = auth
+        self.grace = grace
 
     def forward(self, job: front.Job, timeout: float) -> Outcome:
         """The job's method, path, query, headers and body as the client sent them (the client's own basic
@@ -135,7 +140,7 @@ class Upstream:
         `interrupted`; the sampler stops at its next step and the request returns what it has. The flag is
         reset by `State.begin()` (`modules/shared_state.py`) when the next generation starts, so an
         interrupt that arrives just after a generation ended cannot cut the next one."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=INTERRUPT_GRACE_SECONDS)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.grace)
         headers = {"Content-Length": "0"}
         if self.auth:
             headers["Authorization"] = "Basic " + base64.b64encode(self.auth.encode()).decode()
@@ -156,7 +161,7 @@ class Worker:
         """`batch`: an agent.Agent whose `try_one` pulls and works one batch job; None without batch."""
         self.settings = settings
         self.front = front.Front(settings.front_url, settings.name, settings.own_url)
-        self.upstream = Upstream(settings.webui_url, settings.webui_auth)
+        self.upstream = Upstream(settings.webui_url, settings.webui_auth, settings.interrupt_grace_seconds)
         self.warm_up = agent.Webui(settings.webui_url, settings.webui_auth)
         self.batch = batch
         self.outcomes: dict[str, int] = {"delivered": 0, "client_gone": 0, "interrupted": 0, "timed_out": 0,
@@ -165,6 +170,7 @@ class Worker:
         self._polls = 0  # `next` calls started; with _left_after, tells whether one re-registered after DELETE
         self._left_after: int | None = None
         self._count = threading.Lock()
+        self._unstopped: threading.Event | None = None  # set when a generation that outlived its interrupt ends
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -198,7 +204,14 @@ class Worker:
             log.warning("could not leave the request queue (it forgets this worker after its TTL): %s", err)
 
     def _wait_for_webui(self, stop: threading.Event) -> bool:
-        """Until the WebUI answers a warm-up generation (its checkpoint is loaded), or stop."""
+        """Until the WebUI answers a warm-up generation (its checkpoint is loaded), or stop. After a generation
+        that did not stop when interrupted, first until that call returns: warm-ups sent meanwhile would
+        only queue behind it (WebUI's FIFO `queue_lock`: AUTOMATIC1111/stable-diffusion-webui@
+        82a973c04367123ae98bd9abdf80d9eda9b910e2 modules/call_queue.py, taken by modules/api/api.py txt2img)."""
+        while self._unstopped is not None and not stop.is_set():
+            self._beat()
+            if self._unstopped.wait(0.05):
+                self._unstopped = None
         while not stop.is_set():
             self._beat()
             if self.warm_up.ready():
@@ -271,7 +284,8 @@ class Worker:
     # --- one job -------------------------------------------------------------------------------
 
     def _run_job(self, job: front.Job, stop: threading.Event) -> bool:
-        """Run, watch, report one job. False when the WebUI did not answer at all."""
+        """Run, watch, report one job. False when the WebUI did not answer at all, or did not stop when
+        interrupted: then the worker leaves until its WebUI is free, so no job waits inside the pod."""
         try:
             watch = self.front.watch_cancel(job)
         except front.Unavailable as err:
@@ -282,7 +296,7 @@ class Worker:
 
         def call() -> None:
             try:
-                answer["outcome"] = self.upstream.forward(job, job.generation_timeout + INTERRUPT_GRACE_SECONDS)
+                answer["outcome"] = self.upstream.forward(job, job.generation_timeout + self.upstream.grace)
             except (OSError, http.client.HTTPException) as err:
                 answer["error"] = err
             finally:
@@ -328,11 +342,16 @@ class Worker:
             outcome = failure(504, "the WebUI did not stop within the interrupt's grace")
         self._report(job, outcome)
         watch.close()
+        if not done.is_set():
+            self._unstopped = done
+            log.warning("job %s: the WebUI still generates %.3gs after the interrupt; leaving until it ends",
+                        job.id, self.upstream.grace)
+            return False
         return "error" not in answer
 
     def _await(self, done: threading.Event) -> None:
         """Wait, beating, for the interrupted call to return, so the next job never queues inside the WebUI."""
-        end = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        end = time.monotonic() + self.upstream.grace
         while not done.wait(0.05) and time.monotonic() < end:
             self._beat()
 
