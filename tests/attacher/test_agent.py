@@ -472,7 +472,7 @@ def test_a_device_taken_by_another_disk_during_the_attach_is_reported_and_the_di
             project=PROJECT, zone=ZONE, instance=NODE, attached_disk_resource=compute_v1.AttachedDisk(
                 source=f"projects/{PROJECT}/zones/{ZONE}/disks/scratch", device_name=names.DEVICE_NAME)))
 
-    harness.run_once(after_step=take_the_device)
+    assert harness.run_once(after_step=take_the_device) == 1  # what it then mounts is no runtime: verify refuses it
 
     lines = log_lines(capsys.readouterr().out)
     attach = next(line for line in lines if line["event"] == "step" and line["step"] == "attach_disk")
@@ -482,6 +482,8 @@ def test_a_device_taken_by_another_disk_during_the_attach_is_reported_and_the_di
         f"device sd-runtime holds disk scratch, not {DISK}; {DISK} stays unattached until the node is gone "
         "and the GC removes it"))]
     assert [a["source"].rsplit("/", 1)[-1] for a in harness.attached_runtime()] == ["scratch"]
+    assert [line["step"] for line in lines if line.get("status") == "failed"] == ["verify", "verify"]
+    assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]
 
 
 def test_a_twin_that_attached_the_same_disk_first_raises_no_warning(harness: Harness, capsys):
