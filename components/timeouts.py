@@ -83,6 +83,6 @@ class TimeoutChain:
         return self.webui_drain + self.margin
 
 
-def client_budget_seconds(stack: str = "dev", root: Path = ROOT) -> int:
+def client_budget_seconds(stack: str, root: Path = ROOT) -> int:
     """The client budget of a stack file's config: the longest a request accepted by the request queue takes."""
     return TimeoutChain.of(config.load_stack(root, stack)).client_budget

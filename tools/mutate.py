@@ -94,7 +94,8 @@ TARGETS = (
     ),
     Target(
         "images/attacher/attacher/agent.py",
-        ("tests/attacher/test_agent.py", "tests/attacher/test_units.py"),
+        # test_upgrade: a node holding another runtime's disk (_refuse_another_runtime)
+        ("tests/attacher/test_agent.py", "tests/attacher/test_units.py", "tests/attacher/test_upgrade.py"),
         functions=("_check_image", "_check_reused_disk", "_wait_disk_ready", "_refuse_another_runtime", "_attach"),
     ),
     Target(
@@ -104,9 +105,15 @@ TARGETS = (
     ),
     Target(
         "images/runtime/bake.py",
-        ("tests/test_bake.py",),
+        ("tests/test_bake_runner.py", "tests/test_bake.py"),  # the in-process runner tests first: -x stops there
         functions=("Bake.run", "Bake.prepare_root", "Bake.write_marker"),
     ),
+    Target(
+        "images/request-queue/request_queue/buffer.py",  # admission at QUEUE_MAX_DEPTH and the hand-over to polls
+        ("tests/request_queue/test_buffer.py", "tests/request_queue/test_dispatch.py",
+         "tests/request_queue/test_admission.py", "tests/request_queue/test_cancel.py"),
+    ),
+    Target("components/timeouts.py", ("tests/test_timeout_chain.py",)),
     Target("components/webui.py", ("tests/test_webui.py", "tests/test_pod_security.py")),
     Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", "tests/test_pod_security.py")),
 )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 
 import pytest
-from attacher import agent, names
+from attacher import agent, kube, names
 
 from tests.attacher.conftest import (
     FRESH_NODE_CALLS,
@@ -214,7 +215,7 @@ def test_a_foreign_disk_with_the_same_name_is_not_reused(harness: Harness, capsy
 
     steps = step_lines(capsys.readouterr().out)
     assert steps["create_disk"]["status"] == "failed"
-    assert "refusing to reuse it" in steps["create_disk"]["error"]
+    assert steps["create_disk"]["error"].endswith("; refusing to reuse it")
     assert "compute.instances.attachDisk" not in harness.compute_calls(before)
     assert harness.attached_runtime() == []
     assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]
@@ -408,3 +409,130 @@ def test_a_disk_an_older_agent_attached_read_only_is_used_as_it_is_and_the_gc_co
     assert harness.run_gc(grace_seconds=0) == 0
     assert harness.runtime_disks() == []
     harness.assert_fakes_clean()
+
+
+def test_an_image_that_is_not_ready_is_refused_naming_its_status(harness: Harness, capsys, monkeypatch):
+    harness.compute.add_image("sd-runtime-pending", labels={names.LABEL_HASH: HASH12}, status="PENDING")
+    monkeypatch.setenv("SDGKE_RUNTIME_IMAGE", f"projects/{PROJECT}/global/images/sd-runtime-pending")
+
+    assert harness.run_once() == 1
+
+    assert step_lines(capsys.readouterr().out)["inspect"]["error"] == (
+        f"AgentError: runtime image projects/{PROJECT}/global/images/sd-runtime-pending is PENDING, not READY")
+    assert harness.runtime_disks() == []
+
+
+def test_a_requested_disk_size_equal_to_the_image_size_is_accepted(harness: Harness, monkeypatch):
+    monkeypatch.setenv("SDGKE_DISK_SIZE_GB", "20")  # the image is 20 GB
+
+    assert harness.run_once() == 0
+
+    assert harness.runtime_disks()[0]["sizeGb"] == "20"
+    harness.assert_converged()
+
+
+def test_a_failed_attach_names_the_disk_and_the_operation_error(harness: Harness, capsys):
+    harness.compute.fail_operation(kind="compute.instances.attachDisk", code="RESOURCE_NOT_FOUND",
+                                   message="The resource was not found.")
+
+    assert harness.run_once() == 1
+
+    assert step_lines(capsys.readouterr().out)["attach_disk"]["error"] == (
+        f"OperationError: attachDisk {DISK} failed: RESOURCE_NOT_FOUND: The resource was not found.")
+
+
+def test_the_attach_step_notes_how_many_operation_waits_it_took(harness: Harness, capsys):
+    harness.compute.operation_polls_until_done = 2
+
+    assert harness.run_once() == 0
+
+    assert step_lines(capsys.readouterr().out)["attach_disk"]["operation_waits"] == 3
+
+
+def done(harness: Harness, operation) -> None:
+    """Wait for a test's own operation with zoneOperations.wait, as the agent does, so that a test acting
+    inside a pass adds no method to those the pass is checked to call (conftest: the agent's role)."""
+    from google.cloud import compute_v1
+
+    operations = harness.compute.client(compute_v1.ZoneOperationsClient)
+    status = operation.status
+    while status != compute_v1.Operation.Status.DONE:
+        status = operations.wait(project=PROJECT, zone=ZONE, operation=operation.name).status
+
+
+def test_a_device_taken_by_another_disk_during_the_attach_is_reported_and_the_disk_left_for_the_gc(harness, capsys):
+    from google.cloud import compute_v1
+
+    def take_the_device(step: str) -> None:
+        if step != "create_disk":
+            return
+        disks = harness.compute.client(compute_v1.DisksClient)
+        done(harness, disks.insert(project=PROJECT, zone=ZONE, disk_resource=compute_v1.Disk(name="scratch", size_gb=20)))
+        done(harness, harness.compute.client(compute_v1.InstancesClient).attach_disk(
+            project=PROJECT, zone=ZONE, instance=NODE, attached_disk_resource=compute_v1.AttachedDisk(
+                source=f"projects/{PROJECT}/zones/{ZONE}/disks/scratch", device_name=names.DEVICE_NAME)))
+
+    assert harness.run_once(after_step=take_the_device) == 1  # what it then mounts is no runtime: verify refuses it
+
+    lines = log_lines(capsys.readouterr().out)
+    attach = next(line for line in lines if line["event"] == "step" and line["step"] == "attach_disk")
+    assert (attach["raced"], attach["attached_disk"]) == (True, "scratch")
+    warnings = [line for line in lines if line["event"] == "warning"]
+    assert [(w["step"], w["message"]) for w in warnings] == [("attach_disk", (
+        f"device sd-runtime holds disk scratch, not {DISK}; {DISK} stays unattached until the node is gone "
+        "and the GC removes it"))]
+    assert [a["source"].rsplit("/", 1)[-1] for a in harness.attached_runtime()] == ["scratch"]
+    assert [line["step"] for line in lines if line.get("status") == "failed"] == ["verify", "verify"]
+    assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]
+
+
+def test_a_twin_that_attached_the_same_disk_first_raises_no_warning(harness: Harness, capsys):
+    from google.cloud import compute_v1
+
+    def attach_it_first(step: str) -> None:
+        if step == "create_disk":
+            done(harness, harness.compute.client(compute_v1.InstancesClient).attach_disk(
+                project=PROJECT, zone=ZONE, instance=NODE, attached_disk_resource=compute_v1.AttachedDisk(
+                    source=harness.runtime_disks()[0]["selfLink"], device_name=names.DEVICE_NAME,
+                    mode="READ_WRITE", auto_delete=True)))
+
+    assert harness.run_once(after_step=attach_it_first) == 0
+
+    lines = log_lines(capsys.readouterr().out)
+    assert step_lines("\n".join(json.dumps(line) for line in lines))["attach_disk"]["attached_disk"] == DISK
+    assert [line for line in lines if line["event"] == "warning"] == []
+    harness.assert_converged()
+
+
+def test_the_startup_taint_is_removed_and_the_untaint_step_says_so(harness: Harness, capsys):
+    assert harness.run_once() == 0
+
+    assert step_lines(capsys.readouterr().out)["untaint"]["outcome"] == "removed"
+
+
+def test_a_startup_taint_listed_twice_is_removed_both_times_in_one_patch(harness: Harness):
+    harness.kube.add_node(NODE, taints=[STARTUP_TAINT, GPU_TAINT, STARTUP_TAINT])
+
+    assert harness.run_once() == 0
+
+    assert [r.status for r in harness.kube.requests if r.method == "PATCH"] == [200]
+    assert harness.kube.taints(NODE) == [GPU_TAINT]
+
+
+def test_a_409_conflict_on_the_untaint_patch_is_retried(harness: Harness):
+    harness.kube.fail_next(method="PATCH", status=409)
+
+    assert harness.run_once() == 0
+
+    assert [r.status for r in harness.kube.requests if r.method == "PATCH"] == [409, 200]
+    assert harness.kube.taints(NODE) == [GPU_TAINT]
+
+
+def test_taints_that_keep_changing_fail_the_untaint_naming_the_node_and_the_attempts(harness: Harness, capsys):
+    harness.kube.fail_next(method="PATCH", status=409, times=kube.CONFLICT_ATTEMPTS)
+
+    assert harness.run_once() == 1
+
+    assert step_lines(capsys.readouterr().out)["untaint"]["error"] == (
+        f"RuntimeError: taints of node {NODE} changed under us {kube.CONFLICT_ATTEMPTS} times in a row")
+    assert harness.kube.taints(NODE) == [STARTUP_TAINT, GPU_TAINT]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from attacher import names
+from attacher import agent, names
+from attacher.agent import AgentError
 from attacher.config import ConfigError, agent_config_from_env
 from attacher.devices import DirectoryDevices, HostDevices, MountError
 from attacher.kube import load_endpoint
@@ -340,3 +341,102 @@ def test_a_read_ahead_failure_is_noted_and_the_mount_goes_on(tmp_path: Path):
     from attacher.agent import _set_read_ahead
 
     assert _set_read_ahead(HostDevices(sys_root=str(tmp_path / "sys")), str(tmp_path / "nope"), 1024).startswith("unchanged (")
+
+
+# the checks of the agent's inspect and create_disk steps, and its wait for a twin's disk
+
+
+def test_an_image_without_a_status_is_refused_as_of_unknown_status():
+    from google.cloud import compute_v1
+
+    cfg = agent_config_from_env(GOOD_ENV)
+
+    with pytest.raises(AgentError) as refused:
+        agent._check_image(cfg, compute_v1.Image(name="sd-runtime-3f9a1c2b7d4e"))
+
+    assert str(refused.value) == (
+        "runtime image projects/sdgke-test/global/images/sd-runtime-3f9a1c2b7d4e is of unknown status, not READY")
+
+
+class Clock:
+    """agent.time for _wait_disk_ready: sleeping advances monotonic time, and each sleep is recorded."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class TwinsDisk:
+    """Compute.get_disk for a disk another agent is creating: the statuses it shows, one per read."""
+
+    def __init__(self, statuses: list[str]):
+        self.statuses = statuses
+        self.reads: list[tuple[str, str]] = []
+
+    def get_disk(self, zone: str, name: str):
+        from google.cloud import compute_v1
+
+        self.reads.append((zone, name))
+        return compute_v1.Disk(name=name, status=self.statuses[min(len(self.reads), len(self.statuses)) - 1])
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(agent, "time", clock)
+    return clock
+
+
+def creating(name: str = "sd-runtime-disk"):
+    from google.cloud import compute_v1
+
+    return compute_v1.Disk(name=name, status="CREATING")
+
+
+def test_a_disk_still_creating_is_polled_with_doubling_waits_capped_at_five_seconds(clock: Clock):
+    compute = TwinsDisk(["CREATING"] * 5 + ["READY"])
+
+    ready = agent._wait_disk_ready(compute, "us-central1-a", creating(), timeout=600)
+
+    assert ready.status == "READY"
+    assert agent.DISK_READY_POLL_SECONDS == 1.0
+    assert clock.sleeps == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert compute.reads == [("us-central1-a", "sd-runtime-disk")] * 6
+
+
+def test_a_disk_still_creating_at_its_deadline_times_out_naming_it_and_its_status(clock: Clock):
+    compute = TwinsDisk(["CREATING"])
+
+    with pytest.raises(TimeoutError) as timed_out:
+        agent._wait_disk_ready(compute, "us-central1-a", creating(), timeout=7.0)
+
+    assert str(timed_out.value) == "disk sd-runtime-disk still CREATING after 7s"
+    assert clock.sleeps == [1.0, 2.0, 4.0]  # 7 s waited: the deadline is reached, no further wait
+
+
+def test_a_failed_disk_is_refused_at_once_naming_it(clock: Clock):
+    from google.cloud import compute_v1
+
+    with pytest.raises(AgentError) as refused:
+        agent._wait_disk_ready(TwinsDisk([]), "us-central1-a",
+                               compute_v1.Disk(name="sd-runtime-disk", status="FAILED"), timeout=600)
+
+    assert str(refused.value) == (
+        "disk sd-runtime-disk is FAILED; it cannot be used (the GC removes it once the node is gone)")
+    assert clock.sleeps == []
+
+
+def test_a_disk_that_fails_while_a_twin_creates_it_is_refused(clock: Clock):
+    compute = TwinsDisk(["CREATING", "FAILED"])
+
+    with pytest.raises(AgentError, match="disk sd-runtime-disk is FAILED"):
+        agent._wait_disk_ready(compute, "us-central1-a", creating(), timeout=600)
+
+    assert clock.sleeps == [1.0, 2.0]

@@ -79,8 +79,9 @@ def test_a_node_relabelled_to_the_new_runtime_but_holding_the_old_disk_gets_its_
     assert harness.run_once() == 1
 
     assert harness.kube.labels(NODE) == {**ACCELERATOR, layout.RUNTIME_NODE_LABEL: OLD_HASH12}
-    error = step_lines(capsys.readouterr().out)["inspect"]["error"]
-    assert f"node {NODE} holds runtime {OLD_HASH12} (disk {OLD_DISK}), not SDGKE_RUNTIME_HASH={HASH12}" in error
+    inspect = step_lines(capsys.readouterr().out)["inspect"]
+    assert f"node {NODE} holds runtime {OLD_HASH12} (disk {OLD_DISK}), not SDGKE_RUNTIME_HASH={HASH12}" in inspect["error"]
+    assert inspect["held_runtime"] == OLD_HASH12
 
 
 def test_the_old_disk_stays_attached_and_mounted_for_the_pods_that_use_it(harness, monkeypatch):

@@ -64,3 +64,13 @@ def test_a_poll_ends_empty_when_its_worker_leaves_and_a_job_admitted_in_that_ins
     handed, head, still_waiting = asyncio.run(scenario())
     assert handed is None
     assert (head.id, still_waiting) == ("first", 1)
+
+
+def test_a_poll_that_no_job_reaches_returns_none_after_its_wait(service_module):
+    buffer_module = service_module("buffer")
+
+    async def scenario():
+        buffer = buffer_module.Buffer(max_depth=10)
+        return await buffer.take(0.01, asyncio.Event()), len(buffer)
+
+    assert asyncio.run(scenario()) == (None, 0)
