@@ -187,3 +187,13 @@ def test_plan_refuses_a_part_it_does_not_know_and_names_the_parts(tmp_path):
     result = plan(tmp_path, "--stack", "dev", "--off", "autoscaling")
     assert result.returncode == 2
     assert "invalid choice: 'autoscaling' (choose from 'gateway', 'observability', 'jobs')" in result.stderr
+
+
+def test_the_program_runs_in_a_process_where_a_test_already_used_asyncio_run():
+    """asyncio.run leaves the thread without an event loop, and Pulumi's mock runtime needs one."""
+    import asyncio
+
+    from tools import mockrun
+
+    asyncio.run(asyncio.sleep(0))
+    assert mockrun.run("dev").resources

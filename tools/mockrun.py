@@ -8,6 +8,7 @@ reproducible.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import runpy
@@ -195,6 +196,17 @@ def _computed(typ: str, name: str, inputs: dict[str, Any], project: str) -> dict
     return {"name": res_name} if typ.startswith("gcp:") else {}
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's mock runtime uses this thread's event loop, which `asyncio.run` (in a test that ran earlier in the
+    same process) leaves unset: give the thread a new one then."""
+    try:
+        if not asyncio.get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
         config: dict[str, str] | None = None) -> Run:
     """Run `root/__main__.py` for `stack` under mocks and return everything it registered.
@@ -264,6 +276,7 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
         return rpc.deserialize_properties(obj, keep_unknowns=True, keep_internal=False)
 
     settings.ROOT.set(None)
+    _ensure_event_loop()
     mocks = Mocks()
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
     pulumi.runtime.set_all_config(cfg)
