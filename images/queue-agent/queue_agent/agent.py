@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from queue_agent import contract
+from queue_agent import alive, contract
 
 log = logging.getLogger("queue_agent")
 
@@ -192,8 +192,7 @@ class Agent:
     def _beat(self) -> None:
         now = time.time()
         if self.settings.heartbeat and now - self._last_beat >= 1.0:
-            with open(self.settings.heartbeat, "w") as beat:
-                beat.write(str(now))
+            alive.beat(self.settings.heartbeat)
             self._last_beat = now
 
     def _pull(self, stop: threading.Event, block: bool = True) -> Any:
