@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+import time
 
 import pytest
 from google.api_core import exceptions
 
 from tests.jobs import harness
-from tests.jobs.harness import AgentThread, wait_until
+from tests.jobs.harness import AgentThread, agent, wait_until
 
 JOB = {"prompt": "a lighthouse at dusk", "steps": 20, "batch_size": 2}
 
@@ -234,10 +236,37 @@ def test_the_agent_waits_out_a_pubsub_stopped_and_restarted(webui, bucket):
         with harness.pubsub_emulator(host):  # a restarted emulator keeps nothing: the queue is made again
             queue = harness.Queue(number=queue.number)
             queue.publish("job-1", JOB)
-            wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+            wait_until(lambda: running.agent.outcomes["completed"] == 1, what="the job settled")
+            assert result_commits(bucket, "job-1") == 1
             assert running.thread.is_alive() and running.agent.ready.is_set()
     finally:
         running.__exit__()
+
+
+def test_sigterm_while_pubsub_is_gone_stops_the_agent_within_its_drain(webui, bucket):
+    """The result is committed, then Pub/Sub goes away before the ack: SIGTERM must not wait out the client's
+    one-minute retries of the ack and of the lease's extension, nor end in a traceback."""
+    with harness.pubsub_emulator():
+        queue = harness.Queue()
+        running = AgentThread(queue.settings("results", webui_url=webui.url, drain_seconds=1.0)).__enter__()
+        wait_until(lambda: running.agent.ready.is_set(), what="the agent pulling")
+        webui.admit.clear()
+        queue.publish("job-1", JOB)
+        wait_until(lambda: webui.open_requests == 1 and webui.txt2img_payloads[-1] == JOB, what="the generation")
+    failures: list[threading.ExceptHookArgs] = []
+    previous_hook, threading.excepthook = threading.excepthook, failures.append
+    try:
+        webui.admit.set()
+        wait_until(lambda: result_commits(bucket, "job-1"), what="the result")
+        stopping = time.monotonic()
+        running.stop.set()
+        running.thread.join(timeout=60)
+        took = time.monotonic() - stopping
+    finally:
+        threading.excepthook = previous_hook
+    assert not running.thread.is_alive() and failures == []
+    assert took < 1.0 + 2 * agent.PUBSUB_CALL_SECONDS + 5
+    assert running.agent.outcomes["released"] == 1
 
 
 def test_a_job_pulled_as_sigterm_arrives_is_handed_back_not_run(queue, webui, bucket, settings):

@@ -42,6 +42,11 @@ the checkpoint is loaded, which an API that merely answers does not show."""
 PULL_BACKOFF_CAP_SECONDS = 30.0
 """The longest wait between pulls that failed: half the heartbeat's 60 s limit (components/worker.py)."""
 
+PUBSUB_CALL_SECONDS = 10.0
+"""The most one acknowledge or modifyAckDeadline may take. Called with the client's defaults, one call to an
+unreachable Pub/Sub retries for 60 s ("Timeout of 60.0s exceeded") and would hold a SIGTERM past the drain;
+the agent's own loops (the lease's next tick, `_persist`) do the retrying instead."""
+
 
 class RetryableError(Exception):
     """This attempt failed; another may succeed."""
@@ -62,9 +67,9 @@ class Settings:
     ready_poll_seconds: float = 2.0
     storage_retry_seconds: float = 60.0
     pull_timeout_seconds: float = 10.0
+    """How long one pull waits for a job: also how long SIGTERM may wait for an idle agent."""
     heartbeat: str | None = None
     """A file the agent touches while its loop runs; `python -m queue_agent.alive` reads its age."""
-    """How long one pull waits for a job: also how long SIGTERM may wait for an idle agent."""
 
 
 class Results(Protocol):
@@ -129,14 +134,15 @@ class Lease:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        self._thread.join(PUBSUB_CALL_SECONDS)  # an extension in flight is bounded; the thread is a daemon
 
     def _run(self) -> None:
         subscriber, subscription, ack_id, deadline = self._args
         while not self._stop.wait(deadline / 3):
             try:
                 subscriber.modify_ack_deadline(subscription=subscription, ack_ids=[ack_id],
-                                               ack_deadline_seconds=deadline)
+                                               ack_deadline_seconds=deadline, retry=None,
+                                               timeout=min(PUBSUB_CALL_SECONDS, deadline / 3))
             except Exception as err:  # noqa: BLE001 - a missed extension is retried; the job is not lost
                 log.warning("lease extension failed: %s", err)
 
@@ -168,8 +174,7 @@ class Agent:
             received = self._pull(stop)
             if received is not None and stop.is_set():
                 # pulled as SIGTERM came: hand it back now rather than start what the drain may cut short
-                self._nack(received)
-                self.outcomes["released"] += 1
+                self._release(received)
             elif received is not None:
                 self._work(received, stop)
 
@@ -244,8 +249,7 @@ class Agent:
         if worker.is_alive():
             # Shutting down with the job unfinished: release it now rather than when its lease lapses.
             # Should this attempt still commit later, the result's precondition keeps it the only one.
-            self._nack(received)
-            self.outcomes["released"] += 1
+            self._release(received)
             log.warning("released job %s at shutdown", received.message.attributes.get("job_id"))
             return
         self.outcomes[outcome[0] if outcome else "retried"] += 1
@@ -322,11 +326,22 @@ class Agent:
         self._ack(received)
 
     def _ack(self, received: Any) -> None:
-        self.subscriber.acknowledge(subscription=self.settings.subscription, ack_ids=[received.ack_id])
+        self.subscriber.acknowledge(subscription=self.settings.subscription, ack_ids=[received.ack_id],
+                                    retry=None, timeout=PUBSUB_CALL_SECONDS)
 
     def _nack(self, received: Any) -> None:
-        self.subscriber.modify_ack_deadline(subscription=self.settings.subscription, ack_ids=[received.ack_id],
-                                            ack_deadline_seconds=0)
+        """Hand a job back at once, trying once and briefly: should Pub/Sub not take it, the job comes back
+        anyway when its ack deadline lapses, the lease having stopped with the work."""
+        try:
+            self.subscriber.modify_ack_deadline(subscription=self.settings.subscription, ack_ids=[received.ack_id],
+                                                ack_deadline_seconds=0, retry=None, timeout=PUBSUB_CALL_SECONDS)
+        except Exception as err:  # noqa: BLE001 - the lapsing deadline hands it back instead
+            log.warning("job %s: handed back when its ack deadline lapses, not at once: %s",
+                        received.message.attributes.get("job_id"), err)
+
+    def _release(self, received: Any) -> None:
+        self._nack(received)
+        self.outcomes["released"] += 1
 
 
 def new_attempt() -> str:
