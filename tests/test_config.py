@@ -403,7 +403,7 @@ def test_prod_takes_a_range_that_only_contains_a_documentation_range():
 def test_g2_gpu_nodes_refuse_a_standard_persistent_disk():
     assert problems_of(gpuPool={"diskType": "pd-standard"}) == [
         'gpuPool.diskType: "pd-standard" is not allowed; expected a disk type g2-standard-8 takes: pd-balanced, '
-        "pd-ssd (components/config.py, PD_TYPES_BY_SERIES, cites the source)"
+        "pd-ssd (components/config/rules.py, PD_TYPES_BY_SERIES, cites the source)"
     ]
 
 
