@@ -116,6 +116,11 @@ BAD_CONFIGS = [
         id="duplicate-zone",
     ),
     pytest.param(
+        {"zones": ["us-central1-a", {"name": "us-central1-b"}]},
+        'zones[1]: {"name": "us-central1-b"} is not allowed; expected a zone of region us-central1, such as us-central1-a',
+        id="zone-not-a-string",
+    ),
+    pytest.param(
         {"zones": []},
         "zones: [] is not allowed; expected a non-empty list of zones in the region",
         id="no-zone",

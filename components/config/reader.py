@@ -362,7 +362,8 @@ def read_top_level(r: Reader, raw: dict[str, Any]) -> tuple[str, str, tuple[str,
             for i, z in enumerate(zv):
                 if not isinstance(z, str) or (region_ok and not re.fullmatch(re.escape(region) + r"-[a-z]", z)):
                     r.fail(f"zones[{i}]", z, f"a zone of region {region}, such as {region}-a")
-            if len(set(zones)) != len(zones):
+            names = [z for z in zv if isinstance(z, str)]  # the others are reported above, and may be unhashable
+            if len(set(names)) != len(names):
                 r.fail("zones", zv, "distinct zones")
     environment = r.choice("environment", raw["environment"], ENVIRONMENTS) if "environment" in raw else "dev"
     return project, region, zones, environment
