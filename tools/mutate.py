@@ -66,11 +66,15 @@ POLICY_MODULES = {
     "pod_security": ("tests/test_pod_security.py",),
 }
 """The whole policy pack (policy/): each module and the tests of the policies it holds."""
+CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py")
+CONFIG_MODULES = ("__init__", "model", "reader", "rules")
+"""The config loader (components/config/): parse and the sources, the types, the per-key checks, the cross-key
+rules; every one is tested through `parse`, so all share the config tests."""
 
 TARGETS = (
     *(Target(f"policy/{module}.py", POLICY_TESTS + tests, recorded_runs=(("dev", "{}"), ("prod", "{}")))
       for module, tests in POLICY_MODULES.items()),
-    Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
+    *(Target(f"components/config/{module}.py", CONFIG_TESTS) for module in CONFIG_MODULES),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
     Target(
