@@ -8,12 +8,17 @@ The queue follows gradio-app/gradio@v3.41.2, read from the released wheel (gradi
   `fn_index`, `session_hash`); `process_events`: send `{"msg": "process_starts"}`, run the function, send
   `{"msg": "process_completed", "output": {"data": [...]}, "success": true}`.
 Strict about that order: a client message out of turn, or missing a field, closes the socket with 1008
-(policy violation) and is recorded in `violations`. A message may be as large as WebUI's server takes: Gradio
+(policy violation) and is recorded in `violations`. As in Gradio, an event whose browser left after
+`process_starts` still runs to its end (`process_events` runs it in a background task; only `send_message` to
+the gone socket fails): `delivered` lists the events whose `process_completed` reached an open socket. Two
+gates hold an event for a test: `queue_open` before `send_data` (the event waits in Gradio's queue), `finish`
+between `process_starts` and `process_completed` (the generation runs). A message may be as large as WebUI's server takes: Gradio
 runs on uvicorn, whose `--ws-max-size` defaults to 16 MiB (www.uvicorn.org/settings, "Implementation").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -26,6 +31,11 @@ class FakeGradio:
     def __init__(self) -> None:
         self.generated: list[str] = []
         self.violations: list[str] = []
+        self.delivered: list[str] = []
+        self.queue_open = asyncio.Event()
+        self.queue_open.set()
+        self.finish = asyncio.Event()
+        self.finish.set()
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -67,14 +77,20 @@ class FakeGradio:
             return socket
         await socket.send_json({"msg": "estimation", "rank": 0, "queue_size": 1, "avg_event_process_time": None,
                                 "avg_event_concurrent_process_time": None, "rank_eta": None, "queue_eta": 0})
+        await self.queue_open.wait()
         await socket.send_json({"msg": "send_data"})
         body = await self._receive(socket, {"data", "fn_index", "session_hash"}, "after send_data")
         if body is None:
             return socket
         await socket.send_json({"msg": "process_starts"})
         prompt = body["data"][0]
+        await self.finish.wait()
         self.generated.append(prompt)
-        await socket.send_json({"msg": "process_completed", "output": {"data": [f"image of {prompt}"]},
-                                "success": True})
+        try:
+            await socket.send_json({"msg": "process_completed", "output": {"data": [f"image of {prompt}"]},
+                                    "success": True})
+            self.delivered.append(prompt)
+        except ConnectionError:
+            pass  # the socket is gone, as Gradio's send_message finds
         await socket.close()
         return socket

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+
 import aiohttp
 
 from tests.fakes.gradio import PAGE, UVICORN_WS_MAX_SIZE, FakeGradio
 from tests.fakes.queue_worker import StandInWorker
 from tests.request_queue.conftest import AUTH, run_async
-from tests.request_queue.helpers import demand
+from tests.request_queue.helpers import demand, txt2img, until_demand
 
 GRADIO_CLIENT = [  # what Gradio 3.41's front end sends, in order, for one click of Generate
     ("send_hash", {"session_hash": "tab-1", "fn_index": 7}),
@@ -16,6 +20,18 @@ GRADIO_CLIENT = [  # what Gradio 3.41's front end sends, in order, for one click
     ("send_data", {"data": ["a red fox"], "fn_index": 7, "session_hash": "tab-1", "event_data": None}),
     ("process_starts", None),
 ]
+
+
+def _ws_url(queue) -> str:
+    return queue.url.replace("http://", "ws://") + "/queue/join"
+
+
+async def _until_started(socket: aiohttp.ClientWebSocketResponse) -> None:
+    """One click of Generate, up to `process_starts`: the pod runs the browser's generation from there."""
+    for expected, answer in GRADIO_CLIENT:
+        assert (await socket.receive_json())["msg"] == expected
+        if answer is not None:
+            await socket.send_json(answer)
 
 
 @run_async
@@ -81,3 +97,77 @@ async def test_an_img2img_input_larger_than_aiohttps_4_mib_default_crosses_the_q
         await gradio.stop()
     assert gradio.violations == [] and gradio.generated == [base64_image]
     assert completed["output"] == {"data": [f"image of {base64_image}"]}
+
+
+@contextlib.asynccontextmanager
+async def _pod_holding_its_generations(start_queue):
+    """The request queue, and pod-a registered with a Gradio whose generations run until `finish` is set."""
+    queue = start_queue(SD_API_AUTH=AUTH)
+    gradio = await FakeGradio().start()
+    gradio.finish.clear()
+    try:
+        async with aiohttp.ClientSession() as session:
+            worker = StandInWorker(session, queue.workers_url, "pod-a", gradio.url)
+            await worker.poll()
+            yield queue, gradio, session, worker
+    finally:
+        await gradio.stop()
+
+
+async def _api_call_held_while_the_pod_is_busy(queue, session, worker) -> tuple[asyncio.Task, asyncio.Task]:
+    """A txt2img call and the worker's long poll, once the demand shows the call waiting and the pod busy."""
+    client = asyncio.create_task(txt2img(session, queue.url, "api"))
+    poll = asyncio.create_task(worker.poll(wait=20))
+    await until_demand(session, queue.workers_url, waiting=1, busy=1, workers=1)
+    return client, poll
+
+
+@run_async
+async def test_a_pod_running_a_browsers_generation_counts_busy_until_gradio_completes_it(start_queue):
+    async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, _):
+        async with session.ws_connect(_ws_url(queue)) as socket:
+            await _until_started(socket)
+            running = await until_demand(session, queue.workers_url, busy=1)
+            gradio.finish.set()
+            assert (await socket.receive_json())["msg"] == "process_completed"
+            after = await until_demand(session, queue.workers_url, busy=0)
+    assert (running["idle"], running["desired"]) == (0, 1)
+    assert after["idle"] == 1
+
+
+@run_async
+async def test_a_worker_whose_pod_runs_a_browsers_generation_gets_the_next_job_only_once_it_completes(start_queue):
+    async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, worker):
+        async with session.ws_connect(_ws_url(queue)) as socket:
+            await _until_started(socket)
+            client, poll = await _api_call_held_while_the_pod_is_busy(queue, session, worker)
+            gradio.finish.set()
+            assert (await socket.receive_json())["msg"] == "process_completed"
+            job = await poll
+        await worker.post_result(job, 200, b"{}")
+        status, _, _ = await client
+    assert job["headers"]["X-Loadtest-Request"] == "api" and status == 200
+
+
+@run_async
+async def test_a_browser_that_leaves_mid_generation_leaves_its_pod_busy_until_gradio_completes_it(start_queue):
+    async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, worker):
+        async with session.ws_connect(_ws_url(queue)) as socket:
+            await _until_started(socket)
+        client, poll = await _api_call_held_while_the_pod_is_busy(queue, session, worker)
+        gradio.finish.set()
+        job = await poll
+        await worker.post_result(job, 200, b"{}")
+        await client
+    assert gradio.delivered == ["a red fox"], "Gradio's process_completed reached the front's open socket"
+    assert job["headers"]["X-Loadtest-Request"] == "api"
+
+
+def test_the_kind_of_a_gradio_message_is_read_from_its_head_however_it_is_spaced(service_module):
+    ui_events = service_module("ui_events")
+    image = "A" * (1024 * 1024)
+    assert ui_events.kind('{"msg":"process_starts"}') == "process_starts"
+    message = json.dumps({"msg": "process_completed", "output": {"data": [image]}})
+    assert ui_events.kind(message) == "process_completed"
+    assert ui_events.kind('{"output": {}, "msg": "process_completed"}') is None
+    assert ui_events.kind("not json") is None

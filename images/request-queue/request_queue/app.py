@@ -101,6 +101,9 @@ class Service:
                 job.move(State.SHUT_DOWN)
 
     async def stop(self) -> None:
+        if self.front is not None:
+            for task in list(self.front.background):
+                task.cancel()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self.front is not None and self.front.session is not None:

@@ -3,7 +3,8 @@
 An API call that does not take queue_lock (routes.py) goes to any registered pod, an idle one first, waiting
 through a cold start within QUEUE_MAX_WAIT_SECONDS. The browser UI goes to one pod per browser, kept by a
 cookie, WebSocket upgrades included: Gradio 3.41's queue (WebUI v1.10.1's UI) joins over a WebSocket at
-`/queue/join` (gradio-app/gradio@v3.41.2 gradio/routes.py `queue_join`). While no pod is registered, `/` gets
+`/queue/join` (gradio-app/gradio@v3.41.2 gradio/routes.py `queue_join`); the events those sockets run make their
+pod busy (ui_events.py). While no pod is registered, `/` gets
 an inline "starting" page (503, Retry-After) and every browser request keeps one pod wanted
 (UI_KEEPALIVE_SECONDS), which is what wakes a pod from zero.
 """
@@ -20,6 +21,7 @@ from multidict import CIMultiDict
 from request_queue.clients import refusal, retry_after
 from request_queue.headers import passed
 from request_queue.state import Front
+from request_queue.ui_events import COMPLETED, UiSocket
 from request_queue.workers import Worker
 
 CLIENT_MAX_BYTES = 64 * 1024 * 1024
@@ -111,7 +113,8 @@ async def browser(front: Front, request: web.Request) -> web.StreamResponse:
 
 
 async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
-    """Both directions of one WebSocket, until either side closes."""
+    """Both directions of one WebSocket, until either side closes; a Gradio event the pod runs for it makes the pod
+    busy (ui_events.py), past the browser's leaving too."""
     assert front.session is not None
     url = worker.url.rstrip("/") + request.rel_url.raw_path_qs
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -124,33 +127,61 @@ async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.
         return web.json_response({"detail": f"the WebUI pod refused the WebSocket: {type(error).__name__}"},
                                  status=502)
     client = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=CLIENT_MAX_BYTES)
+    socket = UiSocket(worker)
     front.ui.sockets += 1
     try:
         await client.prepare(request)
-        await _pump_both(client, upstream, front)
+        await _relay(client, upstream, socket, front)
     finally:
         front.ui.sockets -= 1
         front.ui.touch()
-        await upstream.close()
         await client.close()
+        if socket.running:  # the browser left mid-event; the pod runs it to the end all the same
+            front.keep(_until_completed(upstream, socket))
+        else:
+            await upstream.close()
     return client
 
 
-async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, front: Front) -> None:
-    async def pump(source, sink) -> None:
-        async for message in source:
+async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, socket: UiSocket,
+                 front: Front) -> None:
+    async def to_pod() -> None:
+        async for message in client:
             front.ui.touch()
             if message.type is aiohttp.WSMsgType.TEXT:
-                await sink.send_str(message.data)
+                await upstream.send_str(message.data)
             elif message.type is aiohttp.WSMsgType.BINARY:
-                await sink.send_bytes(message.data)
+                await upstream.send_bytes(message.data)
             else:
                 break
 
-    tasks = [asyncio.create_task(pump(client, upstream)), asyncio.create_task(pump(upstream, client))]
+    async def to_browser() -> None:
+        async for message in upstream:
+            front.ui.touch()
+            if message.type is aiohttp.WSMsgType.TEXT:
+                socket.saw(message.data)
+                await client.send_str(message.data)
+            elif message.type is aiohttp.WSMsgType.BINARY:
+                await client.send_bytes(message.data)
+            else:
+                break
+        socket.end()  # the pod closed the socket: Gradio does so once the event is over
+
+    tasks = [asyncio.create_task(to_pod()), asyncio.create_task(to_browser())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _until_completed(upstream: aiohttp.ClientWebSocketResponse, socket: UiSocket) -> None:
+    """Read the pod's side of a socket whose browser left mid-event until the event completes."""
+    try:
+        async for message in upstream:
+            if message.type is not aiohttp.WSMsgType.TEXT or socket.saw(message.data) == COMPLETED:
+                break
+    finally:
+        socket.end()
+        await upstream.close()

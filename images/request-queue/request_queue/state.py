@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -28,6 +29,9 @@ class Front:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when nothing is held or passing: the drain may end early."""
     session: aiohttp.ClientSession | None = None
+    background: set[asyncio.Task] = field(default_factory=set)
+    """Work no client waits for (a browser's event read to its end after the browser left): not drained,
+    cancelled at stop."""
 
     @classmethod
     def create(cls, settings: Settings) -> Front:
@@ -40,6 +44,11 @@ class Front:
 
     def now(self) -> float:
         return self.registry.clock()
+
+    def keep(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def settle(self) -> None:
         """Re-check whether anything is in flight (after a request ends)."""

@@ -14,6 +14,7 @@ import json
 
 from aiohttp import web
 
+from request_queue import ui_events
 from request_queue.jobs import Job, Result, State
 from request_queue.state import FRONT, Front
 from request_queue.workers import demand
@@ -77,7 +78,7 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     worker.batch_since = None
     worker.polls += 1
     try:
-        job = await front.buffer.take(wait, worker.left)
+        job = await ui_events.take_when_free(front.buffer, worker, wait)
     finally:
         worker.polls -= 1
         worker.last_seen = front.now()

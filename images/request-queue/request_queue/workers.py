@@ -28,10 +28,30 @@ class Worker:
     left: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when it is no longer registered (DELETE, its `cancel` dropped, the TTL): its open `next` answers
     204 at once."""
+    ui_events: int = 0
+    """Browser (Gradio) events its pod runs now, each between `process_starts` and its end (ui_events.py)."""
+    in_ui: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while ui_events > 0: an open `next` stops waiting for a job."""
+    ui_done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while ui_events == 0: a held `next` goes on."""
+
+    def __post_init__(self) -> None:
+        self.ui_done.set()
 
     @property
     def busy(self) -> bool:
-        return self.job is not None or self.batch_since is not None
+        return self.job is not None or self.batch_since is not None or self.ui_events > 0
+
+    def ui_event_started(self) -> None:
+        self.ui_events += 1
+        self.in_ui.set()
+        self.ui_done.clear()
+
+    def ui_event_ended(self) -> None:
+        self.ui_events -= 1
+        if self.ui_events == 0:
+            self.in_ui.clear()
+            self.ui_done.set()
 
 
 class Registry:
