@@ -30,11 +30,11 @@ def gpu_deployment(*, replicas: int | None = None, annotations: dict | None = No
     return resource(DEPLOYMENT, inputs, name="webui")
 
 
-def scaled_object(target: dict | None = None, maximum: int | None = None):
+def scaled_object(target: dict | None = None, maximum: int | None = None, name: str = "scaler"):
     spec = {"scaleTargetRef": target or {"name": "webui"}, "triggers": []}
     if maximum is not None:
         spec["maxReplicaCount"] = maximum
-    return resource(SCALED_OBJECT, {"metadata": {"name": "webui", "namespace": "sd"}, "spec": spec}, name="scaler")
+    return resource(SCALED_OBJECT, {"metadata": {"name": "webui", "namespace": "sd"}, "spec": spec}, name=name)
 
 
 def reported(policy: str, *resources) -> list[tuple[str, str | None]]:
@@ -124,3 +124,60 @@ def test_gpus_asked_only_as_a_limit_count_against_the_pool():
     pool = resource(NODE_POOL, gpu_pool(), name="gpu")  # 2 nodes of 1 GPU
     deployment = gpu_deployment(gpu={"limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}})
     assert violations(FITS_POOL, pool, deployment, scaled_object(maximum=3)) == [too_many(3, 2)]
+
+
+def test_a_fixed_size_pool_without_gpus_does_not_keep_the_gpu_pools_from_being_judged():
+    system = resource(NODE_POOL, {"nodeCount": 1, "nodeConfig": {"machineType": "e2-standard-4"}}, name="system")
+    gpus = resource(NODE_POOL, gpu_pool(), name="gpu")
+    assert violations(FITS_POOL, system, gpus, gpu_deployment(), scaled_object(maximum=3)) == [too_many(3, 2)]
+
+
+def test_a_scaled_object_of_a_deployment_outside_the_stack_is_not_judged():
+    pool = resource(NODE_POOL, gpu_pool(), name="gpu")
+    elsewhere = scaled_object({"name": "made-by-another-stack"}, maximum=3)
+    assert violations(FITS_POOL, pool, gpu_deployment(), elsewhere) == []
+
+
+def test_a_scaled_object_without_a_maximum_may_ask_for_keda_s_default_of_a_hundred_pods():
+    pool = resource(NODE_POOL, gpu_pool(), name="gpu")
+    assert violations(FITS_POOL, pool, gpu_deployment(), scaled_object()) == [too_many(100, 2)]
+
+
+def test_a_pod_of_two_gpus_counts_twice_against_the_pool():
+    pool = resource(NODE_POOL, gpu_pool(autoscaling={"totalMinNodeCount": 0, "totalMaxNodeCount": 3}), name="gpu")
+    deployment = gpu_deployment(gpu={"limits": {"memory": "1Gi", "nvidia.com/gpu": "2"}})
+    assert violations(FITS_POOL, pool, deployment, scaled_object(maximum=2)) == [
+        "ScaledObject sd/webui may ask for 2 pods of 2 GPU(s); the GPU pools hold 3 GPU(s) at most."]
+
+
+def test_each_scaled_object_is_judged_after_one_that_is_not():
+    pool = resource(NODE_POOL, gpu_pool(), name="gpu")
+    elsewhere = scaled_object({"name": "made-by-another-stack"}, maximum=3, name="elsewhere")
+    assert violations(FITS_POOL, pool, gpu_deployment(), elsewhere, scaled_object(maximum=3)) == [too_many(3, 2)]
+
+
+def test_a_scaler_too_large_for_the_pool_is_reported_against_the_scaled_object():
+    pool, scaler = resource(NODE_POOL, gpu_pool(), name="gpu"), scaled_object(maximum=3)
+    assert reported(FITS_POOL, pool, gpu_deployment(), scaler) == [(too_many(3, 2), scaler.urn)]
+
+
+# --- a prometheus trigger on Cloud Monitoring ignores null values -------------------------------------
+
+def prometheus_trigger(ignore: str) -> dict:
+    return {"metadata": {"name": "webui", "namespace": "sd"},
+            "spec": {"scaleTargetRef": {"name": "webui"}, "triggers": [{"type": "prometheus", "metadata": {
+                "serverAddress": "https://monitoring.googleapis.com/v1/projects/p/location/global/prometheus",
+                "query": "q", "threshold": "5", "ignoreNullValues": ignore}}]}}
+
+
+@pytest.mark.parametrize("ignore", ["1", "t", "T", "TRUE", "true", "True"])
+def test_every_spelling_go_parses_as_true_ignores_null_values(ignore):
+    """KEDA reads ignoreNullValues with Go's strconv.ParseBool (golang/go src/strconv/atob.go ParseBool)."""
+    assert violations("keda-no-data-is-zero", resource(SCALED_OBJECT, prometheus_trigger(ignore))) == []
+
+
+@pytest.mark.parametrize("ignore", ["yes", "on", "tRUE"])
+def test_a_spelling_go_does_not_parse_as_true_is_refused(ignore):
+    assert violations("keda-no-data-is-zero", resource(SCALED_OBJECT, prometheus_trigger(ignore))) == [
+        f"ScaledObject sd/webui: its prometheus trigger on Cloud Monitoring has ignoreNullValues {ignore!r}; set "
+        "ignoreNullValues: \"true\", or a query with no data is an error that holds the GPU pods."]

@@ -70,8 +70,14 @@ CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py")
 """The config loader's (components/config/): every part of it (parse and the sources, the types, the per-key
 checks, the cross-key rules) is tested through `parse`. Its __init__'s module level is only re-exports."""
 
+def _rules_first(tests: tuple[str, ...]) -> tuple[str, ...]:
+    """The in-process rule cases (tests/test_policy_*rules.py, under a second) before the stacks' tests: `-x`
+    stops a killed mutant there."""
+    return tuple(sorted(tests, key=lambda t: not t.endswith("rules.py")))
+
+
 TARGETS = (
-    *(Target(f"policy/{module}.py", POLICY_TESTS + tests, recorded_runs=(("dev", "{}"), ("prod", "{}")))
+    *(Target(f"policy/{module}.py", _rules_first(POLICY_TESTS + tests), recorded_runs=(("dev", "{}"), ("prod", "{}")))
       for module, tests in POLICY_MODULES.items()),
     Target("components/config/__init__.py", CONFIG_TESTS, functions=("parse", "decode", "load", "load_stack")),
     *(Target(f"components/config/{module}.py", CONFIG_TESTS) for module in ("model", "reader", "rules")),
