@@ -20,7 +20,7 @@ import sys
 import aiohttp
 from aiohttp import web
 
-from request_queue import auth, clients, proxy, routes, worker_api
+from request_queue import auth, callers, clients, proxy, routes, worker_api
 from request_queue.config import Settings
 from request_queue.jobs import EXPIRED, State
 from request_queue.state import FRONT, Front
@@ -43,6 +43,11 @@ async def _client_call(request: web.Request) -> web.StreamResponse:
             return refused
         if routes.is_queued(request.method, request.path):
             return await clients.queued(front, request)
+        if callers.is_per_job(request.method, request.path):
+            return await callers.per_job(front, request)
+        swap = await callers.model_swap(request)
+        if swap is not None:
+            return swap
         return await proxy.passed_api(front, request)
     return await proxy.browser(front, request)
 

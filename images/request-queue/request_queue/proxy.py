@@ -49,7 +49,7 @@ async def _worker_within(front: Front, until: float) -> Worker | None:
     return worker
 
 
-async def _forward(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
+async def forward(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
     """One HTTP exchange with the pod, status, headers and body passed through as they are."""
     assert front.session is not None
     body = await request.read()
@@ -74,7 +74,7 @@ async def _api_call(front: Front, request: web.Request) -> web.StreamResponse:
     worker = await _worker_within(front, front.now() + front.settings.max_wait)
     if worker is None:
         return refusal(503, "no WebUI pod became ready in time", retry_after(front))
-    return await _forward(front, request, worker)
+    return await forward(front, request, worker)
 
 
 async def _counted(front: Front, call: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -106,7 +106,7 @@ async def browser(front: Front, request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         response = await _counted(front, lambda: _websocket(front, request, worker))
     else:
-        response = await _counted(front, lambda: _forward(front, request, worker))
+        response = await _counted(front, lambda: forward(front, request, worker))
     if request.cookies.get(COOKIE) != worker.name and not response.prepared:
         response.set_cookie(COOKIE, worker.name, path="/", httponly=True, samesite="Lax")
     return response
