@@ -91,9 +91,12 @@ class Service:
             self.ports[role] = runner.addresses[0][1]
 
     async def drain(self) -> None:
-        """Refuse new requests; wait up to DRAIN_SECONDS for those held (waiting or running) to be answered."""
+        """Refuse new requests; cut the browsers' queue sockets whose event has not started; wait up to
+        DRAIN_SECONDS for those held (waiting or running, browser events included) to be answered."""
         assert self.front is not None
         self.front.draining = True
+        for socket in list(self.front.ui_sockets):
+            socket.drain()
         log("draining", held=len(self.front.held), drain_seconds=self.settings.drain)
         try:
             async with asyncio.timeout(self.settings.drain):

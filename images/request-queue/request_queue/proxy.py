@@ -129,12 +129,19 @@ async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.
     client = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=CLIENT_MAX_BYTES)
     socket = UiSocket(worker)
     front.ui.sockets += 1
+    front.ui_sockets.add(socket)
     try:
         await client.prepare(request)
         await _relay(client, upstream, socket, front)
     finally:
         front.ui.sockets -= 1
+        front.ui_sockets.discard(socket)
         front.ui.touch()
+        if socket.cut.is_set() and request.transport is not None:
+            # No close frame: Gradio 3.41's front end reports a socket closed without one as "Connection errored
+            # out." and ends the event (its `websocket.onclose`, `!evt.wasClean`), so the user can try again; a
+            # clean close before the event completed would leave the browser waiting for it.
+            request.transport.abort()
         await client.close()
         if socket.running:  # the browser left mid-event; the pod runs it to the end all the same
             front.keep(_until_completed(upstream, socket))
@@ -167,7 +174,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 break
         socket.end()  # the pod closed the socket: Gradio does so once the event is over
 
-    tasks = [asyncio.create_task(to_pod()), asyncio.create_task(to_browser())]
+    tasks = [asyncio.create_task(to_pod()), asyncio.create_task(to_browser()), asyncio.create_task(socket.cut.wait())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
