@@ -100,9 +100,9 @@ async def test_an_img2img_input_larger_than_aiohttps_4_mib_default_crosses_the_q
 
 
 @contextlib.asynccontextmanager
-async def _pod_holding_its_generations(start_queue):
+async def _pod_holding_its_generations(start_queue, **settings: str):
     """The request queue, and pod-a registered with a Gradio whose generations run until `finish` is set."""
-    queue = start_queue(SD_API_AUTH=AUTH)
+    queue = start_queue(SD_API_AUTH=AUTH, **settings)
     gradio = await FakeGradio().start()
     gradio.finish.clear()
     try:
@@ -161,6 +161,57 @@ async def test_a_browser_that_leaves_mid_generation_leaves_its_pod_busy_until_gr
         await client
     assert gradio.delivered == ["a red fox"], "Gradio's process_completed reached the front's open socket"
     assert job["headers"]["X-Loadtest-Request"] == "api"
+
+
+async def _until_draining(session: aiohttp.ClientSession, queue) -> None:
+    async with asyncio.timeout(20):
+        while (await session.get(queue.url + "/healthz")).status != 503:
+            await asyncio.sleep(0.02)
+
+
+@run_async
+async def test_on_sigterm_a_socket_whose_event_has_not_started_is_cut_at_once_without_a_close_frame(start_queue):
+    async with _pod_holding_its_generations(start_queue, DRAIN_SECONDS="300") as (queue, gradio, session, _):
+        gradio.queue_open.clear()  # the event waits in Gradio's queue, before send_data
+        async with session.ws_connect(_ws_url(queue)) as socket:
+            assert (await socket.receive_json())["msg"] == "send_hash"
+            await socket.send_json(GRADIO_CLIENT[0][1])
+            assert (await socket.receive_json())["msg"] == "estimation"
+            queue.terminate()
+            async with asyncio.timeout(60):  # not DRAIN_SECONDS
+                cut = await socket.receive()
+        gradio.queue_open.set()
+    events = [event["event"] for event in queue.events()]
+    assert cut.type is aiohttp.WSMsgType.CLOSED and socket.close_code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE, \
+        "no close frame: Gradio's front end then reports 'Connection errored out.'"
+    assert events[-2:] == ["draining", "stopped"]
+
+
+@run_async
+async def test_on_sigterm_a_socket_mid_generation_gets_its_result_and_the_front_stops_once_it_completed(start_queue):
+    async with _pod_holding_its_generations(start_queue, DRAIN_SECONDS="300") as (queue, gradio, session, _):
+        async with session.ws_connect(_ws_url(queue)) as socket:
+            await _until_started(socket)
+            queue.terminate()
+            await _until_draining(session, queue)
+            gradio.finish.set()
+            completed = await socket.receive_json()
+            closing = await socket.receive()
+    events = [event["event"] for event in queue.events()]
+    assert completed["msg"] == "process_completed" and closing.type is aiohttp.WSMsgType.CLOSE
+    assert events[-2:] == ["draining", "stopped"]
+
+
+def test_a_streaming_event_leaves_its_pod_free_once_it_streams_and_is_cut_by_the_drain(service_module):
+    ui_events, workers = service_module("ui_events"), service_module("workers")
+    worker = workers.Worker("pod-a", "http://10.0.0.1:7860", 0.0)
+    socket = ui_events.UiSocket(worker)
+    socket.saw('{"msg":"process_starts"}')
+    busy = worker.busy
+    socket.saw('{"msg":"process_generating","output":{"data":[1]},"success":true}')
+    socket.drain()
+    assert busy and not worker.busy
+    assert socket.cut.is_set()
 
 
 def test_the_kind_of_a_gradio_message_is_read_from_its_head_however_it_is_spaced(service_module):

@@ -20,7 +20,7 @@ import sys
 import aiohttp
 from aiohttp import web
 
-from request_queue import auth, clients, proxy, routes, worker_api
+from request_queue import auth, callers, clients, proxy, routes, worker_api
 from request_queue.config import Settings
 from request_queue.jobs import EXPIRED, State
 from request_queue.state import FRONT, Front
@@ -43,6 +43,11 @@ async def _client_call(request: web.Request) -> web.StreamResponse:
             return refused
         if routes.is_queued(request.method, request.path):
             return await clients.queued(front, request)
+        if callers.is_per_job(request.method, request.path):
+            return await callers.per_job(front, request)
+        swap = await callers.model_swap(request)
+        if swap is not None:
+            return swap
         return await proxy.passed_api(front, request)
     return await proxy.browser(front, request)
 
@@ -86,9 +91,12 @@ class Service:
             self.ports[role] = runner.addresses[0][1]
 
     async def drain(self) -> None:
-        """Refuse new requests; wait up to DRAIN_SECONDS for those held (waiting or running) to be answered."""
+        """Refuse new requests; cut the browsers' queue sockets whose event has not started; wait up to
+        DRAIN_SECONDS for those held (waiting or running, browser events included) to be answered."""
         assert self.front is not None
         self.front.draining = True
+        for socket in list(self.front.ui_sockets):
+            socket.drain()
         log("draining", held=len(self.front.held), drain_seconds=self.settings.drain)
         try:
             async with asyncio.timeout(self.settings.drain):

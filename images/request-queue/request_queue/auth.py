@@ -25,19 +25,39 @@ def _unauthorized(detail: str) -> web.Response:
     return web.Response(status=401, body=json.dumps(body).encode(), content_type="application/json")
 
 
+def _basic(request: web.Request) -> tuple[str, str] | str:
+    """(user, password) from the Authorization header; else the detail WebUI's 401 gives."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return NOT_AUTHENTICATED
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode("ascii").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "Invalid authentication credentials"
+    return (user, password) if sep else "Invalid authentication credentials"
+
+
+def caller(request: web.Request) -> str:
+    """Who calls, as far as WebUI's API clients can be told apart through the front: the basic-auth user and the
+    client's address. Behind the Gateway the peer is the load balancer's proxy, which appends the client's
+    address and then its own to X-Forwarded-For (cloud.google.com/load-balancing/docs/https, "X-Forwarded-For
+    header": `<supplied-value>,<client-ip>,<load-balancer-ip>`), so the client is the second entry from the
+    end; without a Gateway (inside the VPC) the peer is the client."""
+    basic = _basic(request)
+    user = basic[0] if isinstance(basic, tuple) else ""
+    forwarded = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    address = forwarded[-2] if len(forwarded) >= 2 else (request.remote or "")
+    return f"{user}@{address}"
+
+
 def check(request: web.Request, credentials: dict[str, str] | None) -> web.Response | None:
     """None when the call may go on; else WebUI's 401."""
     if credentials is None:
         return None
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return _unauthorized(NOT_AUTHENTICATED)
-    try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode("ascii").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return _unauthorized("Invalid authentication credentials")
-    if not sep:
-        return _unauthorized("Invalid authentication credentials")
+    basic = _basic(request)
+    if isinstance(basic, str):
+        return _unauthorized(basic)
+    user, password = basic
     expected = credentials.get(user)
     if expected is not None and compare_digest(password.encode(), expected.encode()):
         return None

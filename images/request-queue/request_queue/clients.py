@@ -15,6 +15,7 @@ import uuid
 
 from aiohttp import web
 
+from request_queue import auth
 from request_queue.headers import COLD_START, QUEUE_WAIT, passed
 from request_queue.jobs import CLIENT_GONE, EXPIRED, Job, State
 from request_queue.state import Front
@@ -39,7 +40,7 @@ async def queued(front: Front, request: web.Request) -> web.StreamResponse:
     body = await request.read()
     job = Job(id=uuid.uuid4().hex, method=request.method, path=request.path, query=request.query_string,
               headers=dict(passed(request.headers.items())), body=body, arrived=now,
-              deadline=now + front.settings.max_wait, cold=not front.registry.alive())
+              deadline=now + front.settings.max_wait, cold=not front.registry.alive(), caller=auth.caller(request))
     if not front.buffer.admit(job):
         return refusal(429, "queue full", retry_after(front))
     front.held[job.id] = job

@@ -52,6 +52,8 @@ class Job:
     """When a job still waiting in the buffer expires (arrival + QUEUE_MAX_WAIT_SECONDS)."""
     cold: bool
     """No worker was registered when it arrived: it waited through a cold start."""
+    caller: str = ""
+    """Who sent it (auth.caller): their progress, interrupt and skip calls go to its pod (callers.py)."""
     state: State = State.WAITING
     worker: str | None = None
     dispatched_at: float | None = None

@@ -49,7 +49,7 @@ async def _worker_within(front: Front, until: float) -> Worker | None:
     return worker
 
 
-async def _forward(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
+async def forward(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
     """One HTTP exchange with the pod, status, headers and body passed through as they are."""
     assert front.session is not None
     body = await request.read()
@@ -74,7 +74,7 @@ async def _api_call(front: Front, request: web.Request) -> web.StreamResponse:
     worker = await _worker_within(front, front.now() + front.settings.max_wait)
     if worker is None:
         return refusal(503, "no WebUI pod became ready in time", retry_after(front))
-    return await _forward(front, request, worker)
+    return await forward(front, request, worker)
 
 
 async def _counted(front: Front, call: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -106,7 +106,7 @@ async def browser(front: Front, request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         response = await _counted(front, lambda: _websocket(front, request, worker))
     else:
-        response = await _counted(front, lambda: _forward(front, request, worker))
+        response = await _counted(front, lambda: forward(front, request, worker))
     if request.cookies.get(COOKIE) != worker.name and not response.prepared:
         response.set_cookie(COOKIE, worker.name, path="/", httponly=True, samesite="Lax")
     return response
@@ -129,12 +129,19 @@ async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.
     client = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=CLIENT_MAX_BYTES)
     socket = UiSocket(worker)
     front.ui.sockets += 1
+    front.ui_sockets.add(socket)
     try:
         await client.prepare(request)
         await _relay(client, upstream, socket, front)
     finally:
         front.ui.sockets -= 1
+        front.ui_sockets.discard(socket)
         front.ui.touch()
+        if socket.cut.is_set() and request.transport is not None:
+            # No close frame: Gradio 3.41's front end reports a socket closed without one as "Connection errored
+            # out." and ends the event (its `websocket.onclose`, `!evt.wasClean`), so the user can try again; a
+            # clean close before the event completed would leave the browser waiting for it.
+            request.transport.abort()
         await client.close()
         if socket.running:  # the browser left mid-event; the pod runs it to the end all the same
             front.keep(_until_completed(upstream, socket))
@@ -167,7 +174,7 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
                 break
         socket.end()  # the pod closed the socket: Gradio does so once the event is over
 
-    tasks = [asyncio.create_task(to_pod()), asyncio.create_task(to_browser())]
+    tasks = [asyncio.create_task(to_pod()), asyncio.create_task(to_browser()), asyncio.create_task(socket.cut.wait())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

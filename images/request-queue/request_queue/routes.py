@@ -4,8 +4,9 @@ Read from AUTOMATIC1111/stable-diffusion-webui `modules/api/api.py` (the stored 
 pins v1.10.1, 82a973c, whose api.py routes are the same): `with self.queue_lock:` is taken by
 text2imgapi, img2imgapi, extras_single_image_api, extras_batch_images_api, interrogateapi,
 refresh_checkpoints and refresh_vae, registered in Api.__init__ at the paths below, all POST. Every other
-`/sdapi/v1/*` call (progress, interrupt, options, the model lists...) runs beside a generation in WebUI, so it
-is sent straight to a pod rather than waiting behind one.
+`/sdapi/v1/*` call runs beside a generation in WebUI, so it is not queued: progress, interrupt and skip go to
+the pod running the caller's job, a model swap through options is refused (callers.py), the rest (the model
+lists, other options...) go straight to one pod.
 """
 
 from __future__ import annotations

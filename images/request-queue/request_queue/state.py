@@ -12,6 +12,7 @@ from aiohttp import web
 from request_queue.buffer import Buffer
 from request_queue.config import Settings
 from request_queue.jobs import Job
+from request_queue.ui_events import UiSocket
 from request_queue.workers import Registry, UiActivity
 
 
@@ -29,6 +30,8 @@ class Front:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when nothing is held or passing: the drain may end early."""
     session: aiohttp.ClientSession | None = None
+    ui_sockets: set[UiSocket] = field(default_factory=set)
+    """The browsers' Gradio queue sockets open now: the drain cuts those whose event has not started."""
     background: set[asyncio.Task] = field(default_factory=set)
     """Work no client waits for (a browser's event read to its end after the browser left): not drained,
     cancelled at stop."""

@@ -39,6 +39,7 @@ from request_queue.workers import Worker
 
 STARTS = "process_starts"
 COMPLETED = "process_completed"
+GENERATING = "process_generating"
 _KIND = re.compile(r'\s*\{\s*"msg"\s*:\s*"([a-z_]+)"')
 _HEAD = 64
 """Enough of a message to read its "msg" (the longest kind, with spaces, fits)."""
@@ -60,19 +61,31 @@ class UiSocket:
 
     def __init__(self, worker: Worker):
         self.worker = worker
-        self.started = False
-        """`process_starts` came: the event has its data and runs (or waits for `queue_lock`) in the pod."""
         self.running = False
+        self.completed = False
+        self.cut = asyncio.Event()
+        """Set when the front drains while no generation runs for it: the browser's side is cut at once."""
 
     def saw(self, text: str) -> str | None:
-        """Note one message from the pod; its kind."""
+        """Note one message from the pod; its kind. A `process_generating` ends the busy count too: only a
+        generator function streams (`Queue.process_events`), e.g. a Gradio `every=` event that runs as long as
+        its tab is open, and none of WebUI's `queue_lock` wrappers is one (v1.10.1 `modules/call_queue.py`:
+        each returns once, after releasing the lock)."""
         seen = kind(text)
         if seen == STARTS and not self.running:
-            self.started = self.running = True
+            self.running = True
             self.worker.ui_event_started()
-        elif seen == COMPLETED and self.running:
+        elif seen in (COMPLETED, GENERATING) and self.running:
             self.end()
+        self.completed = self.completed or seen == COMPLETED
         return seen
+
+    def drain(self) -> None:
+        """The front stops. A socket whose event has not started, or streams, is cut now; one whose generation
+        runs goes on to its end, and Gradio closes it then (`Queue.process_events`, `finally`), as it closes a
+        completed one."""
+        if not self.running and not self.completed:
+            self.cut.set()
 
     def end(self) -> None:
         """The event is over (completed, or the pod closed the socket)."""
