@@ -89,6 +89,7 @@ class Service:
         """Refuse new requests; wait up to DRAIN_SECONDS for those held (waiting or running) to be answered."""
         assert self.front is not None
         self.front.draining = True
+        self.front.buffer.release_polls()  # workers parked here look at the other fronts (a rollout)
         log("draining", held=len(self.front.held), drain_seconds=self.settings.drain)
         try:
             async with asyncio.timeout(self.settings.drain):
