@@ -36,13 +36,13 @@ def at(*ports: StrictWorkersPort) -> Callable[[], list[tuple[str, int]]]:
 
 
 @contextmanager
-def serving(webui, resolve: Callable[[], list[tuple[str, int]]]) -> Iterator[threading.Event]:
-    """The worker's loop in a thread until the block ends (or its stop event is set), then stopped as on
-    SIGTERM."""
+def serving(webui, resolve: Callable[[], list[tuple[str, int]]], batch=None) -> Iterator[threading.Event]:
+    """The worker's loop (with `batch`, an agent.Agent, its batch part) in a thread until the block ends (or its
+    stop event is set), then stopped as on SIGTERM."""
     settings = worker.Settings(front_url=f"http://127.0.0.1:{resolve()[0][1]}", name="webui-0",
                                own_url=webui.url, webui_url=webui.url, webui_auth=harness.AUTH,
                                ready_poll_seconds=0.05)
-    loop = worker.Worker(settings, resolve=resolve)
+    loop = worker.Worker(settings, batch, resolve=resolve)
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="worker-loop", daemon=True)
     thread.start()
@@ -144,6 +144,19 @@ def test_once_stopped_the_worker_polls_no_other_front(webui, two_fronts, ledger)
         stopped_at = len(ledger)
     assert sorted(ledger[stopped_at:]) == [("new", "webui-0", "delete"), ("old", "webui-0", "204"),
                                           ("old", "webui-0", "delete")]
+
+
+def test_a_batch_job_waits_for_a_round_in_which_no_front_has_work_and_every_front_counts_it(
+        webui, two_fronts, ledger, bucket, queue, settings):
+    old, new = two_fronts
+    queue.publish("batch-0", {"prompt": "batch 0"})
+    interactive = new.submit(**request("interactive"))  # the first round asks old first, which has none
+    with serving(webui, at(old, new), batch=worker.batch_agent(settings)):
+        wait_until(lambda: bucket.creates[("results", "batch-0/result.json")] and interactive in new.results,
+                   what="both results")
+    assert [p["prompt"] for p in webui.txt2img_payloads] == ["warm-up", "interactive", "batch 0"]
+    assert new.results[interactive][0] == 200
+    assert sorted(label for label, _, event in ledger if event == "batch") == ["new", "old"]
 
 
 # --- the fronts' list ----------------------------------------------------------------------------

@@ -423,19 +423,22 @@ class Worker:
             alive.mark_registered(self.settings.heartbeat, ready)
 
 
+def batch_agent(batch_settings: agent.Settings) -> agent.Agent:
+    """The batch part of the worker: Pub/Sub pulls that give up after BATCH_PULL_SECONDS, results to the bucket."""
+    from google.cloud import pubsub_v1, storage
+
+    from queue_agent.results import BucketResults
+
+    batch_settings = dataclasses.replace(batch_settings, pull_timeout_seconds=BATCH_PULL_SECONDS)
+    return agent.Agent(batch_settings, pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient(),
+                       BucketResults(storage.Client(), batch_settings.bucket, batch_settings.storage_retry_seconds),
+                       agent.Webui(batch_settings.webui_url, batch_settings.webui_auth))
+
+
 def main(env: dict[str, str], stop: threading.Event, batch_settings: agent.Settings | None) -> int:
     """`python -m queue_agent` with QUEUE_FRONT_URL set; `batch_settings` when the JOBS_* settings are too."""
     settings = settings_from(env)
-    batch = None
-    if batch_settings is not None:
-        from google.cloud import pubsub_v1, storage
-
-        from queue_agent.results import BucketResults
-
-        batch_settings = dataclasses.replace(batch_settings, pull_timeout_seconds=BATCH_PULL_SECONDS)
-        batch = agent.Agent(batch_settings, pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient(),
-                            BucketResults(storage.Client(), batch_settings.bucket, batch_settings.storage_retry_seconds),
-                            agent.Webui(batch_settings.webui_url, batch_settings.webui_auth))
+    batch = batch_agent(batch_settings) if batch_settings is not None else None
     worker = Worker(settings, batch)
     worker.run(stop)
     log.info("stopped: %s%s", worker.outcomes, f", batch {batch.outcomes}" if batch is not None else "")
