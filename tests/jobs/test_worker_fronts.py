@@ -118,10 +118,12 @@ def test_a_front_that_does_not_answer_leaves_the_worker_serving_the_other(webui,
     with StrictWorkersPort("gone", ledger) as gone, StrictWorkersPort("new", ledger) as new:
         listed = at(gone, new)()
         gone.stop()  # a drained front that DNS still lists
-        job = new.submit(**request("served"))
+        jobs = [new.submit(**request(f"served {i}")) for i in range(3)]
         with serving(webui, lambda: listed):
-            wait_until(lambda: job in new.results, what="the job at the front that answers")
-        assert new.results[job][0] == 200 and new.problems == []
+            wait_until(lambda: all(job in new.results for job in jobs), what="the jobs at the front that answers")
+        assert [new.results[job][0] for job in jobs] == [200, 200, 200] and new.problems == []
+        brief = f"next {worker.SHORT_POLL_SECONDS:g}"
+        assert set(polls(new)[1:]) <= {brief}, "two fronts listed: brief polls, though one does not answer"
 
 
 def test_on_stop_the_worker_leaves_every_front(webui, two_fronts):
@@ -199,12 +201,18 @@ def test_a_failed_lookup_keeps_the_last_list_and_a_first_one_is_unavailable(reso
     assert [f.host for f in fronts.current()] == [f.host for f in fronts.current()] == ["10.0.0.1"]
 
 
-def test_a_front_that_just_failed_to_answer_is_polled_last(resolved_every_call):
-    fronts = front.Fronts("http://queue:8081", "w", "http://10.0.0.9:7860",
-                          lambda: [("10.0.0.1", 8081), ("10.0.0.2", 8081)])
-    first, second = fronts.current()
-    first.retry_at = float("inf")
-    assert [f.host for f in fronts.in_turn()] == [f.host for f in fronts.in_turn()] == ["10.0.0.2", "10.0.0.1"]
+def test_a_front_that_did_not_answer_is_not_due_until_its_back_off_has_passed():
+    """The worker leaves a front that is not due out of its rounds while another is due (worker._next)."""
+    with StrictWorkersPort() as port:
+        one = front.Front("127.0.0.1", port.port, "w", "http://127.0.0.1:7860")
+        assert one.due
+        port.stop()
+        with pytest.raises(front.Unavailable, match="ConnectionRefusedError"):
+            one.next(0)
+        assert not one.due
+        port.start()
+        wait_until(lambda: one.due, what="the end of its back-off")
+        assert one.next(0) is None and one.due
 
 
 def test_the_host_name_resolves_to_every_address_with_the_port():

@@ -86,6 +86,11 @@ class Front:
         """When a front that did not answer is polled again (time.monotonic()); others are polled meanwhile."""
         self._backoff = BACKOFF_SECONDS[0]
 
+    @property
+    def due(self) -> bool:
+        """Not backing off after a `next` it did not answer."""
+        return self.retry_at <= time.monotonic()
+
     def __repr__(self) -> str:
         return f"front {self.host}:{self.port}"
 
@@ -193,15 +198,12 @@ class Fronts:
             return list(self._known.values())
 
     def in_turn(self) -> list[Front]:
-        """This round's fronts, starting one further than the last round; fronts that just failed to answer
-        come last."""
+        """Every front listed, this round starting one further than the last round."""
         fronts = self.current()
         with self._lock:
             start = self._turn % len(fronts)
             self._turn += 1
-        turned = fronts[start:] + fronts[:start]
-        now = time.monotonic()
-        return [f for f in turned if f.retry_at <= now] + [f for f in turned if f.retry_at > now]
+        return fronts[start:] + fronts[:start]
 
 
 class CancelWatch:

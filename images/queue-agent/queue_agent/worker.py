@@ -281,11 +281,13 @@ class Worker:
     def _next(self, wait: float, stop: threading.Event) -> tuple[front.Front, front.Job] | None:
         """One round of `next`: the job and the front that handed it out, or None when no front had one.
         The only front, not draining, gets the whole `wait`; with several, each gets at most
-        SHORT_POLL_SECONDS, one after the other, until stop. Unavailable only when no front answered."""
+        SHORT_POLL_SECONDS, one after the other, until stop; a front backing off after it did not answer is
+        left out while another is due. Unavailable only when no front polled answered."""
         fronts = self.fronts.in_turn()
         alone = len(fronts) == 1 and not fronts[0].draining
+        due = [one for one in fronts if one.due] or fronts  # one that did not answer waits out its back-off
         failures = []
-        for one in fronts:
+        for one in due:
             if stop.is_set():  # leaving: no `next` after the DELETEs at the fronts already polled
                 return None
             with self._count:
@@ -298,7 +300,7 @@ class Worker:
             self._mark_ready(True)
             if job is not None:
                 return one, job
-        if len(failures) == len(fronts):
+        if len(failures) == len(due):
             raise front.Unavailable("; ".join(failures))
         if failures:
             log.info("polled the other fronts; not answering: %s", "; ".join(failures))
