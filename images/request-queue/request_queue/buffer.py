@@ -2,8 +2,8 @@
 
 A worker polling while nothing waits parks a future here; the next admitted job goes straight to the oldest
 parked worker, so a job never waits while a worker is free. A poll ends at once when its worker leaves
-(DELETE) or its pod starts a browser's generation; a job handed to a poll in that same instant, or to one whose
-worker vanished, goes back to the head.
+(DELETE) or its pod starts a browser's generation, and, with no job, when the front starts draining; a job handed
+to a poll in that same instant, or to one whose worker vanished, goes back to the head.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Buffer:
     def __init__(self, max_depth: int):
         self.max_depth = max_depth
         self._waiting: deque[Job] = deque()
-        self._polls: deque[asyncio.Future[Job]] = deque()
+        self._polls: deque[asyncio.Future[Job | None]] = deque()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -41,6 +41,13 @@ class Buffer:
             self._waiting.remove(job)
         except ValueError:
             pass  # already handed to a poll: the poll skips it, its state is no longer WAITING
+
+    def release_polls(self) -> None:
+        """End every parked poll with no job: the front drains, and its workers look at the other fronts."""
+        while self._polls:
+            poll = self._polls.popleft()
+            if not poll.done():
+                poll.set_result(None)
 
     def _offer(self, job: Job, head: bool) -> None:
         while self._polls:
@@ -71,7 +78,7 @@ class Buffer:
             return self._waiting.popleft()
         if wait <= 0:
             return None
-        poll: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        poll: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._polls.append(poll)
         ending = [asyncio.ensure_future(end.wait()) for end in ends]
         try:
@@ -79,7 +86,7 @@ class Buffer:
             if not poll.done():
                 return None
             job = poll.result()
-            if any(end.is_set() for end in ends):  # handed a job in the same instant: first in line again
+            if job is not None and any(end.is_set() for end in ends):  # handed a job in the same instant: first again
                 if job.state is State.WAITING:
                     self._offer(job, head=True)
                 return None
@@ -87,7 +94,7 @@ class Buffer:
         except asyncio.CancelledError:
             if poll.done():  # handed a job as the worker vanished: it goes back first in line
                 job = poll.result()
-                if job.state is State.WAITING:
+                if job is not None and job.state is State.WAITING:
                     self._offer(job, head=True)
             raise
         finally:
