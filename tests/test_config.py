@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import shutil
 import subprocess
 import sys
 
@@ -287,6 +289,31 @@ def test_kubernetes_minor_comes_from_the_master_version():
 def test_keys_of_other_namespaces_are_left_to_their_providers():
     raw = {**mockrun.read_stack_config("dev", ROOT), "gcp:project": "other", "kubernetes:context": "x"}
     assert "project" in config.decode(raw) and config.decode(raw)["project"] == "sd-gke-dev"
+
+
+def test_a_stack_file_read_beside_pulumi_parses_as_the_program_parses_it():
+    assert config.load_stack(ROOT, "prod") == config.parse(stack_values("prod"), ROOT)
+
+
+def recipe_missing_under(root) -> str:
+    return f'runtime.recipe: "images/runtime/recipe.yaml" is not allowed; expected a recipe file that exists under {root}'
+
+
+def test_a_stack_file_read_beside_pulumi_has_its_recipe_looked_for_under_the_given_root(tmp_path):
+    shutil.copy(ROOT / "Pulumi.dev.yaml", tmp_path / "Pulumi.scratch.yaml")  # a stack only that root has
+    with pytest.raises(config.ConfigError) as err:
+        config.load_stack(tmp_path, "scratch")
+    assert err.value.problems == [recipe_missing_under(tmp_path)]
+
+
+def test_the_running_stack_has_its_recipe_looked_for_under_the_given_root(tmp_path):
+    def load_under_pulumi():  # in a copy of the context: Pulumi's config (a ContextVar) is left as it was
+        pulumi.runtime.set_all_config(mockrun.read_stack_config("dev", ROOT))
+        return config.load(tmp_path)
+
+    with pytest.raises(config.ConfigError) as err:
+        contextvars.copy_context().run(load_under_pulumi)
+    assert err.value.problems == [recipe_missing_under(tmp_path)]
 
 
 def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads():
