@@ -181,3 +181,11 @@ def test_a_spelling_go_does_not_parse_as_true_is_refused(ignore):
     assert violations("keda-no-data-is-zero", resource(SCALED_OBJECT, prometheus_trigger(ignore))) == [
         f"ScaledObject sd/webui: its prometheus trigger on Cloud Monitoring has ignoreNullValues {ignore!r}; set "
         "ignoreNullValues: \"true\", or a query with no data is an error that holds the GPU pods."]
+
+
+def test_a_value_if_null_other_than_zero_is_refused_naming_the_value():
+    scaler = {"metadata": {"name": "webui", "namespace": "sd"}, "spec": {"scaleTargetRef": {"name": "webui"}, "triggers": [
+        {"type": "gcp-pubsub", "metadata": {"subscriptionName": "sd-jobs", "value": "5", "valueIfNull": "1"}}]}}
+    assert violations("keda-no-data-is-zero", resource(SCALED_OBJECT, scaler)) == [
+        "ScaledObject sd/webui: its gcp-pubsub trigger has valueIfNull '1'; set valueIfNull: \"0\", or an idle "
+        "subscription is an error that holds the GPU pods."]
