@@ -2,8 +2,7 @@
 
 A worker polling while nothing waits parks a future here; the next admitted job goes straight to the oldest
 parked worker, so a job never waits while a worker is free. A poll ends at once when its worker leaves
-(DELETE) or its pod starts a browser's generation; a job handed to a poll in that same instant, or to one whose
-worker vanished, goes back to the head.
+(DELETE); a job handed to a poll whose worker vanished or left in the same instant goes back to the head.
 """
 
 from __future__ import annotations
@@ -53,19 +52,19 @@ class Buffer:
         else:
             self._waiting.append(job)
 
-    async def take(self, wait: float, *ends: asyncio.Event) -> Job | None:
-        """The next waiting job, waiting up to `wait` seconds for one; None if none came, or at once when one of
-        `ends` is set: the worker sent DELETE (it is leaving), or its pod started a browser's generation
-        (ui_events.py); either way it must not be handed a job now."""
+    async def take(self, wait: float, left: asyncio.Event) -> Job | None:
+        """The next waiting job, waiting up to `wait` seconds for one; None if none came, or at once when
+        `left` is set: the worker must not be handed a job now (it sent DELETE, or its pod runs a browser's
+        generation: Worker.no_job)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
         while True:
-            job = await self._take_once(until - loop.time(), ends)
+            job = await self._take_once(until - loop.time(), left)
             if job is None or job.state is State.WAITING:
                 return job
 
-    async def _take_once(self, wait: float, ends: tuple[asyncio.Event, ...]) -> Job | None:
-        if any(end.is_set() for end in ends):
+    async def _take_once(self, wait: float, left: asyncio.Event) -> Job | None:
+        if left.is_set():
             return None
         if self._waiting:
             return self._waiting.popleft()
@@ -73,13 +72,13 @@ class Buffer:
             return None
         poll: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._polls.append(poll)
-        ending = [asyncio.ensure_future(end.wait()) for end in ends]
+        leaving = asyncio.ensure_future(left.wait())
         try:
-            await asyncio.wait((poll, *ending), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((poll, leaving), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if not poll.done():
                 return None
             job = poll.result()
-            if any(end.is_set() for end in ends):  # handed a job in the same instant: first in line again
+            if left.is_set():  # handed a job in the same instant its worker left: first in line again
                 if job.state is State.WAITING:
                     self._offer(job, head=True)
                 return None
@@ -91,8 +90,7 @@ class Buffer:
                     self._offer(job, head=True)
             raise
         finally:
-            for waiter in ending:
-                waiter.cancel()
+            leaving.cancel()
             poll.cancel()
             if poll in self._polls:
                 self._polls.remove(poll)

@@ -116,6 +116,6 @@ async def take_when_free(buffer: Buffer, worker: Worker, wait: float) -> Job | N
                     await _first(worker.ui_done, worker.left)
             except TimeoutError:
                 return None
-        job = await buffer.take(max(0.0, until - clock()), worker.left, worker.in_ui)
+        job = await buffer.take(max(0.0, until - clock()), worker.no_job)
         if job is not None or worker.left.is_set() or not worker.ui_events:
             return job
