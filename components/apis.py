@@ -62,7 +62,7 @@ refuses a gcp: type it cannot place)."""
 PART_APIS: dict[str, tuple[str, ...]] = {
     "jobs": ("pubsub.googleapis.com", "storage.googleapis.com"),
 }
-"""APIs only an optional part calls (components/config.py PARTS): enabled with the part, never without it. The
+"""APIs only an optional part calls (components/config/model.py PARTS): enabled with the part, never without it. The
 Gateway calls none of its own (its load balancer and firewall rule are Compute Engine's). Observability's log-based
 metrics, dashboard and alerts call Logging and Monitoring, which the cluster calls too (CLUSTER_APIS)."""
 
@@ -84,7 +84,7 @@ def required_apis(parts: Collection[str]) -> tuple[str, ...]:
 class ProjectApisArgs:
     project: str
     parts: Collection[str]
-    """The optional parts the stack turns on (components/config.py PARTS)."""
+    """The optional parts the stack turns on (components/config/model.py PARTS)."""
 
 
 class ProjectApis(pulumi.ComponentResource):

@@ -1,8 +1,10 @@
 """The request queue: one shared FIFO buffer between the Gateway and the WebUI pods (docs/request-queue.md).
 
-Clients reach it on port 8080 (`http`, the Gateway's backend); the workers beside the WebUI pods and KEDA
-reach it on 8081 (`workers`). It runs on the system pool, one replica: the buffer is one process's memory,
-and a second replica would split it.
+Clients reach it on port 8080 (`http`, the Gateway's backend); KEDA reaches it on 8081 (`workers`) through the
+same Service, and the workers beside the WebUI pods through a headless Service that lists every pod, ready or
+draining, so that during a rollout (maxSurge 1: two pods, two buffers) they serve both, and report each job to
+the pod that handed it out (docs/request-queue.md, "Rollout"). It runs on the system pool, one replica: the
+buffer is one process's memory, and a second replica would split it.
 
 Its pods are never evicted by the cluster autoscaler: a request may wait up to the client budget
 (components/timeouts.py; 780 s in dev), longer than the autoscaler waits for pods when it empties a node
@@ -39,9 +41,15 @@ HTTP_PORT = 8080
 WORKER_PORT = 8081
 HEALTH_PATH = "/healthz"
 WORKERS_URL = f"http://{SERVICE}.{NAMESPACE}.svc.cluster.local:{WORKER_PORT}"
-"""Where the workers long-poll for jobs (QUEUE_FRONT_URL) and KEDA reads the demand."""
 DEMAND_URL = f"{WORKERS_URL}/v1/demand"
-FRONT = QueueFront(namespace=NAMESPACE, workers_url=WORKERS_URL, worker_port=WORKER_PORT)
+"""Where KEDA reads the demand: through the Service, from the ready pod (the new one during a rollout)."""
+FRONTS_SERVICE = "request-queue-workers"
+FRONTS_URL = f"http://{FRONTS_SERVICE}.{NAMESPACE}.svc.cluster.local.:{WORKER_PORT}"
+"""Where the workers long-poll for jobs (QUEUE_FRONT_URL): a headless Service whose name resolves to every
+request queue pod, ready or draining (docs/request-queue.md, "Rollout"). The trailing dot makes the name
+absolute: the pods' resolv.conf has `ndots:5` (https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/,
+"Pod's DNS Config"), so a name with four dots would first be tried under every search domain, on every lookup."""
+FRONT = QueueFront(namespace=NAMESPACE, workers_url=FRONTS_URL, worker_port=WORKER_PORT)
 UID = 65532
 """An unprivileged uid with no entry in the image: nothing in the container belongs to it."""
 UI_KEEPALIVE_SECONDS = 300
@@ -216,6 +224,24 @@ class RequestQueue(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # Headless (no cluster IP, no kube-proxy: its DNS name resolves to the pods' own addresses,
+        # https://kubernetes.io/docs/concepts/services-networking/service/#headless-services), and publishing
+        # not-ready addresses: a draining pod (readiness 503) and a starting one stay listed
+        # (https://kubernetes.io/docs/reference/kubernetes-api/service-resources/service-v1/ `publishNotReadyAddresses`),
+        # a terminating pod too (kubernetes/kubernetes staging/src/k8s.io/endpointslice/utils.go podToEndpoint:
+        # `ready := service.Spec.PublishNotReadyAddresses || (serving && !terminating)`).
+        self.fronts_service = k8s.core.v1.Service(
+            f"{name}-workers-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=FRONTS_SERVICE, namespace=ns, labels=labels),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                cluster_ip="None",
+                publish_not_ready_addresses=True,
+                selector=selector,
+                ports=[k8s.core.v1.ServicePortArgs(name="workers", port=WORKER_PORT, target_port="workers")],
+            ),
+            opts=child,
+        )
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="request-queue", namespace=ns, labels=labels),
@@ -223,4 +249,5 @@ class RequestQueue(pulumi.ComponentResource):
             opts=child,
         )
         self.namespace = ns
-        self.register_outputs({"namespace": ns, "service": self.service.metadata.name})
+        self.register_outputs({"namespace": ns, "service": self.service.metadata.name,
+                               "workers_service": self.fronts_service.metadata.name})

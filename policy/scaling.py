@@ -53,6 +53,11 @@ def _pod_gpus(pod: dict) -> int:
                for c in pod.get("containers") or [])
 
 
+KEDA_DEFAULT_MAX_REPLICAS = 100
+"""What a ScaledObject without maxReplicaCount may ask for (https://keda.sh/docs/2.20/reference/scaledobject-spec/:
+"maxReplicaCount: 100 # Optional. Default: 100")."""
+
+
 def scaler_fits_pool(args: StackValidationArgs, report):
     """A ScaledObject never asks for more GPU pods than the GPU pools can hold: beyond that, pods only wait."""
     pools = [_pool_gpus(r.props) for r in args.resources if r.resource_type == NODE_POOL and is_gpu_pool(r.props)]
@@ -65,7 +70,9 @@ def scaler_fits_pool(args: StackValidationArgs, report):
         target = deployments.get((namespace, get(so.props, "spec", "scaleTargetRef", "name")))
         per_pod = _pod_gpus(pod_spec(DEPLOYMENT, target.props) or {}) if target else 0
         maximum = get(so.props, "spec", "maxReplicaCount")
-        if not per_pod or maximum is None:
+        if maximum is None:
+            maximum = KEDA_DEFAULT_MAX_REPLICAS
+        if not per_pod:
             continue
         if maximum * per_pod > gpus:
             report(f"ScaledObject {namespace}/{workload_of(so.props)[1]} may ask for {maximum} pods of {per_pod} GPU(s); "

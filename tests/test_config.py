@@ -116,6 +116,11 @@ BAD_CONFIGS = [
         id="duplicate-zone",
     ),
     pytest.param(
+        {"zones": ["us-central1-a", {"name": "us-central1-b"}]},
+        'zones[1]: {"name": "us-central1-b"} is not allowed; expected a zone of region us-central1, such as us-central1-a',
+        id="zone-not-a-string",
+    ),
+    pytest.param(
         {"zones": []},
         "zones: [] is not allowed; expected a non-empty list of zones in the region",
         id="no-zone",
@@ -403,7 +408,7 @@ def test_prod_takes_a_range_that_only_contains_a_documentation_range():
 def test_g2_gpu_nodes_refuse_a_standard_persistent_disk():
     assert problems_of(gpuPool={"diskType": "pd-standard"}) == [
         'gpuPool.diskType: "pd-standard" is not allowed; expected a disk type g2-standard-8 takes: pd-balanced, '
-        "pd-ssd (components/config.py, PD_TYPES_BY_SERIES, cites the source)"
+        "pd-ssd (components/config/rules.py, PD_TYPES_BY_SERIES, cites the source)"
     ]
 
 

@@ -1,6 +1,6 @@
 """Every stack-config bound at its edge, on both sides, and every allowed value accepted.
 
-The bounds are written out here as the specification (never read back from components/config.py):
+The bounds are written out here as the specification (never read back from components/config/):
 the last value allowed parses into its field, the first value past it is refused with a message naming
 the key, the value and the allowed range.
 """

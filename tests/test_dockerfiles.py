@@ -94,6 +94,16 @@ def test_checkov_reports_failed_checks_and_skips_without_reason(tmp_path):
     assert [skip.check_id for skip in report.unexplained_skips] == ["CKV_DOCKER_2"]
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(IMAGES)))
+def test_every_pip_install_checks_hashes_of_a_locked_requirements_file(dockerfile):
+    """--require-hashes refuses any package the lock does not pin with a hash; without it pip checks hashes
+    only while every line has one, and a requirements.txt edited by hand would install unchecked."""
+    installs = [args for instruction, args in _instructions(dockerfile)
+                if instruction == "RUN" and re.search(r"\bpip3? install\b", args)]
+    for args in installs:
+        assert "--require-hashes" in args.split() and re.search(r"-r \S*requirements\.txt\b", args), args
+
+
 def test_base_image_is_pinned_by_digest():
     froms = [arguments for instruction, arguments in _instructions(BASE) if instruction == "FROM"]
     assert len(froms) == 1

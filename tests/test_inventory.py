@@ -140,6 +140,7 @@ CORE = {
     ("kubernetes:core/v1:Secret", "request-queue-api-auth"),
     ("kubernetes:apps/v1:Deployment", "request-queue-deployment"),
     ("kubernetes:core/v1:Service", "request-queue-service"),
+    ("kubernetes:core/v1:Service", "request-queue-workers-service"),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "request-queue-network-policy"),
 }
 """What every stack registers, whatever its optional parts."""

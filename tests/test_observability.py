@@ -106,7 +106,7 @@ def test_every_alert_pages_the_configured_channel(runs):
 
 
 def test_without_an_address_there_is_no_channel_and_the_alerts_notify_nobody(run_stack):
-    """Outside prod only: prod refuses a stack without an address (components/config.py, _check_alerting)."""
+    """Outside prod only: prod refuses a stack without an address (components/config/rules.py, _check_alerting)."""
     quiet = run_stack("dev", observability={"coldStartBudgetSeconds": 300})
     assert quiet.of_type(CHANNEL) == []
     assert quiet.of_type(ALERT) and all(not p.inputs.get("notificationChannels") for p in quiet.of_type(ALERT))

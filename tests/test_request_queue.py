@@ -108,6 +108,17 @@ def test_its_service_serves_clients_on_8080_and_workers_on_8081(run):
     assert service["spec"]["selector"].items() <= deployment(run)["spec"]["template"]["metadata"]["labels"].items()
 
 
+def test_workers_find_every_pod_ready_or_draining_through_a_headless_service(run):
+    """During a rollout both pods hold a buffer; the draining one's readiness answers 503 (docs/request-queue.md,
+    "Rollout"). The worker's QUEUE_FRONT_URL names this Service."""
+    service = run.one(SERVICE, "request-queue-workers-service").inputs
+    assert service["metadata"] == {**service["metadata"], "name": "request-queue-workers", "namespace": "request-queue"}
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["ports"] == [{"name": "workers", "port": 8081, "targetPort": "workers"}]
+    assert service["spec"]["selector"] == run.one(SERVICE, "request-queue-service").inputs["spec"]["selector"]
+    assert request_queue.FRONTS_URL.startswith("http://request-queue-workers.request-queue.svc.cluster.local.:")
+
+
 def _peers(rule: dict) -> list[dict]:
     return rule.get("from") or rule.get("to") or []
 
@@ -159,7 +170,7 @@ def test_a_long_draining_pod_without_the_annotation_is_refused(runs):
 def test_every_webui_pod_carries_the_worker_pointed_at_the_request_queue(run_stack, jobs):
     run = run_stack("dev", jobs={"enabled": jobs})
     values = {e["name"]: e for e in worker(run)["env"]}
-    assert values["QUEUE_FRONT_URL"]["value"] == "http://request-queue.request-queue.svc.cluster.local:8081"
+    assert values["QUEUE_FRONT_URL"]["value"] == "http://request-queue-workers.request-queue.svc.cluster.local.:8081"
     assert values["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert values["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert ("JOBS_SUBSCRIPTION" in values) is jobs

@@ -16,7 +16,8 @@ import pytest
 
 from tools import simulate as cli
 from tools.sim.arrivals import Load, business_week, sessions, spike
-from tools.sim.model import ColdStart, Scaling, Scenario, Session, Timeouts, simulate
+from tools.sim.model import simulate
+from tools.sim.scenario import ColdStart, Scaling, Scenario, Session, Timeouts
 from tools.sim.stats import latency_summary, percentile
 from tools.sim.trace import TraceError, parse_trace, to_demand
 from tools.sim.warm import parse_warm

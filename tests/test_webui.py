@@ -112,14 +112,18 @@ def test_api_auth_can_be_turned_off_for_a_private_service(run_stack):
     assert not run.of_type("kubernetes:core/v1:Secret")
 
 
+REQUEST_QUEUE_SERVICES = ["request-queue-service", "request-queue-workers-service"]
+"""The Services there are: both select the request queue's pods (tests/test_request_queue.py)."""
+
+
 def test_nothing_reaches_the_webui_through_a_service(run):
     """The request queue sends each request to the pod its worker registered (docs/request-queue.md)."""
-    assert [r.name for r in run.of_type("kubernetes:core/v1:Service")] == ["request-queue-service"]
+    assert sorted(r.name for r in run.of_type("kubernetes:core/v1:Service")) == REQUEST_QUEUE_SERVICES
 
 
 def test_a_public_webui_is_reached_only_through_the_request_queue_behind_the_gateway(run_stack):
     run = run_stack("dev", webui={"public": True, "apiAuth": True}, gateway=PUBLIC_GATEWAY)
-    assert [r.name for r in run.of_type("kubernetes:core/v1:Service")] == ["request-queue-service"]
+    assert sorted(r.name for r in run.of_type("kubernetes:core/v1:Service")) == REQUEST_QUEUE_SERVICES
     assert "--api-auth" in container(run)["args"]
 
 

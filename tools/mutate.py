@@ -59,18 +59,28 @@ POLICY_MODULES = {
     "iam": (),
     "stack": ("tests/test_upgrade.py", "tests/test_delivery.py"),
     "rollout": ("tests/test_await.py",),
-    "scaling": ("tests/test_autoscaling.py",),
+    "scaling": ("tests/test_policy_scaling_rules.py", "tests/test_autoscaling.py"),
     "way_in": ("tests/test_one_way_in.py", "tests/test_gateway.py"),
-    "storage": (),
+    "storage": ("tests/test_policy_storage_rules.py",),
     "sdgke_policies": (),
     "pod_security": ("tests/test_pod_security.py",),
 }
 """The whole policy pack (policy/): each module and the tests of the policies it holds."""
+CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py")
+"""The config loader's (components/config/): every part of it (parse and the sources, the types, the per-key
+checks, the cross-key rules) is tested through `parse`. Its __init__'s module level is only re-exports."""
+
+def _rules_first(tests: tuple[str, ...]) -> tuple[str, ...]:
+    """The in-process rule cases (tests/test_policy_*rules.py, under a second) before the stacks' tests: `-x`
+    stops a killed mutant there."""
+    return tuple(sorted(tests, key=lambda t: not t.endswith("rules.py")))
+
 
 TARGETS = (
-    *(Target(f"policy/{module}.py", POLICY_TESTS + tests, recorded_runs=(("dev", "{}"), ("prod", "{}")))
+    *(Target(f"policy/{module}.py", _rules_first(POLICY_TESTS + tests), recorded_runs=(("dev", "{}"), ("prod", "{}")))
       for module, tests in POLICY_MODULES.items()),
-    Target("components/config.py", ("tests/test_config.py", "tests/test_config_bounds.py")),
+    Target("components/config/__init__.py", CONFIG_TESTS, functions=("parse", "decode", "load", "load_stack")),
+    *(Target(f"components/config/{module}.py", CONFIG_TESTS) for module in ("model", "reader", "rules")),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),
     Target(
@@ -328,8 +338,9 @@ def _use_tree() -> None:
         del sys.modules[name]
 
 
-def run_target(target: Target, sample: int, log) -> list[dict]:
-    """Every chosen mutant of `target`, run in this process's children (call it through _in_child)."""
+def run_target(target: Target, sample: int, log, only: tuple[int, ...] | None = None) -> list[dict]:
+    """Every chosen mutant of `target` (or only those of these indexes), run in this process's children
+    (call it through _in_child)."""
     _use_tree()
     if target.recorded_runs:
         _record_runs(target.recorded_runs)
@@ -342,6 +353,8 @@ def run_target(target: Target, sample: int, log) -> list[dict]:
     timeout = max(10.0, 3 * seconds)
     candidates = mutants_of(target, TREE)
     chosen = candidates[::sample] if len(candidates) > SAMPLE_ABOVE else candidates
+    if only is not None:
+        chosen = [c for c in chosen if c[0].index in only]
     log(f"{target.path}: {len(chosen)} mutant(s) of {len(candidates)}; tests {' '.join(tests)} "
         f"take {seconds:.1f}s unmutated")
     results = []
@@ -356,6 +369,19 @@ def run_target(target: Target, sample: int, log) -> list[dict]:
         if len(results) % 20 == 0:
             log(f"  {len(results)}/{len(chosen)} run, {sum(m['outcome'] != 'survived' for m in results)} killed")
     return results
+
+
+def _earlier(path: Path, targets: list[Target]) -> dict[str, list[Mutant]]:
+    """The mutants of each target in an earlier results file; refused if a target's mutants changed since."""
+    recorded = [Mutant(**m) for m in json.loads(path.read_text())["mutants"]]
+    earlier = {}
+    for target in targets:
+        mine = [m for m in recorded if m.target == target.path]
+        now = [(m.line, m.before, m.after) for m, _ in mutants_of(target)]
+        if not mine or [(m.line, m.before, m.after) for m in mine] != [now[m.index] for m in mine if m.index < len(now)]:
+            raise SystemExit(f"{target.path}: its mutants differ from those in {path}; run it whole")
+        earlier[target.path] = mine
+    return earlier
 
 
 def summary(results: list[Mutant]) -> str:
@@ -376,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"run every K-th mutant of a target of more than {SAMPLE_ABOVE} (deterministic; default 1 = all)")
     parser.add_argument("--list", action="store_true", help="only list the mutants")
     parser.add_argument("--output", type=Path, default=OUT / "results.json")
+    parser.add_argument("--survivors-of", type=Path, metavar="RESULTS",
+                        help="run again only the mutants that survived in this earlier results.json (the target's "
+                             "source unchanged since, so its mutants are the same), e.g. after adding tests")
     args = parser.parse_args(argv)
     targets = [t for t in TARGETS if not args.target or t.path in args.target]
     os.chdir(ROOT)  # mutmut reads its settings from setup.cfg here
@@ -396,10 +425,17 @@ def main(argv: list[str] | None = None) -> int:
         print(message, flush=True)
 
     started = time.monotonic()
+    earlier = _earlier(args.survivors_of, targets) if args.survivors_of else {}
     results: list[Mutant] = []
     try:
         for target in targets:
-            results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
+            if args.survivors_of:
+                killed = [m for m in earlier[target.path] if m.outcome != "survived"]
+                again = tuple(m.index for m in earlier[target.path] if m.outcome == "survived")
+                log(f"{target.path}: {len(killed)} killed earlier; running the {len(again)} survivor(s) again")
+                results += killed + [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, again)]
+            else:
+                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
     finally:
         shutil.rmtree(TREE, ignore_errors=True)
     elapsed = time.monotonic() - started

@@ -148,7 +148,7 @@ def with_settings(config: dict[str, str], settings: list[str]) -> dict[str, str]
 
 def without_parts(config: dict[str, str], parts: list[str]) -> dict[str, str]:
     """The stack's config with each part turned off as an operator would: `<part>.enabled` false, and the keys that
-    ask something of the part (components/config.py PART_KEYS, e.g. webui.public for the gateway) removed."""
+    ask something of the part (components/config/rules.py PART_KEYS, e.g. webui.public for the gateway) removed."""
     out = with_settings(config, [f"{part}.enabled=false" for part in parts])
     for part in parts:
         for key in PART_KEYS.get(part, ()):

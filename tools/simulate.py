@@ -27,7 +27,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from tools.sim.arrivals import PATTERNS, Load, business_week, sessions, spike
-from tools.sim.model import DESIGNS, ColdStart, Costs, Result, Scaling, Scenario, Timeouts, simulate
+from tools.sim.model import simulate
+from tools.sim.result import Result
+from tools.sim.scenario import DESIGNS, ColdStart, Costs, Scaling, Scenario, Timeouts
 from tools.sim.trace import TraceError, TraceRow, parse_trace, to_demand, write_csv
 from tools.sim.warm import parse_warm
 

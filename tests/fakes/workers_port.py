@@ -7,7 +7,9 @@ and no `PUT batch` while the worker holds a job; `cancel` and `result` only for 
 worker, `cancel` held once and open when the result comes, `result` once, with an integer
 `X-Upstream-Status` and a `Content-Type`; no other path. A `cancel` that drops before the result hands the
 job back to the head of the buffer, as the request queue does for a worker that is gone.
-`log` records, in order, (worker, event) for everything that happened.
+`log` records, in order, (worker, event) for everything that happened; several stand-ins (the fronts of a
+rollout) may share one `ledger` of (front, worker, event), which shows the order across them. `draining` is
+what its `next` answers say in X-Queue-Draining.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ class StrictWorkersPort(LocalServer):
     METHODS = ("GET", "POST", "PUT", "DELETE")
     THREAD_NAME = "workers-port"
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "front", ledger: list[tuple[str, str, str]] | None = None) -> None:
         super().__init__()
+        self.label = label
+        self.ledger = ledger if ledger is not None else []
+        self.draining = False
         self.log: list[tuple[str, str]] = []
         self.problems: list[str] = []
         self.results: dict[str, tuple[int, str, bytes]] = {}  # job id -> (X-Upstream-Status, Content-Type, body)
@@ -120,6 +125,7 @@ class StrictWorkersPort(LocalServer):
 
     def _record(self, worker: str, event: str) -> None:
         self.log.append((worker, event))  # callers hold self._changed
+        self.ledger.append((self.label, worker, event))  # one append: atomic across the stand-ins' threads
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
@@ -163,10 +169,11 @@ class StrictWorkersPort(LocalServer):
         if held is not None:
             self._problem(request, 409, f"next while holding {held}")
             return
+        draining = {"X-Queue-Draining": "true" if self.draining else "false"}
         if job is None:
-            _reply(request, 204)
+            _reply(request, 204, headers=draining)
         else:
-            _reply(request, 200, json.dumps(job).encode(), {"Content-Type": "application/json"})
+            _reply(request, 200, json.dumps(job).encode(), {"Content-Type": "application/json", **draining})
 
     def _cancel(self, request: BaseHTTPRequestHandler, body: bytes, worker: str, job: str) -> None:
         with self._changed:

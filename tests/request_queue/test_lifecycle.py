@@ -49,16 +49,21 @@ async def test_delete_answers_the_workers_open_poll_with_204_at_once(start_queue
         assert (await client)[0] == 200
 
 
+async def _draining(session: aiohttp.ClientSession, queue) -> None:
+    """SIGTERM, then until its readiness answers 503."""
+    queue.terminate()
+    async with asyncio.timeout(20):
+        while (await session.get(queue.url + "/healthz")).status != 503:
+            await asyncio.sleep(0.02)
+
+
 @run_async
 async def test_on_sigterm_it_refuses_new_work_and_finishes_what_it_holds(start_queue):
     queue = start_queue(SD_API_AUTH=AUTH)
     async with aiohttp.ClientSession() as session:
         held = asyncio.create_task(txt2img(session, queue.url, "held"))
         await until_demand(session, queue.workers_url, waiting=1)
-        queue.terminate()
-        async with asyncio.timeout(20):
-            while (await session.get(queue.url + "/healthz")).status != 503:
-                await asyncio.sleep(0.02)
+        await _draining(session, queue)
         assert (await session.get(queue.workers_url + "/healthz")).status == 200, "liveness holds while draining"
         status, headers, _ = await txt2img(session, queue.url, "new")
         assert status == 503 and "Retry-After" in headers
@@ -82,3 +87,33 @@ def test_past_drain_seconds_it_answers_what_it_still_holds_503_and_stops(start_q
     queue = start_queue(SD_API_AUTH=AUTH, DRAIN_SECONDS="0.5")
     assert asyncio.run(scenario()) == 503
     assert [event["event"] for event in queue.events()][-3:] == ["draining", "drain-timeout", "stopped"]
+
+
+async def _poll(session: aiohttp.ClientSession, workers_url: str, wait: float) -> tuple[int, str]:
+    """`next` as pod-a: (status, X-Queue-Draining)."""
+    async with session.post(f"{workers_url}/v1/workers/pod-a/next", json={"url": NOWHERE, "wait": wait}) as answer:
+        return answer.status, answer.headers["X-Queue-Draining"]
+
+
+@run_async
+async def test_next_answers_say_whether_the_front_drains(start_queue):
+    queue = start_queue(SD_API_AUTH=AUTH)
+    async with aiohttp.ClientSession() as session:
+        assert await _poll(session, queue.workers_url, 0) == (204, "false")
+        held = asyncio.create_task(txt2img(session, queue.url, "held"))  # keeps it draining, not stopped
+        await until_demand(session, queue.workers_url, waiting=1)
+        await _draining(session, queue)
+        assert await _poll(session, queue.workers_url, 0) == (200, "true"), "it still hands out what it holds"
+        held.cancel()
+
+
+@run_async
+async def test_on_sigterm_a_poll_parked_at_the_front_answers_204_at_once(start_queue):
+    """Its worker goes on to poll the other front of a rollout instead of waiting out its long poll here."""
+    queue = start_queue(SD_API_AUTH=AUTH)
+    async with aiohttp.ClientSession() as session:
+        parked = asyncio.create_task(_poll(session, queue.workers_url, 60))
+        await until_demand(session, queue.workers_url, workers=1)
+        queue.terminate()
+        async with asyncio.timeout(30):  # half the poll's own wait: it ends because of the drain, not its wait
+            assert await parked == (204, "true")

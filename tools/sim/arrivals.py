@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from tools.sim.model import Session
+from tools.sim.scenario import Session
 from tools.sim.trace import TraceRow
 
 PATTERNS = ("steady", "bursty", "daily")

@@ -72,171 +72,20 @@ import heapq
 import itertools
 import math
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 
-from tools.sim.stats import latency_summary
-from tools.sim.warm import WarmSchedule, run_start_epoch
+from tools.sim.result import Event, Request, Result, Sample
+from tools.sim.scenario import Scenario, Session
+from tools.sim.warm import run_start_epoch
 
-DESIGNS = ("old", "new")
 HPA_TOLERANCE = 0.1
 HPA_SCALE_UP_PODS = 4
 HPA_SCALE_UP_FACTOR = 2
 SPOT_NOTICE_S = 30.0
 KEDA_DEFAULT_POLL_S = 30.0  # old: components/autoscaling.py sets no pollingInterval (scaledobject-spec default)
-ERROR_STATUSES = (504, 429, 503, 502)
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    """Seconds per step. Defaults: the published timeline after the image split (Google Cloud blog,
-    https://cloud.google.com/blog/products/containers-kubernetes/stable-diffusion-containers-on-gke):
-    autoscaler trigger 38 s, node boot and scheduling 89 s, volume 4 s, image pull start 10 s + pull
-    1 s, WebUI ready about 65 s."""
-
-    autoscaler_s: float = 38.0
-    node_s: float = 89.0
-    disk_s: float = 4.0
-    pull_s: float = 11.0
-    webui_s: float = 65.0
-
-    @property
-    def total_s(self) -> float:
-        return self.autoscaler_s + self.node_s + self.disk_s + self.pull_s + self.webui_s
-
-
-@dataclass(frozen=True)
-class Scaling:
-    min_replicas: int = 0
-    max_replicas: int = 2  # also the GPU pool's max nodes (Pulumi.dev.yaml gpuPool.maxNodes)
-    target: float = 1.0  # metric per pod: one request in flight (old), one wanted pod (new)
-    hpa_sync_s: float = 15.0  # the HPA sync period (kube-controller-manager default)
-    keda_poll_s: float = 1.0  # new: the ScaledObject's pollingInterval (components/autoscaling.py POLLING_INTERVAL_SECONDS)
-    stabilisation_s: float = 300.0  # HPA scaleDown.stabilizationWindowSeconds = autoscaling.cooldownSeconds
-    cooldown_s: float = 300.0  # KEDA cooldownPeriod = autoscaling.cooldownSeconds (dev)
-    node_scale_down_s: float = 600.0  # cluster autoscaler scale-down-unneeded-time default
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Dev's figures (README, the timeout chain) and the request queue's bounds; the derived links follow the
-    chain the program builds: each hop waits longer than the hop behind it."""
-
-    generation_s: float = 120.0  # webui.generationTimeoutSeconds
-    cold_start_s: float = 600.0  # autoscaling.coldStartTimeoutSeconds: the interceptor's readiness timeout
-    max_wait_s: float = 600.0  # QUEUE_MAX_WAIT_SECONDS = queue.maxWaitSeconds (Pulumi.dev.yaml)
-    max_depth: int = 200  # QUEUE_MAX_DEPTH = queue.maxDepth (Pulumi.dev.yaml)
-
-    @property
-    def response_header_s(self) -> float:
-        return self.generation_s + 30  # InterceptorRoute timeouts.responseHeader
-
-    @property
-    def request_s(self) -> float:
-        return self.cold_start_s + self.response_header_s  # InterceptorRoute timeouts.request
-
-    def load_balancer_s(self, design: str) -> float:
-        """GCPBackendPolicy timeoutSec: 30 s past the longest the hop behind it may take."""
-        return (self.request_s if design == "old" else self.max_wait_s + self.generation_s) + 30
-
-
-@dataclass(frozen=True)
-class Costs:
-    """Per GPU node and hour, from the README's cost section (us-central1): g2-standard-8 + one L4,
-    about $0.30 Spot (dev) or $0.85 on demand; its runtime disk about $0.007."""
-
-    node_usd_per_hour: float = 0.30
-    disk_usd_per_hour: float = 0.007
-
-
-@dataclass(frozen=True)
-class Scenario:
-    design: str = "new"
-    cold_start: ColdStart = field(default_factory=ColdStart)
-    scaling: Scaling = field(default_factory=Scaling)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    costs: Costs = field(default_factory=Costs)
-    generation_s: float = 5.0  # per image; an assumption: one 512x512 20-step image on an L4; measure yours
-    ui_keepalive_s: float = 300.0  # UI_KEEPALIVE_SECONDS; old design: how long a browser tab holds its socket
-    preemptions_per_node_hour: float = 0.0
-    warm: tuple[WarmSchedule, ...] = ()
-    timezone: str = "UTC"  # the run's clock and the warm schedules' time zone
-    start_date: str = "2026-12-07"  # a Monday: t = 0 is its midnight in `timezone`
-
-    def problems(self) -> list[str]:
-        """Every invalid field, named with its value and what is allowed."""
-        found = []
-        scaling, timeouts = self.scaling, self.timeouts
-        if self.design not in DESIGNS:
-            found.append(f"design={self.design!r}: expected one of {', '.join(DESIGNS)}")
-        if self.generation_s <= 0:
-            found.append(f"generation_s={self.generation_s}: expected > 0")
-        if scaling.max_replicas < 1 or not 0 <= scaling.min_replicas <= scaling.max_replicas:
-            found.append(f"min_replicas={scaling.min_replicas}, max_replicas={scaling.max_replicas}: "
-                         "expected 0 <= min <= max and max >= 1")
-        for name in ("target", "hpa_sync_s", "keda_poll_s"):
-            if getattr(scaling, name) <= 0:
-                found.append(f"{name}={getattr(scaling, name)}: expected > 0")
-        if timeouts.max_depth < 1:
-            found.append(f"max_depth={timeouts.max_depth}: expected >= 1")
-        for name, value in [*asdict(self.cold_start).items(), *asdict(self.costs).items(),
-                            ("stabilisation_s", scaling.stabilisation_s), ("cooldown_s", scaling.cooldown_s),
-                            ("node_scale_down_s", scaling.node_scale_down_s), ("ui_keepalive_s", self.ui_keepalive_s),
-                            ("preemptions_per_node_hour", self.preemptions_per_node_hour)]:
-            if value < 0:
-                found.append(f"{name}={value}: expected >= 0")
-        for name in ("generation_s", "cold_start_s", "max_wait_s"):
-            if getattr(timeouts, name) <= 0:
-                found.append(f"timeouts.{name}={getattr(timeouts, name)}: expected > 0")
-        for schedule in self.warm:
-            if schedule.replicas > scaling.max_replicas:
-                found.append(f"warm schedule {schedule.text!r}: {schedule.replicas} replicas, "
-                             f"expected at most max_replicas ({scaling.max_replicas})")
-        try:
-            run_start_epoch(date.fromisoformat(self.start_date), self.timezone)
-        except (ValueError, KeyError) as error:
-            found.append(f"start_date={self.start_date!r}, timezone={self.timezone!r}: {error}")
-        return found
-
-
-@dataclass(frozen=True)
-class Session:
-    """One person's prompts: the first at `start`, each next one `think_s` after the previous answer (a closed
-    loop). A trace row is a session of one request. `images` per request: one generation of that many."""
-
-    start: float
-    requests: int = 1
-    think_s: float = 0.0
-    images: int = 1
-
-
-@dataclass
-class Request:
-    id: int
-    arrival: float
-    session: Session
-    follow_ups: int  # prompts of its session still to come after this one
-    start: float | None = None  # its generation started (the last attempt)
-    end: float | None = None  # the client got its answer (success or error)
-    status: int | None = None  # 200, or the error the client got
-    cause: str = ""  # what cut it
-    cold: bool = False  # no ready pod when it arrived
-    pod: int | None = None
-    handed: float | None = None  # given to a pod: the interceptor forwarded it (old), a worker took it (new)
-    attempt: int = 0  # bumped on every dispatch and interruption: stale events are ignored
-
-    @property
-    def served(self) -> bool:
-        return self.status == 200
-
-    @property
-    def latency(self) -> float | None:
-        return round(self.end - self.arrival, 6) if self.served else None  # no float noise in the tables
-
-    def service_s(self, generation_s: float) -> float:
-        return self.session.images * generation_s
 
 
 @dataclass(eq=False)
@@ -259,63 +108,6 @@ class Pod:
     queue: deque[Request] = field(default_factory=deque)  # old design: waiting inside WebUI
     current: Request | None = None
 
-
-@dataclass(frozen=True)
-class Event:
-    t: float
-    kind: str  # node-created, node-usable, node-preempted, node-removed, pod-created, pod-bound, pod-ready, ...
-    id: int
-
-
-@dataclass(frozen=True)
-class Sample:
-    t: float
-    in_flight: int  # the scaling metric: the interceptor's concurrency (old), busy + waiting (new)
-    replicas: int
-    pods_ready: int
-    pods: int
-    nodes: int
-
-
-@dataclass
-class Result:
-    scenario: Scenario
-    duration_s: float
-    requests: list[Request]
-    events: list[Event]
-    samples: list[Sample]
-    node_seconds: float  # GPU node time billed within [0, duration_s]
-    busy_seconds: float  # GPU time generating
-    wasted_seconds: float  # GPU time on requests whose client got an error or was gone
-
-    def times(self, kind: str) -> list[float]:
-        return [event.t for event in self.events if event.kind == kind]
-
-    def errors(self) -> Counter[int]:
-        return Counter(r.status for r in self.requests if r.status is not None and not r.served)
-
-    def summary(self) -> dict[str, float | int | None]:
-        served = [r.latency for r in self.requests if r.served]
-        errors = self.errors()
-        gpu_hours = self.node_seconds / 3600
-        costs = self.scenario.costs
-        cost = gpu_hours * (costs.node_usd_per_hour + costs.disk_usd_per_hour)
-        return {
-            "requests": len(self.requests),
-            "served": len(served),
-            "served_share": len(served) / len(self.requests) if self.requests else None,
-            **{f"errors_{status}": errors.get(status, 0) for status in ERROR_STATUSES},
-            **{f"{key}_s": value for key, value in latency_summary(served).items()},
-            "cold_requests": sum(r.cold for r in self.requests),
-            "gpu_hours": gpu_hours,
-            "gpu_hours_per_day": gpu_hours * 86_400 / self.duration_s,
-            "wasted_gpu_s": self.wasted_seconds,
-            "cost_usd": cost,
-            "max_nodes": max((s.nodes for s in self.samples), default=0),
-        }
-
-
-# At equal times: state changes first, then deadlines, arrivals, and the autoscalers.
 (_NODE_USABLE, _POD_READY, _GENERATION_DONE, _NODE_GONE, _DEADLINE, _ARRIVAL, _UI, _NOTICE, _CA_CHECK, _KEDA, _HPA,
  _NODE_IDLE) = range(12)
 

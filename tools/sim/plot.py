@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.sim.model import Result
+from tools.sim.result import Result
 
 
 def _steps(result: Result, field: str) -> tuple[list[float], list[float]]:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.sim.model import Session
+from tools.sim.scenario import Session
 
 ROUTES = ("api", "ui")
 MAX_IMAGES = 1000

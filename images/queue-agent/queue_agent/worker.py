@@ -5,10 +5,14 @@ for the next generation only while its WebUI has none in flight, so no request e
 2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull; if none, `next` with a few
    seconds' wait. Only after BATCH_EVERY interactive jobs in a row with no 204 between them (sustained
    saturation) does one batch pull go first, so the batch progresses then too. Without batch: long polls.
-3. A job is forwarded to the WebUI while `cancel` is held open; a cancel or the job's own
-   `generation_timeout` interrupts the WebUI, and the outcome is posted to `result`. A generation still
-   running after the interrupt's grace: `DELETE`, and warm up again once it has ended.
+3. A job is forwarded to the WebUI while `cancel` is held open at the front that handed it out; a cancel or
+   the job's own `generation_timeout` interrupts the WebUI, and the outcome is posted to that front's
+   `result`. A generation still running after the interrupt's grace: `DELETE`, and warm up again once it
+   has ended.
 4. SIGTERM: `DELETE` at once, finish the job in flight within the drain or hand it back, exit.
+While a rollout of the request queue lists two fronts (front.Fronts), each `next` above is a round over both,
+SHORT_POLL_SECONDS at each, so the requests the draining one still holds are served within about that; one
+front gets the full long poll. The worker polls one front at a time, so it never holds two jobs.
 The request queue being unreachable is waited out with backoff (not ready meanwhile), never a crash.
 """
 
@@ -22,6 +26,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +46,9 @@ requests by a batch generation: `make e2e` (issue 17 item 5, 60% load) measured 
 +1.3 s over no batch with 3, +0.15 to +0.20 s with 20, the same as with no forced turn at all."""
 LONG_POLL_SECONDS = 20.0
 """Without batch: one long poll; well below the request queue's WORKER_TTL_SECONDS (60)."""
+SHORT_POLL_SECONDS = 1.0
+"""The longest poll at one front while there are several, or while the only one drains: a request waiting at
+one front waits at most about this long for a worker parked at another (docs/request-queue.md, "Rollout")."""
 BATCH_POLL_SECONDS = 5.0
 """With batch: the long poll after an empty batch pull, so a new batch job waits at most this long."""
 BATCH_PULL_SECONDS = 2.0
@@ -51,7 +59,7 @@ wait, well inside the request queue's margin (30 s) for the worker's report. JOB
 overrides it (the tests' WebUI that ignores the interrupt)."""
 REPORT_SECONDS = 30.0
 """How long a report is retried while the request queue is unreachable (its MARGIN_SECONDS)."""
-BACKOFF_SECONDS = (0.5, 5.0)
+BACKOFF_SECONDS = front.BACKOFF_SECONDS
 """First and longest wait between attempts to reach the request queue."""
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
@@ -157,10 +165,12 @@ class Upstream:
 
 
 class Worker:
-    def __init__(self, settings: Settings, batch: Any = None):
-        """`batch`: an agent.Agent whose `try_one` pulls and works one batch job; None without batch."""
+    def __init__(self, settings: Settings, batch: Any = None,
+                 resolve: Callable[[], list[tuple[str, int]]] | None = None):
+        """`batch`: an agent.Agent whose `try_one` pulls and works one batch job; None without batch.
+        `resolve`: the fronts' addresses; None: those QUEUE_FRONT_URL's host name resolves to."""
         self.settings = settings
-        self.front = front.Front(settings.front_url, settings.name, settings.own_url)
+        self.fronts = front.Fronts(settings.front_url, settings.name, settings.own_url, resolve)
         self.upstream = Upstream(settings.webui_url, settings.webui_auth, settings.interrupt_grace_seconds)
         self.warm_up = agent.Webui(settings.webui_url, settings.webui_auth)
         self.batch = batch
@@ -198,10 +208,20 @@ class Worker:
         self._leave()
 
     def _leave(self) -> None:
+        """DELETE at every front: each may have it registered (a front forgets it after its TTL otherwise)."""
+        self._tell_every_front("leave", front.Front.leave)
+
+    def _tell_every_front(self, what: str, call: Callable[[front.Front], None]) -> None:
         try:
-            self.front.leave()
+            fronts = self.fronts.current()
         except front.Unavailable as err:
-            log.warning("could not leave the request queue (it forgets this worker after its TTL): %s", err)
+            log.warning("could not %s: %s", what, err)
+            return
+        for one in fronts:
+            try:
+                call(one)
+            except front.Unavailable as err:
+                log.warning("could not %s at %s: %s", what, one, err)
 
     def _wait_for_webui(self, stop: threading.Event) -> bool:
         """Until the WebUI answers a warm-up generation (its checkpoint is loaded), or stop. After a generation
@@ -233,13 +253,13 @@ class Worker:
                     streak = 0
                     if self._try_batch(stop):
                         continue
-                job = self._next(0.0 if self.batch is not None or not registered else LONG_POLL_SECONDS)
+                handed = self._next(0.0 if self.batch is not None or not registered else LONG_POLL_SECONDS, stop)
                 registered = True
-                if job is None and self.batch is not None:
+                if handed is None and self.batch is not None:
                     streak = 0
                     if self._try_batch(stop):
                         continue
-                    job = self._next(BATCH_POLL_SECONDS)
+                    handed = self._next(BATCH_POLL_SECONDS, stop)
             except front.Unavailable as err:
                 registered = False
                 self._mark_ready(False)
@@ -249,21 +269,42 @@ class Worker:
                 backoff = min(backoff * 2, BACKOFF_SECONDS[1])
                 continue
             backoff = BACKOFF_SECONDS[0]
-            if job is None:
+            if handed is None:
                 streak = 0
                 continue
             streak += 1
-            if not self._run_job(job, stop):
+            if not self._run_job(*handed, stop):
                 self._mark_ready(False)
                 self._leave()  # no browser traffic to a WebUI that does not answer
                 return
 
-    def _next(self, wait: float) -> front.Job | None:
-        with self._count:
-            self._polls += 1
-        job = self.front.next(wait)
-        self._mark_ready(True)
-        return job
+    def _next(self, wait: float, stop: threading.Event) -> tuple[front.Front, front.Job] | None:
+        """One round of `next`: the job and the front that handed it out, or None when no front had one.
+        The only front, not draining, gets the whole `wait`; with several, each gets at most
+        SHORT_POLL_SECONDS, one after the other, until stop; a front backing off after it did not answer is
+        left out while another is due. Unavailable only when no front polled answered."""
+        fronts = self.fronts.in_turn()
+        alone = len(fronts) == 1 and not fronts[0].draining
+        due = [one for one in fronts if one.due] or fronts  # one that did not answer waits out its back-off
+        failures = []
+        for one in due:
+            if stop.is_set():  # leaving: no `next` after the DELETEs at the fronts already polled
+                return None
+            with self._count:
+                self._polls += 1
+            try:
+                job = one.next(wait if alone else min(wait, SHORT_POLL_SECONDS))
+            except front.Unavailable as err:
+                failures.append(str(err))
+                continue
+            self._mark_ready(True)
+            if job is not None:
+                return one, job
+        if len(failures) == len(due):
+            raise front.Unavailable("; ".join(failures))
+        if failures:
+            log.info("polled the other fronts; not answering: %s", "; ".join(failures))
+        return None
 
     def _try_batch(self, stop: threading.Event) -> bool:
         try:
@@ -276,18 +317,17 @@ class Worker:
         return took
 
     def _batch_started(self) -> None:
-        try:
-            self.front.batch_started()
-        except front.Unavailable as err:
-            log.warning("could not tell the request queue a batch job started: %s", err)
+        """Every front counts the worker busy (and keeps it registered) while it runs a batch job."""
+        self._tell_every_front("announce a batch job", front.Front.batch_started)
 
     # --- one job -------------------------------------------------------------------------------
 
-    def _run_job(self, job: front.Job, stop: threading.Event) -> bool:
-        """Run, watch, report one job. False when the WebUI did not answer at all, or did not stop when
-        interrupted: then the worker leaves until its WebUI is free, so no job waits inside the pod."""
+    def _run_job(self, origin: front.Front, job: front.Job, stop: threading.Event) -> bool:
+        """Run, watch, report one job at `origin`, the front that handed it out. False when the WebUI did not
+        answer at all, or did not stop when interrupted: then the worker leaves until its WebUI is free, so no
+        job waits inside the pod."""
         try:
-            watch = self.front.watch_cancel(job)
+            watch = origin.watch_cancel(job)
         except front.Unavailable as err:
             log.warning("job %s: could not hold its cancel, not running it: %s", job.id, err)
             return True
@@ -340,7 +380,7 @@ class Worker:
             outcome = failure(502, f"the WebUI did not answer: {answer['error']}")
         else:
             outcome = failure(504, "the WebUI did not stop within the interrupt's grace")
-        self._report(job, outcome)
+        self._report(origin, job, outcome)
         watch.close()
         if not done.is_set():
             self._unstopped = done
@@ -355,12 +395,12 @@ class Worker:
         while not done.wait(0.05) and time.monotonic() < end:
             self._beat()
 
-    def _report(self, job: front.Job, outcome: Outcome) -> None:
+    def _report(self, origin: front.Front, job: front.Job, outcome: Outcome) -> None:
         end = time.monotonic() + REPORT_SECONDS
         backoff = BACKOFF_SECONDS[0]
         while True:
             try:
-                delivered = self.front.result(job, outcome.status, outcome.content_type, outcome.body)
+                delivered = origin.result(job, outcome.status, outcome.content_type, outcome.body)
                 self.outcomes["delivered" if delivered else "client_gone"] += 1
                 return
             except front.Unavailable as err:
@@ -385,19 +425,22 @@ class Worker:
             alive.mark_registered(self.settings.heartbeat, ready)
 
 
+def batch_agent(batch_settings: agent.Settings) -> agent.Agent:
+    """The batch part of the worker: Pub/Sub pulls that give up after BATCH_PULL_SECONDS, results to the bucket."""
+    from google.cloud import pubsub_v1, storage
+
+    from queue_agent.results import BucketResults
+
+    batch_settings = dataclasses.replace(batch_settings, pull_timeout_seconds=BATCH_PULL_SECONDS)
+    return agent.Agent(batch_settings, pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient(),
+                       BucketResults(storage.Client(), batch_settings.bucket, batch_settings.storage_retry_seconds),
+                       agent.Webui(batch_settings.webui_url, batch_settings.webui_auth))
+
+
 def main(env: dict[str, str], stop: threading.Event, batch_settings: agent.Settings | None) -> int:
     """`python -m queue_agent` with QUEUE_FRONT_URL set; `batch_settings` when the JOBS_* settings are too."""
     settings = settings_from(env)
-    batch = None
-    if batch_settings is not None:
-        from google.cloud import pubsub_v1, storage
-
-        from queue_agent.results import BucketResults
-
-        batch_settings = dataclasses.replace(batch_settings, pull_timeout_seconds=BATCH_PULL_SECONDS)
-        batch = agent.Agent(batch_settings, pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient(),
-                            BucketResults(storage.Client(), batch_settings.bucket, batch_settings.storage_retry_seconds),
-                            agent.Webui(batch_settings.webui_url, batch_settings.webui_auth))
+    batch = batch_agent(batch_settings) if batch_settings is not None else None
     worker = Worker(settings, batch)
     worker.run(stop)
     log.info("stopped: %s%s", worker.outcomes, f", batch {batch.outcomes}" if batch is not None else "")

@@ -97,6 +97,7 @@ class Service:
         self.front.draining = True
         for socket in list(self.front.ui_sockets):
             socket.drain()
+        self.front.buffer.release_polls()  # workers parked here look at the other fronts (a rollout)
         log("draining", held=len(self.front.held), drain_seconds=self.settings.drain)
         try:
             async with asyncio.timeout(self.settings.drain):

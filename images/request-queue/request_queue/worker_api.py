@@ -19,6 +19,9 @@ from request_queue.jobs import Job, Result, State
 from request_queue.state import FRONT, Front
 from request_queue.workers import demand
 
+DRAINING = "X-Queue-Draining"
+"""On every `next` answer: `true` while this front drains (SIGTERM). A worker then polls it only briefly, so the
+requests it still holds are served while the new front gets the long polls (docs/request-queue.md, "Rollout")."""
 MAX_POLL_SECONDS = 60.0
 """The longest `wait` a worker may ask for; it stays below WORKER_TTL_SECONDS in practice (timeouts.py)."""
 
@@ -82,12 +85,13 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     finally:
         worker.polls -= 1
         worker.last_seen = front.now()
-    if job is None:  # none came, or it left (DELETE) while it polled
-        return web.Response(status=204)
+    marks = {DRAINING: "true" if front.draining else "false"}
+    if job is None:  # none came, it left (DELETE) while it polled, or the front started draining
+        return web.Response(status=204, headers=marks)
     worker.job = job
     job.dispatch(name, front.now())
     asyncio.get_running_loop().call_later(front.settings.margin, _unclaimed, front, name, job, job.dispatched_at)
-    return web.json_response(job.as_message(front.settings.generation_timeout))
+    return web.json_response(job.as_message(front.settings.generation_timeout), headers=marks)
 
 
 def _job(front: Front, request: web.Request) -> Job | None:
