@@ -287,6 +287,9 @@ class Worker:
         fronts = self.fronts.in_turn()
         alone = len(fronts) == 1 and not fronts[0].draining
         due = [one for one in fronts if one.due] or fronts  # one that did not answer waits out its back-off
+        # A front that relays this pod's browser generation says so (X-Queue-Webui-Busy) and holds `next` till it
+        # ends; another front does not see it and would hand a job that waits inside the pod.
+        due = [one for one in due if one.webui_busy] or due
         failures = []
         for one in due:
             if stop.is_set():  # leaving: no `next` after the DELETEs at the fronts already polled
