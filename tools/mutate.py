@@ -120,8 +120,9 @@ TARGETS = (
     ),
     Target(
         "images/request-queue/request_queue/buffer.py",  # admission at QUEUE_MAX_DEPTH and the hand-over to polls
-        ("tests/request_queue/test_buffer.py", "tests/request_queue/test_dispatch.py",
-         "tests/request_queue/test_admission.py", "tests/request_queue/test_cancel.py"),
+        ("tests/request_queue/test_buffer.py", "tests/request_queue/test_ui_hold.py",
+         "tests/request_queue/test_dispatch.py", "tests/request_queue/test_admission.py",
+         "tests/request_queue/test_cancel.py"),
     ),
     Target("components/timeouts.py", ("tests/test_timeout_chain.py",)),
     Target("components/webui.py", ("tests/test_webui.py", "tests/test_pod_security.py")),

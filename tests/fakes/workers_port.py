@@ -9,7 +9,8 @@ worker, `cancel` held once and open when the result comes, `result` once, with a
 job back to the head of the buffer, as the request queue does for a worker that is gone.
 `log` records, in order, (worker, event) for everything that happened; several stand-ins (the fronts of a
 rollout) may share one `ledger` of (front, worker, event), which shows the order across them. `draining` is
-what its `next` answers say in X-Queue-Draining.
+what its `next` answers say in X-Queue-Draining, `webui_busy` what they say in X-Queue-Webui-Busy (the pod runs
+a browser's generation).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class StrictWorkersPort(LocalServer):
         self.label = label
         self.ledger = ledger if ledger is not None else []
         self.draining = False
+        self.webui_busy = False
         self.log: list[tuple[str, str]] = []
         self.problems: list[str] = []
         self.results: dict[str, tuple[int, str, bytes]] = {}  # job id -> (X-Upstream-Status, Content-Type, body)
@@ -169,7 +171,8 @@ class StrictWorkersPort(LocalServer):
         if held is not None:
             self._problem(request, 409, f"next while holding {held}")
             return
-        draining = {"X-Queue-Draining": "true" if self.draining else "false"}
+        draining = {"X-Queue-Draining": "true" if self.draining else "false",
+                    "X-Queue-Webui-Busy": "true" if self.webui_busy else "false"}
         if job is None:
             _reply(request, 204, headers=draining)
         else:

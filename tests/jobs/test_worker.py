@@ -282,6 +282,19 @@ def test_a_moment_with_no_interactive_request_waiting_starts_the_count_of_jobs_i
     assert prompts(webui) == [*api[:every - 1], "batch 0", *api[every - 1:], "batch 1"]
 
 
+def test_no_batch_job_is_pulled_while_the_request_queue_says_the_webui_runs_a_browsers_generation(
+        port, webui, bucket, queue, settings, start):
+    port.webui_busy = True
+    queue.publish("batch-0", {"prompt": "batch 0"})
+    start(batch=settings, storage_host=bucket.url)
+    wait_until(lambda: port.events("webui-0").count("204") >= 3, what="three empty polls")
+    while_busy = port.events("webui-0")
+    port.webui_busy = False
+    wait_until(lambda: bucket.creates[("results", "batch-0/result.json")], what="the batch result")
+    assert "batch" not in while_busy
+    assert prompts(webui) == ["batch 0"]
+
+
 def test_a_batch_job_is_announced_to_the_request_queue_before_it_runs(port, webui, bucket, queue, settings, start):
     queue.publish("batch-0", {"prompt": "batch 0"})
     start(batch=settings, storage_host=bucket.url)

@@ -73,6 +73,20 @@ def test_two_fronts_are_each_polled_briefly_in_turn(webui, two_fronts):
     assert polls(old)[1:3] == polls(new)[1:3] == [brief, brief]
 
 
+def test_while_one_front_says_the_webui_runs_a_browsers_generation_the_other_front_is_not_polled(webui, two_fronts):
+    old, new = two_fronts
+    new.webui_busy = True  # the browser's socket goes through the new front
+    with serving(webui, at(old, new)):
+        wait_until(lambda: new.events("webui-0").count("204") >= 2, what="the new front's busy answers")
+        job = old.submit(**request("api"))
+        polled = len(new.events("webui-0"))
+        wait_until(lambda: len(new.events("webui-0")) >= polled + 6, what="three more polls of the new front")
+        while_busy = old.events("webui-0")
+        new.webui_busy = False
+        wait_until(lambda: job in old.results, what="the job, once the browser's generation ended")
+    assert f"job {job}" not in while_busy
+
+
 def test_the_only_front_while_it_drains_is_polled_briefly(webui):
     """DNS may still list only the draining front for a while after the new one is ready."""
     with StrictWorkersPort() as draining:

@@ -163,6 +163,21 @@ async def test_a_browser_that_leaves_mid_generation_leaves_its_pod_busy_until_gr
     assert job["headers"]["X-Loadtest-Request"] == "api"
 
 
+@run_async
+async def test_a_poll_held_past_its_wait_and_the_hold_answers_204_saying_the_webui_is_busy(start_queue):
+    async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, _):
+        body = {"url": gradio.url, "wait": 0}
+        async with session.post(queue.workers_url + "/v1/workers/pod-a/next", json=body) as response:
+            idle = (response.status, response.headers["X-Queue-Webui-Busy"])
+        async with session.ws_connect(_ws_url(queue)) as socket:
+            await _until_started(socket)
+            async with session.post(queue.workers_url + "/v1/workers/pod-a/next", json=body) as response:
+                busy = (response.status, response.headers["X-Queue-Webui-Busy"])
+            gradio.finish.set()
+    assert idle == (204, "false")
+    assert busy == (204, "true"), "a worker with batch on then polls again instead of pulling a batch job"
+
+
 async def _until_draining(session: aiohttp.ClientSession, queue) -> None:
     async with asyncio.timeout(20):
         while (await session.get(queue.url + "/healthz")).status != 503:

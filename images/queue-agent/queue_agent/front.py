@@ -31,6 +31,9 @@ BACKOFF_SECONDS = (0.5, 5.0)
 """First and longest wait before polling again a front that did not answer."""
 DRAINING = "X-Queue-Draining"
 """The `next` answer's header saying the front drains (request_queue/worker_api.py)."""
+WEBUI_BUSY = "X-Queue-Webui-Busy"
+"""The `next` answer's header saying the front sees this pod run a browser's generation (request_queue/
+ui_events.py): a batch job pulled now would wait inside the pod behind it."""
 
 
 class Unavailable(Exception):
@@ -82,6 +85,8 @@ class Front:
         self.own_url = own_url
         self.draining = False
         """What its last `next` answer said (X-Queue-Draining): it holds only what it accepted before SIGTERM."""
+        self.webui_busy = False
+        """What its last `next` answer said (X-Queue-Webui-Busy): the pod runs a browser's generation."""
         self.retry_at = 0.0
         """When a front that did not answer is polled again (time.monotonic()); others are polled meanwhile."""
         self._backoff = BACKOFF_SECONDS[0]
@@ -120,6 +125,7 @@ class Front:
             raise
         self.retry_at, self._backoff = 0.0, BACKOFF_SECONDS[0]
         self.draining = headers.get(DRAINING, "false") == "true"
+        self.webui_busy = headers.get(WEBUI_BUSY, "false") == "true"
         if status == 204:
             return None
         if status == 200:
@@ -204,6 +210,10 @@ class Fronts:
             start = self._turn % len(fronts)
             self._turn += 1
         return fronts[start:] + fronts[:start]
+
+    def webui_busy(self) -> bool:
+        """A front's last `next` said this pod runs a browser's generation: no batch pull now."""
+        return any(front.webui_busy for front in self.current())
 
 
 class CancelWatch:

@@ -2,9 +2,10 @@
 for the next generation only while its WebUI has none in flight, so no request ever waits inside a pod.
 
 1. A warm-up generation (the checkpoint is loaded), then `next` registers the worker.
-2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull; if none, `next` with a few
-   seconds' wait. Only after BATCH_EVERY interactive jobs in a row with no 204 between them (sustained
-   saturation) does one batch pull go first, so the batch progresses then too. Without batch: long polls.
+2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull (none while a front says the pod
+   runs a browser's generation, X-Queue-Webui-Busy); if none, `next` with a few seconds' wait. Only after
+   BATCH_EVERY interactive jobs in a row with no 204 between them (sustained saturation) does one batch pull go
+   first, so the batch progresses then too. Without batch: long polls.
 3. A job is forwarded to the WebUI while `cancel` is held open at the front that handed it out; a cancel or
    the job's own `generation_timeout` interrupts the WebUI, and the outcome is posted to that front's
    `result`. A generation still running after the interrupt's grace: `DELETE`, and warm up again once it
@@ -255,7 +256,7 @@ class Worker:
                         continue
                 handed = self._next(0.0 if self.batch is not None or not registered else LONG_POLL_SECONDS, stop)
                 registered = True
-                if handed is None and self.batch is not None:
+                if handed is None and self.batch is not None and not self.fronts.webui_busy():
                     streak = 0
                     if self._try_batch(stop):
                         continue
@@ -286,6 +287,9 @@ class Worker:
         fronts = self.fronts.in_turn()
         alone = len(fronts) == 1 and not fronts[0].draining
         due = [one for one in fronts if one.due] or fronts  # one that did not answer waits out its back-off
+        # A front that relays this pod's browser generation says so (X-Queue-Webui-Busy) and holds `next` till it
+        # ends; another front does not see it and would hand a job that waits inside the pod.
+        due = [one for one in due if one.webui_busy] or due
         failures = []
         for one in due:
             if stop.is_set():  # leaving: no `next` after the DELETEs at the fronts already polled

@@ -44,6 +44,9 @@ _KIND = re.compile(r'\s*\{\s*"msg"\s*:\s*"([a-z_]+)"')
 _HEAD = 64
 """Enough of a message to read its "msg" (the longest kind, with spaces, fits)."""
 
+BUSY = "X-Queue-Webui-Busy"
+"""On every `next` answer: `true` while the worker's pod runs a browser's event. A worker with batch on takes a
+204 as leave to pull a batch job, which would wait inside the pod then: it polls again instead."""
 UI_HOLD_SECONDS = 5.0
 """How long past its `wait` a `next` is held while the worker's pod runs a browser's event. The worker waits
 for `next`'s answer `wait` + 10 s (images/queue-agent/queue_agent/front.py, CONNECT_SECONDS); held longer,
@@ -105,8 +108,8 @@ async def _first(*events: asyncio.Event) -> None:
 
 async def take_when_free(buffer: Buffer, worker: Worker, wait: float) -> Job | None:
     """The next job for `worker`'s `next`, handed over only while its pod runs no browser event: until that ends
-    the call is held, not answered 204, up to `wait` + UI_HOLD_SECONDS (a 204 sends a worker with batch on to
-    start a batch job, which would wait inside the pod behind the browser's generation)."""
+    the call is held, not answered 204, up to `wait` + UI_HOLD_SECONDS; a 204 then says BUSY, so that a worker
+    with batch on does not start a batch job, which would wait inside the pod behind the browser's generation."""
     clock = asyncio.get_running_loop().time
     until = clock() + wait
     while True:
@@ -116,6 +119,6 @@ async def take_when_free(buffer: Buffer, worker: Worker, wait: float) -> Job | N
                     await _first(worker.ui_done, worker.left)
             except TimeoutError:
                 return None
-        job = await buffer.take(max(0.0, until - clock()), worker.left, worker.in_ui)
+        job = await buffer.take(max(0.0, until - clock()), worker.no_job)
         if job is not None or worker.left.is_set() or not worker.ui_events:
             return job

@@ -85,7 +85,8 @@ async def next_job(request: web.Request) -> web.StreamResponse:
     finally:
         worker.polls -= 1
         worker.last_seen = front.now()
-    marks = {DRAINING: "true" if front.draining else "false"}
+    marks = {DRAINING: "true" if front.draining else "false",
+             ui_events.BUSY: "true" if worker.ui_events else "false"}
     if job is None:  # none came, it left (DELETE) while it polled, or the front started draining
         return web.Response(status=204, headers=marks)
     worker.job = job

@@ -30,8 +30,9 @@ class Worker:
     204 at once."""
     ui_events: int = 0
     """Browser (Gradio) events its pod runs now, each between `process_starts` and its end (ui_events.py)."""
-    in_ui: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while ui_events > 0: an open `next` stops waiting for a job."""
+    no_job: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while its `next` must not be handed a job: its pod runs a browser event, or it left. An open `next`
+    stops waiting for a job then (Buffer.take)."""
     ui_done: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while ui_events == 0: a held `next` goes on."""
 
@@ -44,14 +45,15 @@ class Worker:
 
     def ui_event_started(self) -> None:
         self.ui_events += 1
-        self.in_ui.set()
+        self.no_job.set()
         self.ui_done.clear()
 
     def ui_event_ended(self) -> None:
         self.ui_events -= 1
         if self.ui_events == 0:
-            self.in_ui.clear()
             self.ui_done.set()
+            if not self.left.is_set():
+                self.no_job.clear()
 
 
 class Registry:
@@ -81,6 +83,7 @@ class Registry:
         worker = self._workers.pop(name, None)
         if worker is not None:
             worker.left.set()
+            worker.no_job.set()
         if not self._workers:
             self.present.clear()
         return worker
