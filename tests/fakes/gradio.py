@@ -7,6 +7,11 @@ The queue follows gradio-app/gradio@v3.41.2, read from the released wheel (gradi
 - `gradio/queueing.py` `gather_event_data`: send `{"msg": "send_data"}`, receive the PredictBody (`data`,
   `fn_index`, `session_hash`); `process_events`: send `{"msg": "process_starts"}`, run the function, send
   `{"msg": "process_completed", "output": {"data": [...]}, "success": true}`.
+An event outside the queue (`queue=False`) is `@app.post("/run/{api_name}")` and its `/api/` spellings
+(`gradio/routes.py` `predict`): a PredictBody in, `{"data": [...], "is_generating", "duration",
+"average_duration"}` out (`gradio/blocks.py` `process_api`), held by `finish` as a queued event is.
+`join_hosts` records the Host each queue socket was opened with: Gradio's queue posts every prediction to the
+server URL it reads from the first one (`get_server_url_from_ws_url`, `Queue.set_url`, `call_prediction`).
 Strict about that order: a client message out of turn, or missing a field, closes the socket with 1008
 (policy violation) and is recorded in `violations`. As in Gradio, an event whose browser left after
 `process_starts` still runs to its end (`process_events` runs it in a background task; only `send_message` to
@@ -32,6 +37,7 @@ class FakeGradio:
         self.generated: list[str] = []
         self.violations: list[str] = []
         self.delivered: list[str] = []
+        self.join_hosts: list[str | None] = []
         self.queue_open = asyncio.Event()
         self.queue_open.set()
         self.finish = asyncio.Event()
@@ -43,6 +49,8 @@ class FakeGradio:
         app = web.Application()
         app.router.add_get("/", self._page)
         app.router.add_get("/queue/join", self._join)
+        for route in ("/run/{api_name}", "/run/{api_name}/", "/api/{api_name}", "/api/{api_name}/"):
+            app.router.add_post(route, self._predict)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -69,7 +77,22 @@ class FakeGradio:
             return None
         return body
 
+    async def _predict(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or not {"data", "fn_index", "session_hash"} <= set(body):
+            self.violations.append(f"predict: got {body!r}, want a PredictBody")
+            return web.json_response({"detail": "Unprocessable Entity"}, status=422)
+        await self.finish.wait()
+        prompt = body["data"][0]
+        self.generated.append(prompt)
+        return web.json_response({"data": [f"image of {prompt}"], "is_generating": False, "duration": 0.0,
+                                  "average_duration": 0.0})
+
     async def _join(self, request: web.Request) -> web.WebSocketResponse:
+        self.join_hosts.append(request.headers.get("Host"))
         socket = web.WebSocketResponse(max_msg_size=UVICORN_WS_MAX_SIZE)
         await socket.prepare(request)
         await socket.send_json({"msg": "send_hash"})

@@ -164,6 +164,36 @@ async def test_a_browser_that_leaves_mid_generation_leaves_its_pod_busy_until_gr
 
 
 @run_async
+async def test_a_browsers_event_outside_gradios_queue_keeps_its_pod_busy_until_the_pod_answers(start_queue):
+    async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, worker):
+        event = asyncio.create_task(session.post(queue.url + "/run/predict", json={
+            "data": ["a red fox"], "fn_index": 3, "session_hash": "tab-1", "event_data": None}))
+        running = await until_demand(session, queue.workers_url, busy=1)
+        client, poll = await _api_call_held_while_the_pod_is_busy(queue, session, worker)
+        gradio.finish.set()
+        answer = await event
+        predicted = (answer.status, await answer.json())
+        job = await poll
+        await worker.post_result(job, 200, b"{}")
+        await client
+    assert (running["idle"], running["desired"]) == (0, 1)
+    assert predicted == (200, {"data": ["image of a red fox"], "is_generating": False, "duration": 0.0,
+                               "average_duration": 0.0})
+    assert job["headers"]["X-Loadtest-Request"] == "api" and gradio.violations == []
+
+
+@run_async
+async def test_the_queue_socket_reaches_the_pod_under_its_own_address_which_gradio_posts_its_predictions_to(
+        start_queue):
+    async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, _):
+        gradio.finish.set()
+        async with session.ws_connect(_ws_url(queue), headers={"Host": "sd.example.com"}) as socket:
+            await _until_started(socket)
+            assert (await socket.receive_json())["msg"] == "process_completed"
+    assert gradio.join_hosts == [gradio.url.removeprefix("http://")]
+
+
+@run_async
 async def test_a_poll_held_past_its_wait_and_the_hold_answers_204_saying_the_webui_is_busy(start_queue):
     async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, _):
         body = {"url": gradio.url, "wait": 0}

@@ -12,6 +12,7 @@ an inline "starting" page (503, Retry-After) and every browser request keeps one
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -29,6 +30,12 @@ CLIENT_MAX_BYTES = 64 * 1024 * 1024
 in the API's body and, from the browser, in the Gradio queue socket's `send_data` answer. aiohttp's own limit on
 a WebSocket message is 4 MiB on both ends (`max_msg_size`, docs.aiohttp.org/en/stable/client_reference.html
 `ClientSession.ws_connect`, web_reference.html `WebSocketResponse`), which would close the socket with 1009."""
+GRADIO_PREDICT = re.compile(r"/(run|api)/[^/]+/?")
+"""Gradio 3.41.2's HTTP route for an event outside its queue (`queue=False`): `@app.post("/run/{api_name}")` and
+its `/api/` spellings (`gradio/routes.py` `predict`), which the front end posts to for such an event (`post_data`
+to `/run/predict` in `templates/frontend/assets/index-2519a27e.js`). The queue's own calls to that route come
+from inside the pod, to the address its socket was opened at: the pod's own, since the front sets Host anew
+(headers.py; `get_server_url_from_ws_url` in `gradio/routes.py`, `call_prediction` in `gradio/queueing.py`)."""
 COOKIE = "sdgke-pod"
 """Which pod this browser's UI session lives on: Gradio keeps session state in the pod's memory."""
 STARTING_RETRY_AFTER = 10
@@ -49,10 +56,10 @@ async def _worker_within(front: Front, until: float) -> Worker | None:
     return worker
 
 
-async def forward(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
+async def forward(front: Front, request: web.Request, worker: Worker, body: bytes | None = None) -> web.StreamResponse:
     """One HTTP exchange with the pod, status, headers and body passed through as they are."""
     assert front.session is not None
-    body = await request.read()
+    body = await request.read() if body is None else body
     url = worker.url.rstrip("/") + request.rel_url.raw_path_qs
     try:
         async with front.session.request(request.method, url, headers=passed(request.headers.items()),
@@ -105,11 +112,28 @@ async def browser(front: Front, request: web.Request) -> web.StreamResponse:
         return refusal(503, "the WebUI is starting", STARTING_RETRY_AFTER)
     if request.headers.get("Upgrade", "").lower() == "websocket":
         response = await _counted(front, lambda: _websocket(front, request, worker))
+    elif request.method == "POST" and GRADIO_PREDICT.fullmatch(request.path):
+        response = await _counted(front, lambda: _event_over_http(front, request, worker))
     else:
         response = await _counted(front, lambda: forward(front, request, worker))
     if request.cookies.get(COOKIE) != worker.name and not response.prepared:
         response.set_cookie(COOKIE, worker.name, path="/", httponly=True, samesite="Lax")
     return response
+
+
+async def _event_over_http(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
+    """A browser's event outside Gradio's queue: its pod is busy until the pod answers, as with a queued event
+    (ui_events.py), past the browser's leaving too, since Gradio runs the event to its end whatever the client."""
+    body = await request.read()
+
+    async def exchange() -> web.StreamResponse:
+        worker.ui_event_started()
+        try:
+            return await forward(front, request, worker, body)
+        finally:
+            worker.ui_event_ended()
+
+    return await asyncio.shield(asyncio.ensure_future(exchange()))
 
 
 async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
