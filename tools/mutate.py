@@ -66,7 +66,7 @@ POLICY_MODULES = {
     "pod_security": ("tests/test_pod_security.py",),
 }
 """The whole policy pack (policy/): each module and the tests of the policies it holds."""
-CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py")
+CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py", "tests/test_config_queue.py")
 """The config loader's (components/config/): every part of it (parse and the sources, the types, the per-key
 checks, the cross-key rules) is tested through `parse`. Its __init__'s module level is only re-exports."""
 
