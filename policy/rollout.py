@@ -14,8 +14,9 @@ DEFAULT_AWAIT_SECONDS = 600
 
 
 def gpu_pods(pod: dict) -> bool:
-    return any("nvidia.com/gpu" in {**(get(c, "resources", "requests") or {}), **(get(c, "resources", "limits") or {})}
-               for c in containers(pod))
+    """A GPU is always a limit: Kubernetes refuses a GPU request without one ("Limit must be set for non
+    overcommitable resources", kubernetes/kubernetes pkg/apis/core/validation/validation.go)."""
+    return any("nvidia.com/gpu" in (get(c, "resources", "limits") or {}) for c in containers(pod))
 
 
 def _await_seconds(r) -> float | None:
@@ -27,8 +28,8 @@ def _await_seconds(r) -> float | None:
         return None
     annotated = annotations.get("pulumi.com/timeoutSeconds")
     fallback = float(annotated) if annotated and annotated.isdigit() else DEFAULT_AWAIT_SECONDS
-    timeouts = r.opts.custom_timeouts if r.opts else None
-    return min((getattr(timeouts, f"{op}_seconds", 0) or fallback) for op in ("create", "update"))
+    timeouts = r.opts.custom_timeouts  # always set: 0s where none are given (pulumi_policy 1.21.0 _get_resource_options)
+    return min((getattr(timeouts, f"{op}_seconds") or fallback) for op in ("create", "update"))
 
 
 def gpu_pods_do_not_block_up(args: StackValidationArgs, report):
@@ -45,7 +46,7 @@ def gpu_pods_do_not_block_up(args: StackValidationArgs, report):
     for r in gpu + fronts:
         seconds = _await_seconds(r)
         if seconds is not None and seconds < budget:
-            report(f"{r.resource_type.rsplit(':', 1)[-1]} {workload_of(r.props)[1]!r} waits for GPU pods for up to "
+            report(f"{r.resource_type.split(':')[-1]} {workload_of(r.props)[1]!r} waits for GPU pods for up to "
                    f"{seconds:.0f}s, less than their cold start ({budget}s): `up` would fail while GPU capacity "
                    "comes up. Annotate it pulumi.com/skipAwait: \"true\" or give it customTimeouts of at least "
                    "the cold start.", r.urn)

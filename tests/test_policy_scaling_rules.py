@@ -117,6 +117,13 @@ def test_the_total_maximum_wins_over_the_per_zone_one():
     assert found == [too_many(2, 1)]
 
 
+def test_an_accelerator_listed_with_no_cards_adds_no_gpu_to_the_pool():
+    pool = gpu_pool()
+    pool["nodeConfig"]["guestAccelerators"] = [{"type": "nvidia-l4", "count": 1}, {"type": "nvidia-t4", "count": 0}]
+    found = violations(FITS_POOL, resource(NODE_POOL, pool, name="gpu"), gpu_deployment(), scaled_object(maximum=3))
+    assert found == [too_many(3, 2)]
+
+
 def test_gpus_asked_only_as_a_limit_count_against_the_pool():
     """The usual form: Kubernetes defaults an extended resource's request to its limit, and refuses a GPU
     request without a limit (kubernetes/kubernetes pkg/apis/core/validation/validation.go

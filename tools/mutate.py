@@ -58,7 +58,7 @@ POLICY_MODULES = {
     "workloads": ("tests/test_pod_security.py", "tests/test_request_queue.py", "tests/test_autoscaling.py"),
     "iam": (),
     "stack": ("tests/test_upgrade.py", "tests/test_delivery.py"),
-    "rollout": ("tests/test_await.py",),
+    "rollout": ("tests/test_policy_rollout_rules.py", "tests/test_await.py"),
     "scaling": ("tests/test_policy_scaling_rules.py", "tests/test_autoscaling.py"),
     "way_in": ("tests/test_one_way_in.py", "tests/test_gateway.py"),
     "storage": ("tests/test_policy_storage_rules.py",),
