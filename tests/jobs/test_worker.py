@@ -381,3 +381,29 @@ def test_the_stand_in_refuses_next_batch_and_a_bare_result_while_a_job_is_held()
             f"next while holding {job}", f"a batch job while holding {job}",
             f"result of {job} without its cancel held open",
             f"cancel of {job}, which other does not hold (or holds open already)", "not a route of the workers port"]
+
+
+def test_a_job_handed_over_while_the_webui_runs_a_browsers_generation_is_released_and_run_once_it_ends(
+        port, webui, start):
+    serving(port, start())
+    with webui.browser_generation():
+        job = port.submit(**request("behind a browser"))
+        wait_until(lambda: f"released {job}" in port.events(), what="the release")
+        seen = webui.progress_calls
+        wait_until(lambda: webui.progress_calls >= seen + 2, what="the worker asking whether the WebUI is idle")
+        after_release = port.events("webui-0")[port.events("webui-0").index(f"released {job}") + 1:]
+        assert after_release == [] and job not in port.results
+    wait_until(lambda: job in port.results, what="the result")
+    assert port.results[job][0] == 200
+    assert webui.served.count("behind a browser") == 1
+    steps = [e for e in port.events("webui-0") if not e.startswith(("next", "204"))]
+    assert steps == [f"job {job}", f"released {job}", f"job {job}", f"cancel {job}", f"result {job} 200"]
+
+
+def test_a_job_handed_over_while_the_webui_is_idle_asks_its_progress_once_and_runs(port, webui, start):
+    serving(port, start())
+    seen = webui.progress_calls
+    job = port.submit(**request("straight through"))
+    wait_until(lambda: job in port.results, what="the result")
+    assert webui.progress_calls == seen + 1
+    assert not any(event.startswith("released") for event in port.events())
