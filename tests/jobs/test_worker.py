@@ -407,3 +407,18 @@ def test_a_job_handed_over_while_the_webui_is_idle_asks_its_progress_once_and_ru
     wait_until(lambda: job in port.results, what="the result")
     assert webui.progress_calls == seen + 1
     assert not any(event.startswith("released") for event in port.events())
+
+
+def test_no_batch_job_is_pulled_while_the_webui_runs_a_browsers_generation_no_front_counted(
+        port, webui, bucket, queue, settings, start):
+    start(batch=settings, storage_host=bucket.url)
+    wait_until(lambda: port.events("webui-0").count("204") >= 1, what="the first empty poll")
+    with webui.browser_generation():
+        wait_until(lambda: webui.progress_calls >= 2, what="the worker asking whether the WebUI is idle")
+        queue.publish("batch-0", {"prompt": "batch 0"})
+        seen = webui.progress_calls
+        wait_until(lambda: webui.progress_calls >= seen + 2, what="the worker asking again")
+        while_busy = port.events("webui-0")
+    wait_until(lambda: bucket.creates[("results", "batch-0/result.json")], what="the batch result")
+    assert "batch" not in while_busy
+    assert prompts(webui) == ["batch 0"]

@@ -3,7 +3,8 @@ for the next generation only while its WebUI has none in flight, so no request e
 
 1. A warm-up generation (the checkpoint is loaded), then `next` registers the worker.
 2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull (none while a front says the pod
-   runs a browser's generation, X-Queue-Webui-Busy); if none, `next` with a few seconds' wait. Only after
+   runs a browser's generation, X-Queue-Webui-Busy, or its WebUI's progress says it runs one: then it waits
+   until that ends); if none, `next` with a few seconds' wait. Only after
    BATCH_EVERY interactive jobs in a row with no 204 between them (sustained saturation) does one batch pull go
    first, so the batch progresses then too. Without batch: long polls.
 3. A job is first checked against the WebUI's own state: one handed over while the WebUI runs a generation
@@ -293,6 +294,9 @@ class Worker:
                 registered = True
                 if handed is None and self.batch is not None and not self.fronts.webui_busy():
                     streak = 0
+                    if self.upstream.generating():  # a browser's generation no front counted: no batch job now
+                        self._wait_while_generating(stop)
+                        continue
                     if self._try_batch(stop):
                         continue
                     handed = self._next(BATCH_POLL_SECONDS, stop)
