@@ -8,7 +8,9 @@ import base64
 import http.client
 import json
 import signal
+import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from queue_agent import alive, front, worker
@@ -422,3 +424,25 @@ def test_no_batch_job_is_pulled_while_the_webui_runs_a_browsers_generation_no_fr
     wait_until(lambda: bucket.creates[("results", "batch-0/result.json")], what="the batch result")
     assert "batch" not in while_busy
     assert prompts(webui) == ["batch 0"]
+
+
+def test_a_worker_waiting_for_a_long_browsers_generation_polls_again_within_the_ttl_and_releases_again(
+        port, webui, monkeypatch):
+    monkeypatch.setattr(worker, "BUSY_WAIT_SECONDS", 0.2)  # stands for LONG_POLL_SECONDS, below the front's TTL
+    settings = worker.Settings(front_url=port.url, name="webui-0", own_url=webui.url, webui_url=webui.url,
+                               webui_auth=harness.AUTH, ready_poll_seconds=0.05)
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.Worker(settings, resolve=lambda: [("127.0.0.1", urlsplit(port.url).port)]
+                                                 ).run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        wait_until(lambda: registered(port), what="registration")
+        with webui.browser_generation():
+            job = port.submit(**request("behind a long browser generation"))
+            wait_until(lambda: port.events("webui-0").count(f"released {job}") >= 2, what="a second release")
+        wait_until(lambda: job in port.results, what="the result")
+        assert port.results[job][0] == 200
+        assert webui.served.count("behind a long browser generation") == 1
+    finally:
+        stop.set()
+        loop.join(timeout=60)

@@ -63,6 +63,10 @@ wait, well inside the request queue's margin (30 s) for the worker's report. JOB
 overrides it (the tests' WebUI that ignores the interrupt)."""
 BUSY_POLL_SECONDS = 0.5
 """How often a worker that handed a job back asks its WebUI whether the generation it runs has ended."""
+BUSY_WAIT_SECONDS = LONG_POLL_SECONDS
+"""The longest a worker waits for its WebUI's generation without calling `next`: a front forgets a worker that has
+not polled for WORKER_TTL_SECONDS (60), and with it the browser traffic to its pod. A job handed over when it polls
+again while the generation still runs is released again."""
 PROGRESS_SECONDS = 5.0
 """How long the WebUI may take to answer `/sdapi/v1/progress`, which it answers without its `queue_lock`."""
 REPORT_SECONDS = 30.0
@@ -447,8 +451,9 @@ class Worker:
         log.info("job %s released: the WebUI runs another generation", job.id)
 
     def _wait_while_generating(self, stop: threading.Event) -> None:
-        """No `next` until the WebUI's generation has ended, or stop."""
-        while not stop.is_set() and self.upstream.generating():
+        """No `next` until the WebUI's generation has ended, stop, or BUSY_WAIT_SECONDS."""
+        end = time.monotonic() + BUSY_WAIT_SECONDS
+        while not stop.is_set() and time.monotonic() < end and self.upstream.generating():
             self._beat()
             stop.wait(BUSY_POLL_SECONDS)
 
