@@ -61,6 +61,12 @@ class StandInWorker:
             _expect(response, {204, 410}, "result")
             return response.status
 
+    async def release(self, job: dict) -> int:
+        """`release`: hand the job back unrun (its WebUI is busy); 204, or 410 for a job not in flight here."""
+        async with self.session.post(f"{self.base}/jobs/{job['id']}/release") as response:
+            _expect(response, {204, 410}, "release")
+            return response.status
+
     async def run_on_webui(self, job: dict) -> tuple[int, str, bytes]:
         """Send the job to the WebUI as the worker does: same method, path, query, headers and body."""
         url = self.webui_url + job["path"] + (f"?{job['query']}" if job["query"] else "")

@@ -11,6 +11,10 @@ FakeWebui answers like AUTOMATIC1111's API (v1.10.1, the recipe's pin):
 `POST /sdapi/v1/interrupt` ends the generation running now early, as WebUI's `shared.state.interrupt()`
 does (modules/api/api.py `interruptapi`); the flag is cleared when the next generation begins
 (modules/shared_state.py `State.begin`), so an interrupt with nothing running cuts nothing.
+`GET /sdapi/v1/progress` tells the truth about `state.job_count`, as `progressapi` reads it from WebUI's
+`shared.state` (modules/api/api.py): 0 while idle, the generation's `n_iter` while one runs (`State.begin` sets
+-1, processing its batch count, `State.end` 0: modules/shared_state.py). `browser_generation()` runs a generation
+as a browser's event does: outside the API, holding the same FIFO lock.
 It counts what a test needs to check ordering and concurrency without timing anything: requests open
 at once, generations at once, the order they were served in. Clearing `admit` holds requests
 before they queue, so a test can see how many a client keeps open.
@@ -54,11 +58,13 @@ class FakeWebui(LocalServer):
             self.model_loaded.set()
         self.admit = threading.Event()
         self.admit.set()
-        self.job_count = 0  # what /sdapi/v1/progress reports
+        self.job_count = 0  # a generation outside this stand-in (another process's), which progress reports too
+        self._running_count = 0  # the running generation's batch count (WebUI's state.job_count), 0 while idle
         self.txt2img_payloads: list[dict] = []
         self.hosts: list[str | None] = []  # the Host header of each txt2img request
         self.targets: list[str] = []  # the request target (path and query) of each txt2img request
         self.served: list[str | None] = []  # X-Loadtest-Request of each finished generation, in order
+        self.progress_calls = 0  # GET /sdapi/v1/progress calls
         self.interrupts = 0  # POST /sdapi/v1/interrupt calls
         self.interrupted: list[str | None] = []  # X-Loadtest-Request of each generation an interrupt cut short
         self._interrupt = threading.Event()
@@ -84,7 +90,9 @@ class FakeWebui(LocalServer):
         if request.command == "GET" and path == "/sdapi/v1/options":
             self._json(request, {"sd_model_checkpoint": "v1-5"})
         elif request.command == "GET" and path == "/sdapi/v1/progress":
-            self._json(request, {"progress": 0.5, "state": {"job_count": self.job_count}})
+            with self._counts:
+                self.progress_calls += 1
+            self._json(request, {"progress": 0.5, "state": {"job_count": self.job_count or self._running_count}})
         elif request.command == "POST" and path == "/sdapi/v1/txt2img":
             self._txt2img(request)
         elif request.command == "POST" and path == "/sdapi/v1/interrupt":
@@ -120,8 +128,10 @@ class FakeWebui(LocalServer):
                     self._generating += 1
                     self.max_generating = max(self.max_generating, self._generating)
                     self._interrupt.clear()
+                    self._running_count = payload.get("n_iter", 1)
                 cut = self._generate(request)
                 with self._counts:
+                    self._running_count = 0
                     self._generating -= 1
                     self.served.append(request.headers.get("X-Loadtest-Request"))
                     if cut:
@@ -136,6 +146,19 @@ class FakeWebui(LocalServer):
     def _generate(self, request: BaseHTTPRequestHandler) -> bool:
         """One generation, holding the FIFO turn: `generation_seconds`, or less when interrupted (True)."""
         return self._interrupt.wait(self.generation_seconds)
+
+    @contextmanager
+    def browser_generation(self) -> Iterator[None]:
+        """A generation a browser started (Gradio's queue, straight to the pod): it holds the FIFO lock, and
+        progress reports it, until the block ends."""
+        with self._fifo_turn():
+            with self._counts:
+                self._running_count = 1
+            try:
+                yield
+            finally:
+                with self._counts:
+                    self._running_count = 0
 
     @contextmanager
     def _fifo_turn(self) -> Iterator[None]:

@@ -3,10 +3,11 @@ jobs a test submits, first in first out, and refuses, in `problems`, every reque
 allow, so a worker that talks to it cleanly follows the protocol.
 
 What it checks: `next`'s body is exactly {"url": "http://...", "wait": 0 <= seconds < WORKER_TTL}; no `next`
-and no `PUT batch` while the worker holds a job; `cancel` and `result` only for a job dispatched to that
-worker, `cancel` held once and open when the result comes, `result` once, with an integer
-`X-Upstream-Status` and a `Content-Type`; no other path. A `cancel` that drops before the result hands the
-job back to the head of the buffer, as the request queue does for a worker that is gone.
+and no `PUT batch` while the worker holds a job; `cancel`, `release` and `result` only for a job dispatched to
+that worker, `cancel` held once and open when the result comes, `release` only before `cancel` (it puts the job
+back first in line), `result` once, with an integer `X-Upstream-Status` and a `Content-Type`; no other path.
+A `cancel` that drops before the result hands the job back to the head of the buffer, as the request queue
+does for a worker that is gone.
 `log` records, in order, (worker, event) for everything that happened; several stand-ins (the fronts of a
 rollout) may share one `ledger` of (front, worker, event), which shows the order across them. `draining` is
 what its `next` answers say in X-Queue-Draining, `webui_busy` what they say in X-Queue-Webui-Busy (the pod runs
@@ -37,6 +38,7 @@ ROUTES = {
     ("POST", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/next$")): "_next",
     ("GET", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/jobs/(?P<job>[^/]+)/cancel$")): "_cancel",
     ("POST", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/jobs/(?P<job>[^/]+)/result$")): "_result",
+    ("POST", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/jobs/(?P<job>[^/]+)/release$")): "_release",
     ("PUT", re.compile(r"^/v1/workers/(?P<worker>[^/]+)/batch$")): "_batch",
     ("DELETE", re.compile(r"^/v1/workers/(?P<worker>[^/]+)$")): "_delete",
 }
@@ -236,6 +238,21 @@ class StrictWorkersPort(LocalServer):
             self._problem(request, *problem)
         else:
             _reply(request, 410 if job in self.gone else 204)
+
+    def _release(self, request: BaseHTTPRequestHandler, body: bytes, worker: str, job: str) -> None:
+        """The worker hands the job back unrun: first in line again, the worker free. Only for a job it holds,
+        before its `cancel` (a job it has started running is reported, not released)."""
+        with self._changed:
+            allowed = self._held.get(worker) == job and job not in self._cancel_open and job not in self.results
+            if allowed:
+                del self._held[worker]
+                self._jobs.appendleft(self._dispatched.pop(job))
+                self._record(worker, f"released {job}")
+                self._changed.notify_all()
+        if allowed:
+            _reply(request, 204)
+        else:
+            self._problem(request, 410, f"release of {job}, which {worker} does not hold unstarted")
 
     def _batch(self, request: BaseHTTPRequestHandler, body: bytes, worker: str) -> None:
         with self._changed:

@@ -8,7 +8,9 @@ import base64
 import http.client
 import json
 import signal
+import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from queue_agent import alive, front, worker
@@ -381,3 +383,66 @@ def test_the_stand_in_refuses_next_batch_and_a_bare_result_while_a_job_is_held()
             f"next while holding {job}", f"a batch job while holding {job}",
             f"result of {job} without its cancel held open",
             f"cancel of {job}, which other does not hold (or holds open already)", "not a route of the workers port"]
+
+
+def test_a_job_handed_over_while_the_webui_runs_a_browsers_generation_is_released_and_run_once_it_ends(
+        port, webui, start):
+    serving(port, start())
+    with webui.browser_generation():
+        job = port.submit(**request("behind a browser"))
+        wait_until(lambda: f"released {job}" in port.events(), what="the release")
+        seen = webui.progress_calls
+        wait_until(lambda: webui.progress_calls >= seen + 2, what="the worker asking whether the WebUI is idle")
+        after_release = port.events("webui-0")[port.events("webui-0").index(f"released {job}") + 1:]
+        assert after_release == [] and job not in port.results
+    wait_until(lambda: job in port.results, what="the result")
+    assert port.results[job][0] == 200
+    assert webui.served.count("behind a browser") == 1
+    steps = [e for e in port.events("webui-0") if not e.startswith(("next", "204"))]
+    assert steps == [f"job {job}", f"released {job}", f"job {job}", f"cancel {job}", f"result {job} 200"]
+
+
+def test_a_job_handed_over_while_the_webui_is_idle_asks_its_progress_once_and_runs(port, webui, start):
+    serving(port, start())
+    seen = webui.progress_calls
+    job = port.submit(**request("straight through"))
+    wait_until(lambda: job in port.results, what="the result")
+    assert webui.progress_calls == seen + 1
+    assert not any(event.startswith("released") for event in port.events())
+
+
+def test_no_batch_job_is_pulled_while_the_webui_runs_a_browsers_generation_no_front_counted(
+        port, webui, bucket, queue, settings, start):
+    start(batch=settings, storage_host=bucket.url)
+    wait_until(lambda: port.events("webui-0").count("204") >= 1, what="the first empty poll")
+    with webui.browser_generation():
+        wait_until(lambda: webui.progress_calls >= 2, what="the worker asking whether the WebUI is idle")
+        queue.publish("batch-0", {"prompt": "batch 0"})
+        seen = webui.progress_calls
+        wait_until(lambda: webui.progress_calls >= seen + 2, what="the worker asking again")
+        while_busy = port.events("webui-0")
+    wait_until(lambda: bucket.creates[("results", "batch-0/result.json")], what="the batch result")
+    assert "batch" not in while_busy
+    assert prompts(webui) == ["batch 0"]
+
+
+def test_a_worker_waiting_for_a_long_browsers_generation_polls_again_within_the_ttl_and_releases_again(
+        port, webui, monkeypatch):
+    monkeypatch.setattr(worker, "BUSY_WAIT_SECONDS", 0.2)  # stands for LONG_POLL_SECONDS, below the front's TTL
+    settings = worker.Settings(front_url=port.url, name="webui-0", own_url=webui.url, webui_url=webui.url,
+                               webui_auth=harness.AUTH, ready_poll_seconds=0.05)
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.Worker(settings, resolve=lambda: [("127.0.0.1", urlsplit(port.url).port)]
+                                                 ).run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        wait_until(lambda: registered(port), what="registration")
+        with webui.browser_generation():
+            job = port.submit(**request("behind a long browser generation"))
+            wait_until(lambda: port.events("webui-0").count(f"released {job}") >= 2, what="a second release")
+        wait_until(lambda: job in port.results, what="the result")
+        assert port.results[job][0] == 200
+        assert webui.served.count("behind a long browser generation") == 1
+    finally:
+        stop.set()
+        loop.join(timeout=60)

@@ -128,3 +128,41 @@ def urllib_status(url: str) -> int:
             return answer.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def test_a_job_handed_to_a_pod_running_a_browsers_generation_no_front_counted_is_generated_once_by_another():
+    """A browser's generation the front did not see (it began at another front, or before this front knew the
+    worker): the worker asks its own WebUI before it forwards the job, releases it, and the request queue hands
+    it to the other worker first in line; its client gets that worker's 200."""
+    queue, clients_url, workers_url = started_queue()
+    stop = threading.Event()
+    loops = []
+
+    def run_worker(name: str, webui: harness.FakeWebui) -> None:
+        settings = worker.Settings(front_url=workers_url, name=name, own_url=webui.url, webui_url=webui.url,
+                                   webui_auth=harness.AUTH, ready_poll_seconds=0.05)
+        loops.append(threading.Thread(target=worker.Worker(settings).run, args=(stop,), daemon=True))
+        loops[-1].start()
+
+    with ExitStack() as stack:
+        busy, idle = (stack.enter_context(harness.FakeWebui(auth=harness.AUTH, model_loaded=True, image=harness.PNG))
+                      for _ in range(2))
+        try:
+            run_worker("pod-busy", busy)
+            wait_until(lambda: shows(workers_url, idle=1), what="the first worker registered")
+            with busy.browser_generation(), ThreadPoolExecutor(1) as pool:
+                seen = busy.progress_calls
+                answer = pool.submit(client_call, clients_url, "behind a browser")
+                wait_until(lambda: busy.progress_calls >= seen + 2 and shows(workers_url, waiting=1, busy=0),
+                           what="the job released while the first worker waits for its WebUI")
+                run_worker("pod-idle", idle)
+                status, body = answer.result()
+            assert (status, body["parameters"]["prompt"]) == (200, "behind a browser")
+            assert (idle.served.count("behind a browser"), busy.served.count("behind a browser")) == (1, 0)
+        finally:
+            stop.set()
+            for loop in loops:
+                loop.join(timeout=60)
+            if queue.poll() is None:
+                queue.kill()
+            queue.communicate(timeout=30)

@@ -50,3 +50,21 @@ def test_a_poll_held_past_its_wait_and_the_hold_answers_none_and_leaves_the_job_
         return await ui_events.take_when_free(buffer, worker, 0), len(buffer)
 
     assert asyncio.run(scenario()) == (None, 1)
+
+
+def test_a_poll_held_for_a_browsers_event_answers_none_at_once_when_the_front_starts_draining(service_module):
+    buffer_module, jobs, ui_events, workers = (service_module(name) for name in ("buffer", "jobs", "ui_events",
+                                                                                 "workers"))
+
+    async def scenario():
+        buffer = buffer_module.Buffer(max_depth=10)
+        worker = workers.Worker("pod-a", "http://10.0.0.1:7860", 0.0)
+        worker.ui_event_started()
+        poll = asyncio.create_task(ui_events.take_when_free(buffer, worker, 10))
+        await asyncio.sleep(0)  # one turn of the loop: the poll is held
+        held = not poll.done()
+        buffer.release_polls()  # the front drains (app.py, on SIGTERM)
+        async with asyncio.timeout(5):  # a guard, not a measure: unfixed, the hold lasts 10 + UI_HOLD_SECONDS
+            return held, await poll
+
+    assert asyncio.run(scenario()) == (True, None)

@@ -76,7 +76,7 @@ class Job:
 
 
 class Front:
-    """`POST next`, `GET cancel`, `POST result`, `PUT batch` and `DELETE` for one worker at one front (one request
+    """`POST next`, `GET cancel`, `POST result`, `POST release`, `PUT batch` and `DELETE` for one worker at one front (one request
     queue pod, by its own address: a job's `cancel` and `result` go to the pod that handed it out)."""
 
     def __init__(self, host: str, port: int, worker: str, own_url: str):
@@ -143,6 +143,14 @@ class Front:
         if answer in (204, 410):
             return answer == 204
         raise Unavailable(f"POST {self.host}:{self.port}{path} answered {answer}: {text[:200]!r}")
+
+    def release(self, job: Job) -> bool:
+        """Hand the job back unrun: True it is first in line again (204), False it was no longer in flight (410)."""
+        path = f"{self.base}/jobs/{quote(job.id, safe='')}/release"
+        status, text, _ = self._call("POST", path, CONNECT_SECONDS)
+        if status in (204, 410):
+            return status == 204
+        raise Unavailable(f"POST {self.host}:{self.port}{path} answered {status}: {text[:200]!r}")
 
     def batch_started(self) -> None:
         status, text, _ = self._call("PUT", self.base + "/batch", CONNECT_SECONDS)

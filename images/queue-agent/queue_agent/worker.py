@@ -3,13 +3,16 @@ for the next generation only while its WebUI has none in flight, so no request e
 
 1. A warm-up generation (the checkpoint is loaded), then `next` registers the worker.
 2. With batch (JOBS_* set): `next` with wait 0; on 204 one short batch pull (none while a front says the pod
-   runs a browser's generation, X-Queue-Webui-Busy); if none, `next` with a few seconds' wait. Only after
+   runs a browser's generation, X-Queue-Webui-Busy, or its WebUI's progress says it runs one: then it waits
+   until that ends); if none, `next` with a few seconds' wait. Only after
    BATCH_EVERY interactive jobs in a row with no 204 between them (sustained saturation) does one batch pull go
    first, so the batch progresses then too. Without batch: long polls.
-3. A job is forwarded to the WebUI while `cancel` is held open at the front that handed it out; a cancel or
-   the job's own `generation_timeout` interrupts the WebUI, and the outcome is posted to that front's
-   `result`. A generation still running after the interrupt's grace: `DELETE`, and warm up again once it
-   has ended.
+3. A job is first checked against the WebUI's own state: one handed over while the WebUI runs a generation
+   (a browser's event no front counted) is released back to the front at once, and the worker polls again only
+   once its WebUI is idle. Otherwise it is forwarded to the WebUI while `cancel` is held open at the front that
+   handed it out; a cancel or the job's own `generation_timeout` interrupts the WebUI, and the outcome is posted
+   to that front's `result`. A generation still running after the interrupt's grace: `DELETE`, and warm up
+   again once it has ended.
 4. SIGTERM: `DELETE` at once, finish the job in flight within the drain or hand it back, exit.
 While a rollout of the request queue lists two fronts (front.Fronts), each `next` above is a round over both,
 SHORT_POLL_SECONDS at each, so the requests the draining one still holds are served within about that; one
@@ -58,6 +61,14 @@ INTERRUPT_GRACE_SECONDS = 10.0
 """After /sdapi/v1/interrupt the WebUI stops at its next sampling step and answers; this bounds that
 wait, well inside the request queue's margin (30 s) for the worker's report. JOBS_INTERRUPT_GRACE_SECONDS
 overrides it (the tests' WebUI that ignores the interrupt)."""
+BUSY_POLL_SECONDS = 0.5
+"""How often a worker that handed a job back asks its WebUI whether the generation it runs has ended."""
+BUSY_WAIT_SECONDS = LONG_POLL_SECONDS
+"""The longest a worker waits for its WebUI's generation without calling `next`: a front forgets a worker that has
+not polled for WORKER_TTL_SECONDS (60), and with it the browser traffic to its pod. A job handed over when it polls
+again while the generation still runs is released again."""
+PROGRESS_SECONDS = 5.0
+"""How long the WebUI may take to answer `/sdapi/v1/progress`, which it answers without its `queue_lock`."""
 REPORT_SECONDS = 30.0
 """How long a report is retried while the request queue is unreachable (its MARGIN_SECONDS)."""
 BACKOFF_SECONDS = front.BACKOFF_SECONDS
@@ -143,6 +154,37 @@ class Upstream:
         finally:
             connection.close()
 
+    def generating(self) -> bool:
+        """Whether the WebUI runs a generation now, from its own state rather than the fronts' count (a browser's
+        event can start at a front that did not hand out this job, or before the front knew this worker).
+
+        WebUI v1.10.1 `modules/api/api.py` `progressapi` (a plain `def`: FastAPI runs it in its thread pool, not
+        behind `queue_lock`) answers `state.job_count` from `shared.state`. `State.begin()`
+        (`modules/shared_state.py`) sets it to -1, processing then to the count of its batches, and `State.end()`
+        back to 0; both the API's txt2img (`text2imgapi`: `shared.state.begin(job="scripts_txt2img")` inside
+        `queue_lock`, `shared.state.end()` in its `finally`) and a UI generation (`modules/call_queue.py`
+        `wrap_gradio_gpu_call`: `begin` and `end` inside `queue_lock`) do so, so an idle WebUI answers 0 and a
+        running generation anything else. A WebUI that does not answer counts idle: forwarding the job then
+        fails the way the worker already handles (a 502, and warm up again)."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=PROGRESS_SECONDS)
+        try:
+            connection.request("GET", "/sdapi/v1/progress?skip_current_image=true", headers=self._auth_header())
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                return False
+            return json.loads(answer)["state"]["job_count"] != 0
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as err:
+            log.warning("WebUI did not tell its progress: %s", err)
+            return False
+        finally:
+            connection.close()
+
+    def _auth_header(self) -> dict[str, str]:
+        if not self.auth:
+            return {}
+        return {"Authorization": "Basic " + base64.b64encode(self.auth.encode()).decode()}
+
     def interrupt(self) -> None:
         """WebUI v1.10.1 (AUTOMATIC1111/stable-diffusion-webui@82a973c04367123ae98bd9abdf80d9eda9b910e2)
         `modules/api/api.py`: `POST /sdapi/v1/interrupt` -> `shared.state.interrupt()`, which sets
@@ -150,11 +192,8 @@ class Upstream:
         reset by `State.begin()` (`modules/shared_state.py`) when the next generation starts, so an
         interrupt that arrives just after a generation ended cannot cut the next one."""
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.grace)
-        headers = {"Content-Length": "0"}
-        if self.auth:
-            headers["Authorization"] = "Basic " + base64.b64encode(self.auth.encode()).decode()
         try:
-            connection.request("POST", "/sdapi/v1/interrupt", headers=headers)
+            connection.request("POST", "/sdapi/v1/interrupt", headers={"Content-Length": "0", **self._auth_header()})
             response = connection.getresponse()
             response.read()
             if response.status != 200:
@@ -176,7 +215,8 @@ class Worker:
         self.warm_up = agent.Webui(settings.webui_url, settings.webui_auth)
         self.batch = batch
         self.outcomes: dict[str, int] = {"delivered": 0, "client_gone": 0, "interrupted": 0, "timed_out": 0,
-                                         "handed_back": 0, "unreported": 0, "batch": 0}
+                                         "handed_back": 0, "released": 0, "unreported": 0,
+                                         "batch": 0}
         self._last_beat = 0.0
         self._polls = 0  # `next` calls started; with _left_after, tells whether one re-registered after DELETE
         self._left_after: int | None = None
@@ -258,6 +298,9 @@ class Worker:
                 registered = True
                 if handed is None and self.batch is not None and not self.fronts.webui_busy():
                     streak = 0
+                    if self.upstream.generating():  # a browser's generation no front counted: no batch job now
+                        self._wait_while_generating(stop)
+                        continue
                     if self._try_batch(stop):
                         continue
                     handed = self._next(BATCH_POLL_SECONDS, stop)
@@ -330,6 +373,10 @@ class Worker:
         """Run, watch, report one job at `origin`, the front that handed it out. False when the WebUI did not
         answer at all, or did not stop when interrupted: then the worker leaves until its WebUI is free, so no
         job waits inside the pod."""
+        if self.upstream.generating():
+            self._hand_back(origin, job)
+            self._wait_while_generating(stop)
+            return True
         try:
             watch = origin.watch_cancel(job)
         except front.Unavailable as err:
@@ -392,6 +439,23 @@ class Worker:
                         job.id, self.upstream.grace)
             return False
         return "error" not in answer
+
+    def _hand_back(self, origin: front.Front, job: front.Job) -> None:
+        """Release the job unrun: it would wait inside the pod behind the generation running there, and an
+        interrupt on its timeout would stop that generation (WebUI's one global flag)."""
+        try:
+            origin.release(job)
+        except front.Unavailable as err:  # no `cancel` opened: the front hands it back after its margin
+            log.warning("job %s: could not release it: %s", job.id, err)
+        self.outcomes["released"] += 1
+        log.info("job %s released: the WebUI runs another generation", job.id)
+
+    def _wait_while_generating(self, stop: threading.Event) -> None:
+        """No `next` until the WebUI's generation has ended, stop, or BUSY_WAIT_SECONDS."""
+        end = time.monotonic() + BUSY_WAIT_SECONDS
+        while not stop.is_set() and time.monotonic() < end and self.upstream.generating():
+            self._beat()
+            stop.wait(BUSY_POLL_SECONDS)
 
     def _await(self, done: threading.Event) -> None:
         """Wait, beating, for the interrupted call to return, so the next job never queues inside the WebUI."""

@@ -19,6 +19,8 @@ class Buffer:
         self.max_depth = max_depth
         self._waiting: deque[Job] = deque()
         self._polls: deque[asyncio.Future[Job | None]] = deque()
+        self.released = asyncio.Event()
+        """Set once the front drains (release_polls): a `next` held for a browser's event answers 204 then too."""
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -44,6 +46,7 @@ class Buffer:
 
     def release_polls(self) -> None:
         """End every parked poll with no job: the front drains, and its workers look at the other fronts."""
+        self.released.set()
         while self._polls:
             poll = self._polls.popleft()
             if not poll.done():

@@ -109,15 +109,18 @@ async def _first(*events: asyncio.Event) -> None:
 async def take_when_free(buffer: Buffer, worker: Worker, wait: float) -> Job | None:
     """The next job for `worker`'s `next`, handed over only while its pod runs no browser event: until that ends
     the call is held, not answered 204, up to `wait` + UI_HOLD_SECONDS; a 204 then says BUSY, so that a worker
-    with batch on does not start a batch job, which would wait inside the pod behind the browser's generation."""
+    with batch on does not start a batch job, which would wait inside the pod behind the browser's generation.
+    A held call answers 204 at once when the front starts draining, as every open `next` without a job does."""
     clock = asyncio.get_running_loop().time
     until = clock() + wait
     while True:
         if worker.ui_events:
             try:
                 async with asyncio.timeout(until + UI_HOLD_SECONDS - clock()):
-                    await _first(worker.ui_done, worker.left)
+                    await _first(worker.ui_done, worker.left, buffer.released)
             except TimeoutError:
+                return None
+            if buffer.released.is_set() and worker.ui_events:
                 return None
         job = await buffer.take(max(0.0, until - clock()), worker.no_job)
         if job is not None or worker.left.is_set() or not worker.ui_events:

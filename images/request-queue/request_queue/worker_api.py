@@ -1,5 +1,5 @@
-"""The workers' port (docs/request-queue.md, "Workers"): long-poll `next`, held `cancel`, `result`, `batch`,
-`DELETE`, and the demand KEDA's metrics-api trigger reads.
+"""The workers' port (docs/request-queue.md, "Workers"): long-poll `next`, held `cancel`, `result`, `release`,
+`batch`, `DELETE`, and the demand KEDA's metrics-api trigger reads.
 
 The worker's `cancel` call is how the request queue knows the worker is alive while it generates: if it
 drops before the result, or is not opened within MARGIN_SECONDS of the dispatch (the worker died, or the
@@ -158,6 +158,19 @@ async def result(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def release(request: web.Request) -> web.StreamResponse:
+    """The worker hands a job back unrun: its WebUI runs a generation the fronts did not count (a browser's event
+    started at another front, or before this front knew the worker). The job goes first in line while its client
+    waits, and the worker is free again."""
+    front = request.app[FRONT]
+    job = _job(front, request)
+    if job is None:
+        return web.json_response({"detail": "no such job in flight"}, status=410)
+    _release(front, request.match_info["worker"], job.id)
+    front.buffer.requeue(job)
+    return web.Response(status=204)
+
+
 async def batch(request: web.Request) -> web.StreamResponse:
     front = request.app[FRONT]
     worker = front.registry.get(request.match_info["worker"])
@@ -188,6 +201,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/v1/workers/{worker}/next", next_job),
         web.get("/v1/workers/{worker}/jobs/{job}/cancel", cancel),
         web.post("/v1/workers/{worker}/jobs/{job}/result", result),
+        web.post("/v1/workers/{worker}/jobs/{job}/release", release),
         web.put("/v1/workers/{worker}/batch", batch),
         web.delete("/v1/workers/{worker}", leave),
         web.get("/v1/demand", current_demand),
