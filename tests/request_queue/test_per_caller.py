@@ -57,19 +57,19 @@ class Pod:
 
 
 def _through_gateway(client: str, proxy: str, credentials: str = "sd:secret") -> dict[str, str]:
-    """What the load balancer sends for `client`: X-Forwarded-For `<client-ip>,<load-balancer-ip>`."""
+    """What the global external load balancer sends for `client`: X-Forwarded-For `<client-ip>,<load-balancer-ip>`."""
     return {**auth_header(credentials), "X-Forwarded-For": f"{client}, {proxy}"}
 
 
-async def _caller_running_on_pod_b(start_queue, session):
+async def _caller_running_on_pod_b(start_queue, session, entries: str = "2", headers: dict | None = None):
     """Pods a and b registered; the caller's txt2img dispatched to b (a stays idle). (queue, pods, job, client)"""
-    queue = start_queue(SD_API_AUTH=USERS)
+    queue = start_queue(SD_API_AUTH=USERS, FORWARDED_FOR_ENTRIES=entries)
     pods = {name: await Pod(name).start() for name in ("pod-a", "pod-b")}
     workers = {name: StandInWorker(session, queue.workers_url, name, pod.url) for name, pod in pods.items()}
     for worker in workers.values():
         await worker.poll()
     client = asyncio.create_task(session.post(queue.url + TXT2IMG, data=json.dumps({"prompt": "fox"}),
-                                              headers=_through_gateway(CLIENT, "10.129.0.5")))
+                                              headers=headers or _through_gateway(CLIENT, "10.129.0.5")))
     await until_demand(session, queue.workers_url, waiting=1)
     job = await workers["pod-b"].poll()
     return queue, pods, workers["pod-b"], job, client
@@ -123,6 +123,32 @@ async def test_another_callers_progress_interrupt_and_skip_touch_no_generation_a
         await _stop(pods, session, worker, job, client)
     assert answers == [(200, IDLE_PROGRESS), (200, {}), (200, None)] * 2
     assert pods["pod-a"].calls == [] and pods["pod-b"].calls == []
+
+
+async def _progress_answer(start_queue, entries: str, job_headers: dict, progress_headers: dict) -> dict:
+    async with aiohttp.ClientSession() as session:
+        queue, pods, worker, job, client = await _caller_running_on_pod_b(start_queue, session, entries, job_headers)
+        async with session.get(queue.url + "/sdapi/v1/progress", headers=progress_headers) as response:
+            progress = await response.json()
+        await _stop(pods, session, worker, job, client)
+    return progress
+
+
+@run_async
+async def test_without_a_gateway_a_client_written_x_forwarded_for_makes_no_other_caller(start_queue):
+    """No load balancer: the peer is the caller; whatever X-Forwarded-For a client sends counts for nothing."""
+    progress = await _progress_answer(start_queue, "0", _through_gateway(CLIENT, "10.129.0.5"),
+                                      _through_gateway("198.51.100.1", "10.129.0.5"))
+    assert progress == {"pod": "pod-b"}
+
+
+@run_async
+async def test_behind_the_internal_gateway_entries_before_the_last_are_the_clients_own_and_count_for_nothing(
+        start_queue):
+    """One trusted entry: a client that writes another's address before its own is still itself."""
+    progress = await _progress_answer(start_queue, "1", {**auth_header(), "X-Forwarded-For": CLIENT},
+                                      {**auth_header(), "X-Forwarded-For": f"198.51.100.1, {CLIENT}"})
+    assert progress == {"pod": "pod-b"}
 
 
 @run_async

@@ -59,7 +59,7 @@ def _running_for(front: Front, caller: str) -> list[Worker]:
 
 async def per_job(front: Front, request: web.Request) -> web.StreamResponse:
     """Progress, interrupt or skip, for the caller's own running job; an idle WebUI's answer without one."""
-    workers = _running_for(front, auth.caller(request))
+    workers = _running_for(front, auth.caller(request, front.settings.forwarded_for_entries))
     if not workers:
         return web.json_response(IDLE[request.path])
     if request.path == PROGRESS:

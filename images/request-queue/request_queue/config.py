@@ -31,6 +31,9 @@ class Settings:
     """WORKER_TTL_SECONDS: a worker neither polling nor holding a job this long is forgotten."""
     drain: float
     """DRAIN_SECONDS: on SIGTERM, how long held requests may still take."""
+    forwarded_for_entries: int
+    """FORWARDED_FOR_ENTRIES: how many X-Forwarded-For entries, from the end, the load balancer appends; the
+    first of them is the caller's address (auth.caller). 0: no load balancer, the peer is the caller."""
     http_port: int
     worker_port: int
     api_auth: dict[str, str] | None
@@ -52,6 +55,7 @@ _NUMBERS = {
     "UI_KEEPALIVE_SECONDS": ("ui_keepalive", float, 0),
     "WORKER_TTL_SECONDS": ("worker_ttl", float, 1),
     "DRAIN_SECONDS": ("drain", float, 0),
+    "FORWARDED_FOR_ENTRIES": ("forwarded_for_entries", int, 0),
 }
 _PORTS = {"HTTP_PORT": "http_port", "WORKER_PORT": "worker_port"}
 
