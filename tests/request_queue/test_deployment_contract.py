@@ -19,7 +19,8 @@ def test_the_components_environment_is_accepted_by_the_service_with_the_chains_v
     cfg = config.load_stack(request_queue.CONTEXT.parent.parent, stack)
     chain = TimeoutChain.of(cfg)
     settings = service_config.load({**request_queue.environment(cfg.queue, chain, 2), "SD_API_AUTH": "sd:secret"})
-    assert settings.result_wait == chain.result_wait
+    assert settings.result_wait == chain.result_wait and settings.pod_read == chain.pod_read
+    assert settings.heartbeat == chain.margin
     assert settings.drain == chain.queue_drain and settings.max_wait == chain.queue_wait
     assert (settings.http_port, settings.worker_port) == (request_queue.HTTP_PORT, request_queue.WORKER_PORT)
     assert settings.max_depth == cfg.queue.max_depth

@@ -45,13 +45,27 @@ class Settings:
         timeout, always reports first (components/timeouts.py TimeoutChain.result_wait)."""
         return self.generation_timeout + 2 * self.margin
 
+    @property
+    def pod_read(self) -> float:
+        """The longest a pod may stay silent on a call passed to it (proxy.forward): the longest it works on one
+        answer, a generation outside Gradio's queue (`/run/*`), is the generation timeout; past it plus the
+        margin the pod is taken as lost (one without FIN or RST would otherwise hold the call for hours)."""
+        return self.generation_timeout + self.margin
+
+    @property
+    def heartbeat(self) -> float:
+        """Ping interval on both sides of a relayed WebSocket: aiohttp closes a side whose pong has not come
+        within half of it (aiohttp 3.14 client_ws.py / web_ws.py `_pong_heartbeat = heartbeat / 2`), so a lost
+        pod or browser is noticed within 1.5 margins."""
+        return self.margin
+
 
 _NUMBERS = {
     # name: (attribute, type, smallest allowed)
     "QUEUE_MAX_DEPTH": ("max_depth", int, 1),
     "QUEUE_MAX_WAIT_SECONDS": ("max_wait", float, 0.1),
     "GENERATION_TIMEOUT_SECONDS": ("generation_timeout", float, 1),
-    "MARGIN_SECONDS": ("margin", float, 0),
+    "MARGIN_SECONDS": ("margin", float, 0.1),
     "UI_KEEPALIVE_SECONDS": ("ui_keepalive", float, 0),
     "WORKER_TTL_SECONDS": ("worker_ttl", float, 1),
     "DRAIN_SECONDS": ("drain", float, 0),
