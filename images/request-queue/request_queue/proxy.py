@@ -33,9 +33,9 @@ a WebSocket message is 4 MiB on both ends (`max_msg_size`, docs.aiohttp.org/en/s
 GRADIO_PREDICT = re.compile(r"/(run|api)/[^/]+/?")
 """Gradio 3.41.2's HTTP route for an event outside its queue (`queue=False`): `@app.post("/run/{api_name}")` and
 its `/api/` spellings (`gradio/routes.py` `predict`), which the front end posts to for such an event (`post_data`
-to `/run/predict` in `templates/frontend/assets/index-2519a27e.js`). The queue's own calls to that route come
-from inside the pod, to the address its socket was opened at: the pod's own, since the front sets Host anew
-(headers.py; `get_server_url_from_ws_url` in `gradio/routes.py`, `call_prediction` in `gradio/queueing.py`)."""
+to `/run/predict` in `templates/frontend/assets/index-2519a27e.js`). The queue's own calls to that route
+(`call_prediction` in `gradio/queueing.py`) never cross the front: they go to `server_path`, which
+`Blocks.launch` sets to the server's local URL (`self._queue.set_url(self.local_url)` in `gradio/blocks.py`)."""
 COOKIE = "sdgke-pod"
 """Which pod this browser's UI session lives on: Gradio keeps session state in the pod's memory."""
 STARTING_RETRY_AFTER = 10
