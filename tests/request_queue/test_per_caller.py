@@ -20,6 +20,10 @@ IDLE_PROGRESS = {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "t
                            "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
                            "sampling_steps": 0}}
 CLIENT = "203.0.113.7"
+POD_OPTIONS = {"sd_model_checkpoint": "sd15.safetensors [6ce0161689]", "sd_vae": "Automatic", "fp8_storage": "Disable",
+               "cache_fp16_weight": False, "cross_attention_optimization": "Automatic",
+               "sd_vae_overrides_per_model_preferences": True, "CLIP_stop_at_last_layers": 1}
+"""Part of what a pod's GET /sdapi/v1/options answers (WebUI v1.10.1 option names)."""
 
 
 class Pod:
@@ -37,6 +41,7 @@ class Pod:
         app.router.add_post("/sdapi/v1/interrupt", self._stop)
         app.router.add_post("/sdapi/v1/skip", self._stop)
         app.router.add_post("/sdapi/v1/options", self._options)
+        app.router.add_get("/sdapi/v1/options", self._current_options)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
@@ -50,6 +55,9 @@ class Pod:
     async def _stop(self, request: web.Request) -> web.Response:
         self.calls.append(request.path.rsplit("/", 1)[1])
         return web.json_response({} if request.path.endswith("interrupt") else None)
+
+    async def _current_options(self, request: web.Request) -> web.Response:
+        return web.json_response(POD_OPTIONS)
 
     async def _options(self, request: web.Request) -> web.Response:
         self.calls.append(f"options {await request.text()}")
@@ -191,3 +199,29 @@ async def test_an_options_change_that_swaps_the_model_is_refused_naming_the_key_
     assert "sd_model_checkpoint='sdxl.safetensors'" in detail
     assert '{"override_settings": {"sd_model_checkpoint": "sdxl.safetensors"}}' in detail
     assert passed == 200 and pod.calls == ['options {"CLIP_stop_at_last_layers": 2}']
+
+
+async def _options_posted(start_queue, options: dict) -> tuple[int, str, list[str]]:
+    """(status, detail or "", the pod's calls) for one POST /sdapi/v1/options through the front."""
+    queue = start_queue(SD_API_AUTH=USERS)
+    pod = await Pod("pod-a").start()
+    async with aiohttp.ClientSession() as session:
+        await StandInWorker(session, queue.workers_url, "pod-a", pod.url).poll()
+        async with session.post(queue.url + "/sdapi/v1/options", headers=auth_header(), json=options) as response:
+            answer = (response.status, (await response.json() or {}).get("detail", ""))
+    await pod.runner.cleanup()
+    return (*answer, pod.calls)
+
+
+@run_async
+async def test_an_options_change_that_reloads_the_weights_is_refused_without_pointing_to_override_settings(
+        start_queue):
+    status, detail, calls = await _options_posted(start_queue, {"fp8_storage": "Enable"})
+    assert status == 400 and "fp8_storage='Enable'" in detail
+    assert "override_settings" not in detail and calls == []
+
+
+@run_async
+async def test_options_posted_back_as_a_pod_has_them_now_are_no_change_and_pass(start_queue):
+    status, _, calls = await _options_posted(start_queue, POD_OPTIONS)
+    assert status == 200 and calls == [f"options {json.dumps(POD_OPTIONS)}"]

@@ -45,7 +45,7 @@ async def _client_call(request: web.Request) -> web.StreamResponse:
             return await clients.queued(front, request)
         if callers.is_per_job(request.method, request.path):
             return await callers.per_job(front, request)
-        swap = await callers.model_swap(request)
+        swap = await callers.model_swap(front, request)
         if swap is not None:
             return swap
         return await proxy.passed_api(front, request)
