@@ -17,7 +17,7 @@ from components.base_image import BaseImage, BaseImageArgs
 from components.cluster import Cluster, ClusterArgs
 from components.compute_class import GpuComputeClass, GpuComputeClassArgs
 from components.disk_attacher import DiskAttacher, DiskAttacherArgs
-from components.gateway import Backend, Gateway, GatewayArgs, load_balancer_sources
+from components.gateway import Backend, Gateway, GatewayArgs, forwarded_for_entries, load_balancer_sources
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.jobs import Jobs, JobsArgs
 from components.labels import gcp_labels
@@ -133,6 +133,7 @@ request_queue = RequestQueue(
         registry=registry,
         chain=chain,
         load_balancer_ranges=load_balancer_sources(cfg.gateway, cfg.webui.public) if cfg.gateway.enabled else [],
+        forwarded_for_entries=forwarded_for_entries(cfg.gateway, cfg.webui.public),
         api_auth=webui.api_auth,
     ),
     on_cluster,

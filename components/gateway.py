@@ -28,6 +28,13 @@ from components.labels import k8s_labels
 INTERNAL_CLASS = "gke-l7-rilb"
 PUBLIC_CLASS = "gke-l7-global-external-managed"
 """GatewayClasses: https://cloud.google.com/kubernetes-engine/docs/concepts/gateway-api#gatewayclass"""
+FORWARDED_FOR_ENTRIES = {PUBLIC_CLASS: 2, INTERNAL_CLASS: 1}
+"""How many X-Forwarded-For entries, counted from the end, a class's proxies append; the first of them is the
+client's address, anything before it the client may have written. The global external Application Load
+Balancer appends `<client-ip>,<load-balancer-ip>` (https://cloud.google.com/load-balancing/docs/https,
+"X-Forwarded-For header"). For the regional internal one (Envoy) no such format was found in Google's
+documentation, so only the last entry is trusted: if it too appends its own address, every caller through it
+is one caller (docs/request-queue.md, "Who is a caller"), but no client can pass for another."""
 CERTMAP_ANNOTATION = "networking.gke.io/certmap"
 HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 """Where Google's health checks come from; the global external Application Load Balancer's proxies
@@ -58,6 +65,15 @@ class GatewayArgs:
     network: pulumi.Input[str]
     backend: Backend
     backend_timeout_seconds: int
+
+
+def gateway_class(public: bool) -> str:
+    return PUBLIC_CLASS if public else INTERNAL_CLASS
+
+
+def forwarded_for_entries(cfg: GatewayConfig, public: bool) -> int:
+    """X-Forwarded-For entries the request queue trusts: none without a Gateway (the peer is the client)."""
+    return FORWARDED_FOR_ENTRIES[gateway_class(public)] if cfg.enabled else 0
 
 
 def load_balancer_sources(cfg: GatewayConfig, public: bool) -> list[str]:
@@ -131,7 +147,7 @@ class Gateway(pulumi.ComponentResource):
             api_version=GATEWAY_API, kind="Gateway",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="webui", namespace=backend.namespace, labels=labels,
                                                 annotations=annotations),
-            spec={"gatewayClassName": PUBLIC_CLASS if args.public else INTERNAL_CLASS,
+            spec={"gatewayClassName": gateway_class(args.public),
                   "listeners": listeners(args.public)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )

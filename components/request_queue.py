@@ -70,11 +70,13 @@ class RequestQueueArgs:
     chain: TimeoutChain
     load_balancer_ranges: list[str]
     """Where the Gateway's proxies and Google's health checks connect from (components/gateway.py)."""
+    forwarded_for_entries: int
+    """X-Forwarded-For entries the Gateway's class appends (components/gateway.py forwarded_for_entries)."""
     api_auth: pulumi.Input[str] | None = None
     """`user:password` for WebUI's API, as WebUI's --api-auth takes it; None: no auth."""
 
 
-def environment(cfg: QueueConfig, chain: TimeoutChain) -> dict[str, str]:
+def environment(cfg: QueueConfig, chain: TimeoutChain, forwarded_for_entries: int) -> dict[str, str]:
     """The request queue's settings (docs/request-queue.md), every timeout from the chain."""
     return {
         "QUEUE_MAX_DEPTH": str(cfg.max_depth),
@@ -86,6 +88,7 @@ def environment(cfg: QueueConfig, chain: TimeoutChain) -> dict[str, str]:
         "DRAIN_SECONDS": str(chain.queue_drain),
         "HTTP_PORT": str(HTTP_PORT),
         "WORKER_PORT": str(WORKER_PORT),
+        "FORWARDED_FOR_ENTRIES": str(forwarded_for_entries),
     }
 
 
@@ -147,7 +150,8 @@ class RequestQueue(pulumi.ComponentResource):
         ns = namespace.metadata.name
         self.image = pushed_image(f"{name}-image", IMAGE, CONTEXT, args.registry, self)
 
-        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in environment(args.config, chain).items()]
+        settings = environment(args.config, chain, args.forwarded_for_entries)
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in settings.items()]
         if args.api_auth is not None:
             # A Secret is namespaced: the request queue checks clients against its own copy of WebUI's credentials.
             secret = k8s.core.v1.Secret(

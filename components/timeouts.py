@@ -55,6 +55,12 @@ class TimeoutChain:
         return self.generation + 2 * self.margin
 
     @property
+    def pod_read(self) -> int:
+        """How long the request queue lets a pod stay silent on a call passed to it (the longest, a browser's
+        event outside Gradio's queue, runs up to a generation); past it the pod is taken as lost."""
+        return self.generation + self.margin
+
+    @property
     def client_budget(self) -> int:
         """The longest an accepted request takes: the longest wait in the buffer plus one generation."""
         return self.queue_wait + self.result_wait

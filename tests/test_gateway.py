@@ -153,3 +153,19 @@ def test_the_load_balancer_and_its_health_checks_reach_the_request_queue_pods(ru
     assert internal["allows"] == [{"protocol": "tcp", "ports": ["8080"]}]
     external = inputs(public, "gcp:compute/firewall:Firewall", "webui-load-balancer-to-backend")
     assert external["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]
+
+
+def _forwarded_for_entries(run) -> str:
+    [queue] = run.one("kubernetes:apps/v1:Deployment", "request-queue-deployment").inputs["spec"]["template"]["spec"][
+        "containers"]
+    return next(e["value"] for e in queue["env"] if e["name"] == "FORWARDED_FOR_ENTRIES")
+
+
+def test_the_request_queue_trusts_the_x_forwarded_for_entries_its_gateway_class_appends(run, public):
+    """Global external: `<client-ip>,<load-balancer-ip>`; internal: only the last entry (no documented format)."""
+    assert (_forwarded_for_entries(run), _forwarded_for_entries(public)) == ("1", "2")
+    assert gateway.FORWARDED_FOR_ENTRIES == {gateway.INTERNAL_CLASS: 1, gateway.PUBLIC_CLASS: 2}
+
+
+def test_without_a_gateway_the_request_queue_trusts_no_x_forwarded_for(run_stack):
+    assert _forwarded_for_entries(run_stack("dev", gateway={"enabled": False})) == "0"

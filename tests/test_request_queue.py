@@ -15,7 +15,8 @@ SECRET = "kubernetes:core/v1:Secret"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 IMAGE = "docker-build:index:Image"
 ENV = ("QUEUE_MAX_DEPTH", "QUEUE_MAX_WAIT_SECONDS", "GENERATION_TIMEOUT_SECONDS", "MARGIN_SECONDS",
-       "UI_KEEPALIVE_SECONDS", "WORKER_TTL_SECONDS", "DRAIN_SECONDS", "HTTP_PORT", "WORKER_PORT", "SD_API_AUTH")
+       "UI_KEEPALIVE_SECONDS", "WORKER_TTL_SECONDS", "DRAIN_SECONDS", "HTTP_PORT", "WORKER_PORT", "FORWARDED_FOR_ENTRIES",
+       "SD_API_AUTH")
 
 
 def deployment(run) -> dict:

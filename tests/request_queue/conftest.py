@@ -28,6 +28,7 @@ SETTINGS = {
     "DRAIN_SECONDS": "30",
     "HTTP_PORT": "0",
     "WORKER_PORT": "0",
+    "FORWARDED_FOR_ENTRIES": "0",
 }
 AUTH = "sd:secret"
 STARTUP_SECONDS = 30

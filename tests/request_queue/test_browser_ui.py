@@ -183,8 +183,9 @@ async def test_a_browsers_event_outside_gradios_queue_keeps_its_pod_busy_until_t
 
 
 @run_async
-async def test_the_queue_socket_reaches_the_pod_under_its_own_address_which_gradio_posts_its_predictions_to(
-        start_queue):
+async def test_the_front_opens_the_queue_socket_under_the_pods_own_host_not_the_clients(start_queue):
+    """Headers the front passes on do not include the client's Host (headers.py). Gradio's queue posts its
+    predictions to the local URL Blocks.launch gave it, not to this socket's host, so this guards only the Host."""
     async with _pod_holding_its_generations(start_queue) as (queue, gradio, session, _):
         gradio.finish.set()
         async with session.ws_connect(_ws_url(queue), headers={"Host": "sd.example.com"}) as socket:

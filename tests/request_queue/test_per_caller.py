@@ -20,6 +20,10 @@ IDLE_PROGRESS = {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "t
                            "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
                            "sampling_steps": 0}}
 CLIENT = "203.0.113.7"
+POD_OPTIONS = {"sd_model_checkpoint": "sd15.safetensors [6ce0161689]", "sd_vae": "Automatic", "fp8_storage": "Disable",
+               "cache_fp16_weight": False, "cross_attention_optimization": "Automatic",
+               "sd_vae_overrides_per_model_preferences": True, "CLIP_stop_at_last_layers": 1}
+"""Part of what a pod's GET /sdapi/v1/options answers (WebUI v1.10.1 option names)."""
 
 
 class Pod:
@@ -37,6 +41,7 @@ class Pod:
         app.router.add_post("/sdapi/v1/interrupt", self._stop)
         app.router.add_post("/sdapi/v1/skip", self._stop)
         app.router.add_post("/sdapi/v1/options", self._options)
+        app.router.add_get("/sdapi/v1/options", self._current_options)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
@@ -51,25 +56,28 @@ class Pod:
         self.calls.append(request.path.rsplit("/", 1)[1])
         return web.json_response({} if request.path.endswith("interrupt") else None)
 
+    async def _current_options(self, request: web.Request) -> web.Response:
+        return web.json_response(POD_OPTIONS)
+
     async def _options(self, request: web.Request) -> web.Response:
         self.calls.append(f"options {await request.text()}")
         return web.json_response(None)
 
 
 def _through_gateway(client: str, proxy: str, credentials: str = "sd:secret") -> dict[str, str]:
-    """What the load balancer sends for `client`: X-Forwarded-For `<client-ip>,<load-balancer-ip>`."""
+    """What the global external load balancer sends for `client`: X-Forwarded-For `<client-ip>,<load-balancer-ip>`."""
     return {**auth_header(credentials), "X-Forwarded-For": f"{client}, {proxy}"}
 
 
-async def _caller_running_on_pod_b(start_queue, session):
+async def _caller_running_on_pod_b(start_queue, session, entries: str = "2", headers: dict | None = None):
     """Pods a and b registered; the caller's txt2img dispatched to b (a stays idle). (queue, pods, job, client)"""
-    queue = start_queue(SD_API_AUTH=USERS)
+    queue = start_queue(SD_API_AUTH=USERS, FORWARDED_FOR_ENTRIES=entries)
     pods = {name: await Pod(name).start() for name in ("pod-a", "pod-b")}
     workers = {name: StandInWorker(session, queue.workers_url, name, pod.url) for name, pod in pods.items()}
     for worker in workers.values():
         await worker.poll()
     client = asyncio.create_task(session.post(queue.url + TXT2IMG, data=json.dumps({"prompt": "fox"}),
-                                              headers=_through_gateway(CLIENT, "10.129.0.5")))
+                                              headers=headers or _through_gateway(CLIENT, "10.129.0.5")))
     await until_demand(session, queue.workers_url, waiting=1)
     job = await workers["pod-b"].poll()
     return queue, pods, workers["pod-b"], job, client
@@ -125,6 +133,32 @@ async def test_another_callers_progress_interrupt_and_skip_touch_no_generation_a
     assert pods["pod-a"].calls == [] and pods["pod-b"].calls == []
 
 
+async def _progress_answer(start_queue, entries: str, job_headers: dict, progress_headers: dict) -> dict:
+    async with aiohttp.ClientSession() as session:
+        queue, pods, worker, job, client = await _caller_running_on_pod_b(start_queue, session, entries, job_headers)
+        async with session.get(queue.url + "/sdapi/v1/progress", headers=progress_headers) as response:
+            progress = await response.json()
+        await _stop(pods, session, worker, job, client)
+    return progress
+
+
+@run_async
+async def test_without_a_gateway_a_client_written_x_forwarded_for_makes_no_other_caller(start_queue):
+    """No load balancer: the peer is the caller; whatever X-Forwarded-For a client sends counts for nothing."""
+    progress = await _progress_answer(start_queue, "0", _through_gateway(CLIENT, "10.129.0.5"),
+                                      _through_gateway("198.51.100.1", "10.129.0.5"))
+    assert progress == {"pod": "pod-b"}
+
+
+@run_async
+async def test_behind_the_internal_gateway_entries_before_the_last_are_the_clients_own_and_count_for_nothing(
+        start_queue):
+    """One trusted entry: a client that writes another's address before its own is still itself."""
+    progress = await _progress_answer(start_queue, "1", {**auth_header(), "X-Forwarded-For": CLIENT},
+                                      {**auth_header(), "X-Forwarded-For": f"198.51.100.1, {CLIENT}"})
+    assert progress == {"pod": "pod-b"}
+
+
 @run_async
 async def test_an_interrupt_while_the_callers_job_still_waits_cuts_nothing_and_the_job_runs_later(start_queue):
     queue = start_queue(SD_API_AUTH=USERS)
@@ -165,3 +199,29 @@ async def test_an_options_change_that_swaps_the_model_is_refused_naming_the_key_
     assert "sd_model_checkpoint='sdxl.safetensors'" in detail
     assert '{"override_settings": {"sd_model_checkpoint": "sdxl.safetensors"}}' in detail
     assert passed == 200 and pod.calls == ['options {"CLIP_stop_at_last_layers": 2}']
+
+
+async def _options_posted(start_queue, options: dict) -> tuple[int, str, list[str]]:
+    """(status, detail or "", the pod's calls) for one POST /sdapi/v1/options through the front."""
+    queue = start_queue(SD_API_AUTH=USERS)
+    pod = await Pod("pod-a").start()
+    async with aiohttp.ClientSession() as session:
+        await StandInWorker(session, queue.workers_url, "pod-a", pod.url).poll()
+        async with session.post(queue.url + "/sdapi/v1/options", headers=auth_header(), json=options) as response:
+            answer = (response.status, (await response.json() or {}).get("detail", ""))
+    await pod.runner.cleanup()
+    return (*answer, pod.calls)
+
+
+@run_async
+async def test_an_options_change_that_reloads_the_weights_is_refused_without_pointing_to_override_settings(
+        start_queue):
+    status, detail, calls = await _options_posted(start_queue, {"fp8_storage": "Enable"})
+    assert status == 400 and "fp8_storage='Enable'" in detail
+    assert "override_settings" not in detail and calls == []
+
+
+@run_async
+async def test_options_posted_back_as_a_pod_has_them_now_are_no_change_and_pass(start_queue):
+    status, _, calls = await _options_posted(start_queue, POD_OPTIONS)
+    assert status == 200 and calls == [f"options {json.dumps(POD_OPTIONS)}"]

@@ -45,7 +45,7 @@ async def _client_call(request: web.Request) -> web.StreamResponse:
             return await clients.queued(front, request)
         if callers.is_per_job(request.method, request.path):
             return await callers.per_job(front, request)
-        swap = await callers.model_swap(request)
+        swap = await callers.model_swap(front, request)
         if swap is not None:
             return swap
         return await proxy.passed_api(front, request)
@@ -78,8 +78,12 @@ class Service:
 
     async def start(self) -> None:
         self.front = front = Front.create(self.settings)
-        # No client-side total timeout: the result wait and the client's bound are enforced by the queue.
-        front.session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
+        # No total: the result wait and the client's bound are enforced by the queue. A read bound, so that a pod
+        # lost without FIN or RST fails the call passed to it; WebSockets take no read timeout from it (aiohttp
+        # 3.14 ClientSession._ws_connect sets the connection's read_timeout to ws_receive, None) and have their
+        # heartbeat instead (proxy._websocket).
+        front.session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(
+            total=None, sock_read=self.settings.pod_read))
         for role, app, port in (("http_port", client_app(front), self.settings.http_port),
                                 ("worker_port", worker_app(front), self.settings.worker_port)):
             # Past the drain, answered handlers get SHUTDOWN_SECONDS to write; the rest are cut.

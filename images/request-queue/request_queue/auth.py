@@ -37,16 +37,16 @@ def _basic(request: web.Request) -> tuple[str, str] | str:
     return (user, password) if sep else "Invalid authentication credentials"
 
 
-def caller(request: web.Request) -> str:
+def caller(request: web.Request, forwarded_for_entries: int) -> str:
     """Who calls, as far as WebUI's API clients can be told apart through the front: the basic-auth user and the
-    client's address. Behind the Gateway the peer is the load balancer's proxy, which appends the client's
-    address and then its own to X-Forwarded-For (cloud.google.com/load-balancing/docs/https, "X-Forwarded-For
-    header": `<supplied-value>,<client-ip>,<load-balancer-ip>`), so the client is the second entry from the
-    end; without a Gateway (inside the VPC) the peer is the client."""
+    client's address. The load balancer appends `forwarded_for_entries` X-Forwarded-For entries, the client's
+    address first (components/gateway.py FORWARDED_FOR_ENTRIES); entries before them are the client's own
+    writing and count for nothing. Without a load balancer (0) the peer is the client."""
     basic = _basic(request)
     user = basic[0] if isinstance(basic, tuple) else ""
     forwarded = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-    address = forwarded[-2] if len(forwarded) >= 2 else (request.remote or "")
+    trusted = forwarded_for_entries and len(forwarded) >= forwarded_for_entries
+    address = forwarded[-forwarded_for_entries] if trusted else (request.remote or "")
     return f"{user}@{address}"
 
 

@@ -15,16 +15,18 @@ nothing (`null`). A caller whose job still waits in the buffer gets the same: We
 generation begins (`State.begin`), so a request queued behind its lock runs in full after an interrupt too;
 a client that no longer wants its request disconnects, which drops it from the buffer.
 
-`POST /sdapi/v1/options` with `sd_model_checkpoint` or `sd_vae` would load another model on one pod only,
-under that pod's `queue_lock` (v1.10.1 `modules/initialize_util.py` `configure_opts_onchange`), leaving the
-others on the old one: refused with 400, pointing to `override_settings`, which WebUI applies per request and
-restores after it (v1.10.1 `modules/processing.py` `process_images`). Every other option passes to one pod.
+`POST /sdapi/v1/options` changing an option whose onchange reloads the model (RELOAD_KEYS) would do so on one
+pod only, under that pod's `queue_lock` (v1.10.1 `modules/initialize_util.py` `configure_opts_onchange`),
+leaving the others as they were: refused with 400; for `sd_model_checkpoint` and `sd_vae` the answer points to
+`override_settings`, which WebUI applies per request and restores after it (v1.10.1 `modules/processing.py`
+`process_images`). A value equal to what a pod has now is no change. Every other option passes to one pod.
 """
 
 from __future__ import annotations
 
 import json
 
+import aiohttp
 from aiohttp import web
 
 from request_queue import auth, proxy
@@ -36,6 +38,11 @@ PROGRESS = "/sdapi/v1/progress"
 PER_JOB = {("GET", PROGRESS), ("POST", "/sdapi/v1/interrupt"), ("POST", "/sdapi/v1/skip")}
 OPTIONS = ("POST", "/sdapi/v1/options")
 MODEL_KEYS = ("sd_model_checkpoint", "sd_vae")
+"""Options whose change loads another model, and which `process_images` applies per request (override_settings)."""
+RELOAD_KEYS = (*MODEL_KEYS, "sd_vae_overrides_per_model_preferences", "cross_attention_optimization", "fp8_storage",
+               "cache_fp16_weight")
+"""Every option whose onchange reloads weights or re-hijacks the model under `queue_lock` (v1.10.1
+`modules/initialize_util.py` `configure_opts_onchange`: `wrap_queued_call(...)`)."""
 IDLE_STATE = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
               "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
 IDLE = {
@@ -59,7 +66,7 @@ def _running_for(front: Front, caller: str) -> list[Worker]:
 
 async def per_job(front: Front, request: web.Request) -> web.StreamResponse:
     """Progress, interrupt or skip, for the caller's own running job; an idle WebUI's answer without one."""
-    workers = _running_for(front, auth.caller(request))
+    workers = _running_for(front, auth.caller(request, front.settings.forwarded_for_entries))
     if not workers:
         return web.json_response(IDLE[request.path])
     if request.path == PROGRESS:
@@ -68,22 +75,43 @@ async def per_job(front: Front, request: web.Request) -> web.StreamResponse:
     return answers[0]
 
 
-async def model_swap(request: web.Request) -> web.Response | None:
-    """400 naming the key and value when an options change would swap one pod's model; None otherwise."""
+async def _current_options(front: Front, request: web.Request) -> dict:
+    """What one pod has now (GET /sdapi/v1/options); {} when no pod answers, so every change counts as one."""
+    worker = front.registry.pick()
+    if worker is None or front.session is None:
+        return {}
+    headers = {"Authorization": request.headers["Authorization"]} if "Authorization" in request.headers else {}
+    try:
+        async with front.session.get(worker.url.rstrip("/") + "/sdapi/v1/options", headers=headers) as response:
+            current = await response.json() if response.status == 200 else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+    return current if isinstance(current, dict) else {}
+
+
+async def model_swap(front: Front, request: web.Request) -> web.Response | None:
+    """400 naming the key and value when an options change would reload one pod's model; None otherwise. A key
+    whose value is what a pod has now is no change: a client that GETs the options and POSTs them back passes."""
     if (request.method.upper(), request.path) != OPTIONS:
         return None
     try:
         options = json.loads(await request.read() or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # WebUI answers a body it cannot read with its own 422
-    if not isinstance(options, dict):
+    if not isinstance(options, dict) or not any(key in options for key in RELOAD_KEYS):
         return None
-    swaps = {key: options[key] for key in MODEL_KEYS if key in options}
-    if not swaps:
+    current = await _current_options(front, request)
+    changes = {key: options[key] for key in RELOAD_KEYS if key in options and current.get(key, _UNSET) != options[key]}
+    if not changes:
         return None
-    named = ", ".join(f"{key}={value!r}" for key, value in swaps.items())
-    override = json.dumps({"override_settings": swaps})
+    named = ", ".join(f"{key}={value!r}" for key, value in changes.items())
     detail = (f"POST /sdapi/v1/options with {named} is refused: requests are spread over several WebUI pods and "
-              f"this would change the model of one of them only. Choose the model per request instead: add "
-              f"{override} to the txt2img or img2img request body.")
+              f"this would reload the model of one of them only.")
+    per_request = {key: value for key, value in changes.items() if key in MODEL_KEYS}
+    if per_request == changes:
+        detail += (f" Choose the model per request instead: add {json.dumps({'override_settings': per_request})} "
+                   f"to the txt2img or img2img request body.")
     return web.json_response({"detail": detail}, status=400)
+
+
+_UNSET = object()

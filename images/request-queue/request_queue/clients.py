@@ -40,7 +40,8 @@ async def queued(front: Front, request: web.Request) -> web.StreamResponse:
     body = await request.read()
     job = Job(id=uuid.uuid4().hex, method=request.method, path=request.path, query=request.query_string,
               headers=dict(passed(request.headers.items())), body=body, arrived=now,
-              deadline=now + front.settings.max_wait, cold=not front.registry.alive(), caller=auth.caller(request))
+              deadline=now + front.settings.max_wait, cold=not front.registry.alive(),
+              caller=auth.caller(request, front.settings.forwarded_for_entries))
     if not front.buffer.admit(job):
         return refusal(429, "queue full", retry_after(front))
     front.held[job.id] = job

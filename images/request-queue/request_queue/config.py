@@ -31,6 +31,9 @@ class Settings:
     """WORKER_TTL_SECONDS: a worker neither polling nor holding a job this long is forgotten."""
     drain: float
     """DRAIN_SECONDS: on SIGTERM, how long held requests may still take."""
+    forwarded_for_entries: int
+    """FORWARDED_FOR_ENTRIES: how many X-Forwarded-For entries, from the end, the load balancer appends; the
+    first of them is the caller's address (auth.caller). 0: no load balancer, the peer is the caller."""
     http_port: int
     worker_port: int
     api_auth: dict[str, str] | None
@@ -42,16 +45,31 @@ class Settings:
         timeout, always reports first (components/timeouts.py TimeoutChain.result_wait)."""
         return self.generation_timeout + 2 * self.margin
 
+    @property
+    def pod_read(self) -> float:
+        """The longest a pod may stay silent on a call passed to it (proxy.forward): the longest it works on one
+        answer, a generation outside Gradio's queue (`/run/*`), is the generation timeout; past it plus the
+        margin the pod is taken as lost (one without FIN or RST would otherwise hold the call for hours)."""
+        return self.generation_timeout + self.margin
+
+    @property
+    def heartbeat(self) -> float:
+        """Ping interval on both sides of a relayed WebSocket: aiohttp closes a side whose pong has not come
+        within half of it (aiohttp 3.14 client_ws.py / web_ws.py `_pong_heartbeat = heartbeat / 2`), so a lost
+        pod or browser is noticed within 1.5 margins."""
+        return self.margin
+
 
 _NUMBERS = {
     # name: (attribute, type, smallest allowed)
     "QUEUE_MAX_DEPTH": ("max_depth", int, 1),
     "QUEUE_MAX_WAIT_SECONDS": ("max_wait", float, 0.1),
     "GENERATION_TIMEOUT_SECONDS": ("generation_timeout", float, 1),
-    "MARGIN_SECONDS": ("margin", float, 0),
+    "MARGIN_SECONDS": ("margin", float, 0.1),
     "UI_KEEPALIVE_SECONDS": ("ui_keepalive", float, 0),
     "WORKER_TTL_SECONDS": ("worker_ttl", float, 1),
     "DRAIN_SECONDS": ("drain", float, 0),
+    "FORWARDED_FOR_ENTRIES": ("forwarded_for_entries", int, 0),
 }
 _PORTS = {"HTTP_PORT": "http_port", "WORKER_PORT": "worker_port"}
 

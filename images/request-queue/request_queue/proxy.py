@@ -33,9 +33,9 @@ a WebSocket message is 4 MiB on both ends (`max_msg_size`, docs.aiohttp.org/en/s
 GRADIO_PREDICT = re.compile(r"/(run|api)/[^/]+/?")
 """Gradio 3.41.2's HTTP route for an event outside its queue (`queue=False`): `@app.post("/run/{api_name}")` and
 its `/api/` spellings (`gradio/routes.py` `predict`), which the front end posts to for such an event (`post_data`
-to `/run/predict` in `templates/frontend/assets/index-2519a27e.js`). The queue's own calls to that route come
-from inside the pod, to the address its socket was opened at: the pod's own, since the front sets Host anew
-(headers.py; `get_server_url_from_ws_url` in `gradio/routes.py`, `call_prediction` in `gradio/queueing.py`)."""
+to `/run/predict` in `templates/frontend/assets/index-2519a27e.js`). The queue's own calls to that route
+(`call_prediction` in `gradio/queueing.py`) never cross the front: they go to `server_path`, which
+`Blocks.launch` sets to the server's local URL (`self._queue.set_url(self.local_url)` in `gradio/blocks.py`)."""
 COOKIE = "sdgke-pod"
 """Which pod this browser's UI session lives on: Gradio keeps session state in the pod's memory."""
 STARTING_RETRY_AFTER = 10
@@ -138,7 +138,10 @@ async def _event_over_http(front: Front, request: web.Request, worker: Worker) -
 
 async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.StreamResponse:
     """Both directions of one WebSocket, until either side closes; a Gradio event the pod runs for it makes the pod
-    busy (ui_events.py), past the browser's leaving too."""
+    busy (ui_events.py), past the browser's leaving too. Both sides are pinged (Settings.heartbeat): a pod or a
+    browser lost without FIN or RST would otherwise hold the socket, its pod's busy state and the drain for hours.
+    Both answer pings by themselves: a browser as RFC 6455 section 5.5.2 requires, Gradio's uvicorn through its
+    WebSocket library."""
     assert front.session is not None
     url = worker.url.rstrip("/") + request.rel_url.raw_path_qs
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -146,11 +149,12 @@ async def _websocket(front: Front, request: web.Request, worker: Worker) -> web.
                             if not k.lower().startswith("sec-websocket"))
     try:
         upstream = await front.session.ws_connect(url, headers=forwarded, protocols=protocols, autoping=True,
-                                                 max_msg_size=CLIENT_MAX_BYTES)
+                                                 heartbeat=front.settings.heartbeat, max_msg_size=CLIENT_MAX_BYTES)
     except (aiohttp.ClientError, TimeoutError) as error:
         return web.json_response({"detail": f"the WebUI pod refused the WebSocket: {type(error).__name__}"},
                                  status=502)
-    client = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=CLIENT_MAX_BYTES)
+    client = web.WebSocketResponse(protocols=protocols, autoping=True, heartbeat=front.settings.heartbeat,
+                                   max_msg_size=CLIENT_MAX_BYTES)
     socket = UiSocket(worker)
     front.ui.sockets += 1
     front.ui_sockets.add(socket)
