@@ -33,7 +33,7 @@ IMAGE = ROOT / "images" / "request-queue"
 TARGET_P50_SECONDS = 0.050
 SETTINGS = {"QUEUE_MAX_DEPTH": "100", "QUEUE_MAX_WAIT_SECONDS": "60", "GENERATION_TIMEOUT_SECONDS": "60",
             "MARGIN_SECONDS": "5", "UI_KEEPALIVE_SECONDS": "300", "WORKER_TTL_SECONDS": "60",
-            "DRAIN_SECONDS": "5", "HTTP_PORT": "0", "WORKER_PORT": "0"}
+            "DRAIN_SECONDS": "5", "FORWARDED_FOR_ENTRIES": "0", "HTTP_PORT": "0", "WORKER_PORT": "0"}
 ANSWER = json.dumps({"images": [], "parameters": {}, "info": "{}"}).encode()
 
 

@@ -57,6 +57,13 @@ GAP_LIMIT_S = 1.0  # a pod starts its next generation within 1 s of ending one w
 OVERHEAD_LIMIT_S = 0.050  # the path's own overhead per request, p50, on loopback
 
 
+def queue_settings(max_depth: int) -> dict[str, str]:
+    """The request queue's environment here: loopback, no Gateway in front (the peer is the caller)."""
+    return {"QUEUE_MAX_DEPTH": str(max_depth), "QUEUE_MAX_WAIT_SECONDS": "120", "GENERATION_TIMEOUT_SECONDS": "30",
+            "MARGIN_SECONDS": "5", "UI_KEEPALIVE_SECONDS": "300", "WORKER_TTL_SECONDS": "60", "DRAIN_SECONDS": "5",
+            "FORWARDED_FOR_ENTRIES": "0", "HTTP_PORT": "0", "WORKER_PORT": "0", "SD_API_AUTH": AUTH}
+
+
 @dataclass(frozen=True)
 class Settings:
     generation_s: float = 0.3
@@ -159,10 +166,7 @@ class Processes:
 
     def request_queue(self, max_depth: int) -> tuple[str, str]:
         """The real request queue; (client URL, workers URL)."""
-        env = {"PYTHONPATH": str(QUEUE_ROOT), "QUEUE_MAX_DEPTH": str(max_depth), "QUEUE_MAX_WAIT_SECONDS": "120",
-               "GENERATION_TIMEOUT_SECONDS": "30", "MARGIN_SECONDS": "5", "UI_KEEPALIVE_SECONDS": "300",
-               "WORKER_TTL_SECONDS": "60", "DRAIN_SECONDS": "5", "HTTP_PORT": "0", "WORKER_PORT": "0",
-               "SD_API_AUTH": AUTH}
+        env = {"PYTHONPATH": str(QUEUE_ROOT), **queue_settings(max_depth)}
         process, log = self._spawn("request-queue", [sys.executable, "-m", "request_queue"], QUEUE_ROOT, env,
                                     listens=True)
         ports = _listening(process, "the request queue", log)
