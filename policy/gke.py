@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resources import CLUSTER, COMPUTE_CLASS_LABEL, DEFAULT_COMPUTE_SA, NODE_POOL, PROD_CONFIG, configured, get, is_gpu_pool
+from resources import CLUSTER, COMPUTE_CLASS_LABEL, DEFAULT_COMPUTE_SA, NODE_POOL, configured, get, is_gpu_pool
 
 
 def image_streaming(args, report):
@@ -32,12 +32,12 @@ def gpu_autoscaling(args, report):
         return
     maximum = autoscaling.get("totalMaxNodeCount", autoscaling.get("maxNodeCount"))
     minimum = autoscaling.get("totalMinNodeCount", autoscaling.get("minNodeCount", 0))
-    limit = configured(args, "maxGpuNodes", GPU_POOL_CONFIG)
+    limit = configured(args, "maxGpuNodes")
     if maximum is None:
         report("GPU node pool autoscaling has no maximum: set totalMaxNodeCount.")
     elif maximum > limit:
         report(f"GPU node pool may grow to {maximum} nodes; this stack allows at most {limit} (maxGpuNodes).")
-    if not configured(args, "production", GPU_POOL_CONFIG) and minimum not in (0, None):
+    if not configured(args, "production") and minimum not in (0, None):
         report(f"GPU node pool keeps {minimum} node(s) running; outside prod it must scale from 0.")
 
 
@@ -46,7 +46,7 @@ GPU_TYPES_CONFIG = {"allowedGpuTypes": {"type": "array", "items": {"type": "stri
 
 
 def gpu_types(args, report):
-    allowed = configured(args, "allowedGpuTypes", GPU_TYPES_CONFIG)
+    allowed = configured(args, "allowedGpuTypes")
     for accelerator in get(args.props, "nodeConfig", "guestAccelerators") or []:
         if accelerator.get("type") not in allowed:
             report(f"GPU type {accelerator.get('type')!r} is not allowed here; allowed: {', '.join(allowed)}.")
@@ -58,7 +58,7 @@ SPOT_CONFIG = {"requireSpot": {"type": "boolean", "default": False}}
 def gpu_spot(args, report):
     """An on-demand pool that serves a ComputeClass is the fallback for when Spot is gone: the class
     scales it up only then, and moves pods back to Spot when it can (components/compute_class.py)."""
-    if is_gpu_pool(args.props) and configured(args, "requireSpot", SPOT_CONFIG) and \
+    if is_gpu_pool(args.props) and configured(args, "requireSpot") and \
             get(args.props, "nodeConfig", "spot") is not True and \
             not get(args.props, "nodeConfig", "labels", COMPUTE_CLASS_LABEL):
         report("This stack requires Spot GPU nodes: set nodeConfig.spot = true.")
@@ -115,7 +115,7 @@ def shielded_private(args, report):
 
 
 def deletion_protection(args, report):
-    if not configured(args, "production", PROD_CONFIG):
+    if not configured(args, "production"):
         return
     if args.props.get("deletionProtection") is not True:
         report("Production cluster without deletionProtection.")
@@ -129,7 +129,7 @@ def prod_control_plane_private(args, report):
     (https://cloud.google.com/kubernetes-engine/docs/concepts/network-isolation: "Use only the DNS-based endpoint
     to access your control plane"). container.v1: PrivateClusterConfig.enablePrivateEndpoint, or no IP endpoint
     at all (ControlPlaneEndpointsConfig.IPEndpointsConfig.enabled false)."""
-    if not configured(args, "production", PROD_CONFIG):
+    if not configured(args, "production"):
         return
     endpoints = args.props.get("controlPlaneEndpointsConfig") or {}
     if get(args.props, "privateClusterConfig", "enablePrivateEndpoint") is not True and \

@@ -35,7 +35,7 @@ def _await_seconds(r) -> float | None:
 def gpu_pods_do_not_block_up(args: StackValidationArgs, report):
     """`up` finishes without waiting on GPU capacity: a workload with GPU pods, and a Service in front of
     them, either skip the readiness await or wait at least the GPU cold start."""
-    budget = configured(args, "gpuColdStartSeconds", AWAIT_CONFIG)
+    budget = configured(args, "gpuColdStartSeconds")
     gpu = [r for r in args.resources if gpu_pods(pod_spec(r.resource_type, r.props) or {})]
     fronts = []
     for svc in (r for r in args.resources if r.resource_type == SERVICE):

@@ -49,8 +49,9 @@ def _pool_gpus(pool: dict) -> int | None:
 
 
 def _pod_gpus(pod: dict) -> int:
-    return sum(int(get(c, "resources", "limits", "nvidia.com/gpu") or get(c, "resources", "requests", "nvidia.com/gpu") or 0)
-               for c in pod.get("containers") or [])
+    """Read from limits only: Kubernetes refuses a GPU request without an equal limit ("Limit must be set for non
+    overcommitable resources", kubernetes/kubernetes pkg/apis/core/validation/validation.go)."""
+    return sum(int(get(c, "resources", "limits", "nvidia.com/gpu") or 0) for c in pod.get("containers") or [])
 
 
 KEDA_DEFAULT_MAX_REPLICAS = 100

@@ -10,7 +10,6 @@ from resources import (
     CLUSTER,
     NODE_POOL,
     NOTIFICATION_CHANNEL,
-    PROD_CONFIG,
     RUNTIME_NODE_LABEL,
     SERVICE,
     WEBUI_NAME,
@@ -43,7 +42,7 @@ def alerts_page_the_channel(args: StackValidationArgs, report):
 def prod_alerts_page_someone(args: StackValidationArgs, report):
     """Prod's alerts page someone: alert policies without a notification channel open incidents nobody is told of.
     A stack without alert policies (no observability) has nothing to page."""
-    if not configured(args, "production", PROD_CONFIG):
+    if not configured(args, "production"):
         return
     alerts = [r for r in args.resources if r.resource_type == ALERT_POLICY]
     if alerts and not any(r.resource_type == NOTIFICATION_CHANNEL for r in args.resources):

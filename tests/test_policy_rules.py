@@ -704,3 +704,22 @@ def test_a_prometheus_trigger_on_cloud_monitoring_ignoring_null_values_passes():
 
 def test_triggers_that_do_not_read_cloud_monitoring_are_not_judged():
     assert check("keda-no-data-is-zero", SCALED_OBJECT, scaled_object("external-push", scalerAddress="s:9090")) == []
+
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+KEDA_CHART = {"chart": "keda", "version": "2.18.3", "repositoryOpts": {"repo": "https://kedacore.github.io/charts"}}
+
+
+def test_a_helm_release_of_an_exact_version_from_https_passes():
+    assert check("helm-releases-pinned", HELM_RELEASE, KEDA_CHART) == []
+
+
+def test_a_helm_release_of_a_version_range_is_refused():
+    assert check("helm-releases-pinned", HELM_RELEASE, {**KEDA_CHART, "version": "2.x"}) == [
+        "Helm release 'keda' has version '2.x': pin an exact chart version (X.Y.Z)."]
+
+
+def test_a_helm_release_from_a_plain_http_repository_is_refused():
+    release = {**KEDA_CHART, "repositoryOpts": {"repo": "http://kedacore.github.io/charts"}}
+    assert check("helm-releases-pinned", HELM_RELEASE, release) == [
+        "Helm release 'keda' comes from 'http://kedacore.github.io/charts': use an https chart repository."]

@@ -53,7 +53,9 @@ POLICY_TESTS = ("tests/test_policy.py", "tests/test_policy_rules.py")
 """Every policy's compliant and non-compliant cases; a module's own tests come on top (tests/test_policy.py,
 `test_every_policy_has_a_non_compliant_case`, says where each policy's cases live)."""
 POLICY_MODULES = {
-    "resources": ("tests/test_one_way_in.py", "tests/test_pod_security.py", "tests/test_delivery.py"),
+    "resources": ("tests/test_policy_rollout_rules.py", "tests/test_policy_scaling_rules.py",
+                  "tests/test_policy_storage_rules.py", "tests/test_one_way_in.py", "tests/test_pod_security.py",
+                  "tests/test_delivery.py"),
     "gke": ("tests/test_delivery.py",),
     "workloads": ("tests/test_pod_security.py", "tests/test_request_queue.py", "tests/test_autoscaling.py"),
     "iam": (),
@@ -65,7 +67,8 @@ POLICY_MODULES = {
     "sdgke_policies": (),
     "pod_security": ("tests/test_pod_security.py",),
 }
-"""The whole policy pack (policy/): each module and the tests of the policies it holds."""
+"""The whole policy pack (policy/): each module and the tests of the policies it holds (resources.py's names and
+helpers are read by every module, so every module's rule cases are among its tests)."""
 CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py", "tests/test_config_queue.py")
 """The config loader's (components/config/): every part of it (parse and the sources, the types, the per-key
 checks, the cross-key rules) is tested through `parse`. Its __init__'s module level is only re-exports."""
