@@ -355,11 +355,13 @@ class Worker:
         log.info("job %s released: the WebUI runs another generation", job.id)
 
     def _wait_while_generating(self, stop: threading.Event) -> None:
-        """No `next` until the WebUI's generation has ended, stop, or BUSY_WAIT_SECONDS."""
+        """Called once the WebUI said it generates: no `next` until that generation has ended, stop, or
+        BUSY_WAIT_SECONDS. It asks again only after a wait, never twice in a row."""
         end = time.monotonic() + BUSY_WAIT_SECONDS
-        while not stop.is_set() and time.monotonic() < end and self.upstream.generating():
+        while True:
             self._beat()
-            stop.wait(BUSY_POLL_SECONDS)
+            if stop.wait(BUSY_POLL_SECONDS) or time.monotonic() >= end or not self.upstream.generating():
+                return
 
     def _await(self, done: threading.Event) -> None:
         """Wait, beating, for the interrupted call to return, so the next job never queues inside the WebUI."""
