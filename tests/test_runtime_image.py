@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +13,7 @@ from components.recipe import BAKE_SCRIPT, load_recipe, parse_recipe
 from components.runtime_identity import runtime_identity
 from components.runtime_image import RuntimeDiskImage, RuntimeDiskImageArgs
 from tests.test_runtime_bake import BASE, DIGEST, RECIPE, Z2, P, Z
+from tools import mockrun
 
 
 class _Recorder(pulumi.runtime.Mocks):
@@ -36,11 +38,18 @@ def component_args(**changes: Any) -> RuntimeDiskImageArgs:
     return replace(args, **changes)
 
 
-@pytest.fixture
-def mocks() -> _Recorder:
+def start_mocks() -> _Recorder:
+    """Pulumi's mocks on this thread's event loop, which an `asyncio.run` earlier in the process (another
+    test file on the same xdist worker) leaves unset."""
+    mockrun.ensure_event_loop()
     recorder = _Recorder()
     pulumi.runtime.set_mocks(recorder, project="sd-gke", stack="test", preview=False)
     return recorder
+
+
+@pytest.fixture
+def mocks() -> _Recorder:
+    return start_mocks()
 
 
 @pulumi.runtime.test
@@ -63,6 +72,11 @@ def test_component_registers_the_image_with_its_identity_hash(mocks):
         assert "sdgke:runtime_image:RuntimeDiskImage" in types
 
     return pulumi.Output.all(component.identity_hash, component.hash12, component.image_name).apply(check)
+
+
+def test_the_mocks_start_after_an_earlier_asyncio_run_left_the_thread_without_a_loop():
+    asyncio.run(asyncio.sleep(0))
+    assert isinstance(start_mocks(), _Recorder)
 
 
 def test_component_reports_every_recipe_problem_without_a_traceback(mocks, tmp_path):

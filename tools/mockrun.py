@@ -196,7 +196,7 @@ def _computed(typ: str, name: str, inputs: dict[str, Any], project: str) -> dict
     return {"name": res_name} if typ.startswith("gcp:") else {}
 
 
-def _ensure_event_loop() -> None:
+def ensure_event_loop() -> None:
     """Pulumi's mock runtime uses this thread's event loop, which `asyncio.run` (in a test that ran earlier in the
     same process) leaves unset: give the thread a new one then."""
     try:
@@ -276,7 +276,7 @@ def run(stack: str, root: Path = ROOT, overrides: dict[str, Any] | None = None,
         return rpc.deserialize_properties(obj, keep_unknowns=True, keep_internal=False)
 
     settings.ROOT.set(None)
-    _ensure_event_loop()
+    ensure_event_loop()
     mocks = Mocks()
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=Monitor(mocks))
     pulumi.runtime.set_all_config(cfg)
