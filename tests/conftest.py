@@ -15,14 +15,17 @@ from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "prod")
-EMULATOR_GROUP = "pubsub-emulator"
-"""The queue tests (tests/jobs/) share one worker, so one Pub/Sub emulator starts per session."""
+AGENT_GROUP, WORKER_GROUP = "pubsub-emulator-agent", "pubsub-emulator-worker"
+"""The queue tests (tests/jobs/) in two groups of about 100 s each, mostly spent waiting on Pub/Sub's ack
+deadlines: the batch agent's (test_agent.py, test_faults.py) and the rest. Each xdist worker that runs one
+starts its own Pub/Sub emulator (a session fixture), so the two groups run side by side."""
+AGENT_FILES = ("test_agent.py", "test_faults.py")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `--dist loadgroup`, keep each file's tests on one worker, so a module-scoped fixture
-    (a checkov scan, a bake) runs once, and every test of tests/jobs/ on one worker with the
+    (a checkov scan, a bake) runs once, and the tests of tests/jobs/ in two groups, each on a worker with an
     emulator. tryfirst: xdist's worker reads the marks in its own hook of the same name
     (xdist 3.8.0 remote.py `WorkerInteractor.pytest_collection_modifyitems`). Without -n the
     marks do nothing."""
@@ -33,9 +36,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def worker_group(test_file: Path) -> str:
-    """The queue tests' shared group, or the test file's path from the repository root."""
+    """The queue tests' group, or the test file's path from the repository root."""
     path = test_file.relative_to(ROOT)
-    return EMULATOR_GROUP if path.parts[:2] == ("tests", "jobs") else path.as_posix()
+    if path.parts[:2] != ("tests", "jobs"):
+        return path.as_posix()
+    return AGENT_GROUP if path.name in AGENT_FILES else WORKER_GROUP
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,18 @@
 """How the suite shares its expensive parts: each distinct mock run once per test process
-(tests/shared_runs.py), each file's tests on one xdist worker and the queue tests on one, with one
-Pub/Sub emulator (tests/conftest.py), and `make test` running the suite in parallel that way."""
+(tests/shared_runs.py), each file's tests on one xdist worker and the queue tests in two groups, each
+with its own Pub/Sub emulator (tests/conftest.py), and `make test` running the suite in parallel that way."""
 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests import variants
-from tests.conftest import EMULATOR_GROUP, ROOT, worker_group
+from tests.conftest import AGENT_GROUP, ROOT, WORKER_GROUP, worker_group
 from tests.shared_runs import SharedRuns, edited, fingerprint
 from tools import mockrun
 
@@ -59,9 +60,14 @@ def test_each_test_file_is_a_worker_group_of_its_own():
     assert worker_group(ROOT / "tests" / "attacher" / "test_gc.py") == "tests/attacher/test_gc.py"
 
 
-def test_every_queue_test_file_shares_the_emulators_group():
+def test_the_batch_agents_queue_tests_share_one_group():
     assert {worker_group(ROOT / "tests" / "jobs" / name) for name in ("test_agent.py", "test_faults.py")} \
-        == {EMULATOR_GROUP}
+        == {AGENT_GROUP}
+
+
+def test_every_other_queue_test_file_shares_the_second_group():
+    others = sorted(p for p in (ROOT / "tests" / "jobs").glob("test_*.py") if p.name not in ("test_agent.py", "test_faults.py"))
+    assert len(others) >= 3 and {worker_group(p) for p in others} == {WORKER_GROUP} != {AGENT_GROUP}
 
 
 def test_every_collected_test_carries_its_files_group_and_no_other(request):
@@ -71,7 +77,12 @@ def test_every_collected_test_carries_its_files_group_and_no_other(request):
 
 def test_make_test_runs_the_suite_in_parallel_by_those_groups():
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "-m pytest -n auto --dist loadgroup" in recipe
+    assert "-m pytest -n $(XDIST_WORKERS) --dist loadgroup" in recipe
+
+
+def test_make_test_runs_one_worker_more_than_the_machine_has_cores():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "XDIST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))" in makefile
 
 
 def test_an_edit_of_a_shared_run_is_named(asked):
@@ -93,3 +104,9 @@ def test_an_edit_of_a_shared_variant_is_named_with_the_variant(monkeypatch):
     shared.one("kubernetes:keda.sh/v1alpha1:ScaledObject").inputs["spec"]["minReplicaCount"] = 3
     assert variants.edits() == {"dev-daemonset-spotFirst": ["autoscaling-scaled-object"]}
     assert variants.variant("dev", "daemonset", "spotFirst") is shared
+
+
+def test_the_suite_bench_runs_as_many_workers_as_make_test():
+    from tools import bench_suite
+
+    assert bench_suite.PARALLEL[:2] == ("-n", str(len(os.sched_getaffinity(0)) + 1))
