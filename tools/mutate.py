@@ -8,7 +8,8 @@ set to None, strings changed, assignments set to None, ...). mutmut's own runner
 packages through trampolines; this runner instead copies the project to build/mutate/tree-<pid>, writes one
 mutant at a time into the copy's source file and runs, in a forked child, only the tests that cover
 that module: subprocess tests see the mutant too, each mutant costs seconds, not a full suite, and
-the work tree is never touched (editing or committing during a run is safe).
+the work tree is never touched (editing or committing during a run is safe). Of those tests, the ones
+that called the mutated function run first (tools/mutate_select.py); a mutant they miss runs them all.
 
 A mutant is killed when its tests fail (or error, or time out); it survives when they pass.
 Results go to build/mutate/results.json; survivors are printed with their line before and after.
@@ -44,9 +45,9 @@ class Target:
     functions: tuple[str, ...] | None = None
     """Only mutants inside these functions ("name" or "Class.method"); None: the whole module,
     module-level constants included (that is where the config bounds and the policy lists live)."""
-    recorded_runs: tuple[tuple[str, str], ...] = ()
-    """(stack, overrides as JSON) of program runs to make once before the mutants, for a module that
-    plays no part in running the program (the policy pack): a test asking for such a run gets a copy."""
+    plays_no_part_in_the_program: bool = False
+    """True for a module the program never imports (the policy pack): each program run its tests make is
+    made once, in the unmutated run, and a mutant's tests get a copy of it."""
 
 
 POLICY_TESTS = ("tests/test_policy.py", "tests/test_policy_rules.py")
@@ -80,7 +81,7 @@ def _rules_first(tests: tuple[str, ...]) -> tuple[str, ...]:
 
 
 TARGETS = (
-    *(Target(f"policy/{module}.py", _rules_first(POLICY_TESTS + tests), recorded_runs=(("dev", "{}"), ("prod", "{}")))
+    *(Target(f"policy/{module}.py", _rules_first(POLICY_TESTS + tests), plays_no_part_in_the_program=True)
       for module, tests in POLICY_MODULES.items()),
     Target("components/config/__init__.py", CONFIG_TESTS, functions=("parse", "decode", "load", "load_stack")),
     *(Target(f"components/config/{module}.py", CONFIG_TESTS) for module in ("model", "reader", "rules")),
@@ -151,6 +152,8 @@ class Mutant:
     after: str
     outcome: str = "pending"  # killed | survived | timeout
     seconds: float = 0.0
+    first_tests: int = 0
+    """How many tests ran first, those that called the mutant's function (0: the whole list at once)."""
 
 
 def _qualnames(module) -> dict[int, str]:
@@ -239,8 +242,9 @@ def _changed_lines(before: list[str], after: list[str]) -> tuple[int, str, str] 
 
 # --- running -----------------------------------------------------------------------------------
 
-def _run_tests(tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
-    """Run `tests` in a forked child (its own process group); 'passed', 'failed' or 'timeout'."""
+def _run_tests(tests: tuple[str, ...], timeout: float, plugins: tuple = (), then=None) -> tuple[str, float]:
+    """Run `tests` (paths or node ids) in a forked child (its own process group) with these pytest plugins, then
+    `then()` in the child; 'passed', 'failed' or 'timeout'."""
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # child
@@ -252,7 +256,10 @@ def _run_tests(tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
             os.chdir(TREE)
             import pytest
 
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests],
+                               plugins=list(plugins))
+            if then is not None:
+                then()
             os._exit(int(code))
         except BaseException:  # noqa: BLE001 - anything raised here is a failed test run
             os._exit(99)
@@ -277,30 +284,42 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _record_runs(wanted: tuple[tuple[str, str], ...]) -> None:
-    """Run the program once for each (stack, overrides) and make later such runs return a copy.
+def _share_program_runs(recorded: dict[str, object]) -> None:
+    """From here on, in this process and its forks, a program run already in `recorded` returns a copy of it
+    and one that is not runs and is added (in the process that ran it).
 
-    The program runs in a child of its own: once Pulumi's mock runtime has run in a process, runs in
-    that process's forks hang, and the mutants' tests (which may run the program afresh) fork from here."""
+    This process never runs the program itself: once Pulumi's mock runtime has run in a process, runs in
+    that process's forks hang. The unmutated run (a fork) makes the runs and hands them back (`run_target`)."""
     import copy
-    import pickle
 
     from tools import mockrun
 
-    recorded = OUT / f"runs-{os.getpid()}.pickle"
-    _in_child(lambda: recorded.write_bytes(pickle.dumps(
-        {key: mockrun.run(key[0], overrides=json.loads(key[1]) or None) for key in wanted})))
-    runs = pickle.loads(recorded.read_bytes())
-    recorded.unlink()
     program_run = mockrun.run
 
     def run(stack, root=mockrun.ROOT, overrides=None, config=None):
-        key = (stack, json.dumps(overrides or {}))
-        if config or root != mockrun.ROOT or key not in runs:
+        if root != mockrun.ROOT:
             return program_run(stack, root, overrides, config)
-        return copy.deepcopy(runs[key])
+        key = json.dumps([stack, overrides or {}, config], sort_keys=True)
+        if key not in recorded:
+            recorded[key] = program_run(stack, root, overrides, config)
+        return copy.deepcopy(recorded[key])
 
     mockrun.run = run
+
+
+def _save(path: Path, value: object) -> None:
+    import pickle
+
+    path.write_bytes(pickle.dumps(value))
+
+
+def _load(path: Path):
+    import pickle
+
+    try:
+        return pickle.loads(path.read_bytes())
+    finally:
+        path.unlink()
 
 
 def _in_child(work, *args):
@@ -344,13 +363,22 @@ def _use_tree() -> None:
 def run_target(target: Target, sample: int, log, only: tuple[int, ...] | None = None) -> list[dict]:
     """Every chosen mutant of `target` (or only those of these indexes), run in this process's children
     (call it through _in_child)."""
+    from tools.mutate_select import CallRecorder, first_tests
+
     _use_tree()
-    if target.recorded_runs:
-        _record_runs(target.recorded_runs)
+    program_runs: dict[str, object] = {}
+    if target.plays_no_part_in_the_program:
+        _share_program_runs(program_runs)
     path = TREE / target.path
     original = path.read_text()
     tests = tuple(t for t in target.tests if (TREE / t).exists())
-    baseline, seconds = _run_tests(tests, timeout=600)
+    recorder = CallRecorder(str(path))
+    saved = OUT / f"baseline-{os.getpid()}.pickle"
+    baseline, seconds = _run_tests(tests, timeout=600, plugins=(recorder,),
+                                   then=lambda: _save(saved, ({t: sorted(f) for t, f in recorder.calls.items()},
+                                                              program_runs)))
+    calls, made = _load(saved) if saved.exists() else ({}, {})
+    program_runs.update(made)
     if baseline != "passed":
         raise SystemExit(f"{target.path}: its tests {list(tests)} fail without any mutant; fix them first")
     timeout = max(10.0, 3 * seconds)
@@ -363,7 +391,12 @@ def run_target(target: Target, sample: int, log, only: tuple[int, ...] | None = 
     results = []
     for mutant, source in chosen:
         path.write_text(source)
-        outcome, mutant.seconds = _run_tests(tests, timeout)
+        first = first_tests(calls, mutant.function)
+        mutant.first_tests = len(first or ())
+        outcome, mutant.seconds = _run_tests(first or tests, timeout)
+        if first and outcome == "passed":
+            outcome, more = _run_tests(tests, timeout)
+            mutant.seconds += more
         path.write_text(original)
         mutant.outcome = {"passed": "survived", "failed": "killed"}.get(outcome, outcome)
         results.append(asdict(mutant))

@@ -1,0 +1,95 @@
+"""The mutation runner's shortcuts (tools/mutate_select.py, tools/mutate.py): which tests run first against a
+mutant, and program runs shared by the tests of a module the program never imports."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import pytest
+
+from tools import mockrun, mutate
+from tools.mutate_select import MODULE, CallRecorder, first_tests, top_level
+
+CALLS = {
+    "tests/test_a.py::test_one": ["check_pool", "Rules.apply"],
+    "tests/test_a.py::test_two": [],
+    "tests/test_b.py::test_three[dev]": ["check_pool"],
+}
+
+
+def test_code_nested_in_a_function_belongs_to_that_function():
+    assert top_level("check_pool.<locals>.<lambda>") == "check_pool"
+    assert top_level("Rules.apply.<locals>.inner.<locals>.<genexpr>") == "Rules.apply"
+
+
+def test_a_function_or_method_is_its_own_name():
+    assert (top_level("check_pool"), top_level("Rules.apply")) == ("check_pool", "Rules.apply")
+
+
+def test_the_tests_that_called_the_function_run_first_in_the_order_they_ran():
+    assert first_tests(CALLS, "check_pool") == ("tests/test_a.py::test_one", "tests/test_b.py::test_three[dev]")
+
+
+def test_a_module_level_mutant_runs_the_whole_list():
+    assert first_tests({"t": [MODULE]}, MODULE) is None
+
+
+def test_a_function_no_test_called_runs_the_whole_list():
+    assert first_tests(CALLS, "never_called") is None
+
+
+class _Item:
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+
+def _run_as(recorder: CallRecorder, nodeid: str, body) -> None:
+    protocol = recorder.pytest_runtest_protocol(_Item(nodeid), None)
+    next(protocol)
+    body()
+    with pytest.raises(StopIteration):
+        next(protocol)
+
+
+def test_the_recorder_gives_each_call_of_the_file_to_the_test_running_then_in_any_thread(tmp_path):
+    source = tmp_path / "target.py"
+    source.write_text("def used():\n    return [x for x in (1, 2)]\n\n\nclass Rules:\n    def apply(self):\n"
+                      "        return (lambda: used())()\n\n\ndef unused():\n    return 0\n")
+    spec = importlib.util.spec_from_file_location("mutate_select_target", source)
+    target = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(target)
+    recorder = CallRecorder(str(source))
+    recorder.pytest_sessionstart(None)
+    try:
+        _run_as(recorder, "t::in_thread", lambda: _in_thread(target.Rules().apply))
+        _run_as(recorder, "t::nothing", lambda: None)
+        _run_as(recorder, "t::direct", target.used)
+    finally:
+        recorder.pytest_sessionfinish(None)
+    target.unused()  # after the session: not recorded
+    assert dict(recorder.calls) == {"t::in_thread": {"Rules.apply", "used"}, "t::nothing": set(), "t::direct": {"used"}}
+
+
+def _in_thread(work) -> None:
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+
+def test_a_program_run_already_made_is_handed_out_as_a_copy_and_a_new_one_runs(monkeypatch):
+    made = []
+
+    def program(stack, root=mockrun.ROOT, overrides=None, config=None):
+        made.append((stack, overrides))
+        return {"stack": stack, "overrides": overrides}
+
+    monkeypatch.setattr(mockrun, "run", program)
+    recorded: dict = {}
+    mutate._share_program_runs(recorded)
+    first = mockrun.run("dev", overrides={"jobs": {"enabled": False}})
+    first["edited"] = True
+    again = mockrun.run("dev", overrides={"jobs": {"enabled": False}})
+    mockrun.run("dev")
+    assert again == {"stack": "dev", "overrides": {"jobs": {"enabled": False}}}
+    assert made == [("dev", {"jobs": {"enabled": False}}), ("dev", None)] and len(recorded) == 2
