@@ -32,7 +32,7 @@ XDIST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: setup scanners
 	$(PY) -m pytest -n $(XDIST_WORKERS) --dist loadgroup -q -p no:cacheprovider
 
-# Issue 17 item 5 with real processes (tools/e2e.py; minutes, so not part of `make test`): every criterion
+# Issue 17 item 5 with real processes (tools/e2e; minutes, so not part of `make test`): every criterion
 # asserted by tests/test_e2e.py from one run, its table printed.
 e2e: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m e2e tests/test_e2e.py

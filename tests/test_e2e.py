@@ -1,20 +1,20 @@
-"""Issue 17 item 5, every criterion, from one run of tools/e2e.py (real request queue, real workers, stand-in
+"""Issue 17 item 5, every criterion, from one run of tools/e2e (real request queue, real workers, stand-in
 WebUIs, the real Pub/Sub emulator; minutes, so `make e2e`, run by .ci/run after `make test`)."""
 
 import pytest
 
-from tools import e2e
+from tools.e2e import report, scenarios
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def results(request) -> dict[str, e2e.Result]:
+def results(request) -> dict[str, scenarios.Result]:
     """One run for every test here; its table printed with pytest's report."""
-    settings = e2e.Settings()
-    ran = e2e.run_all(settings)
+    settings = scenarios.Settings()
+    ran = report.run_all(settings)
     with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
-        print(f"\ngeneration {settings.generation_s:g} s, {settings.pods} pods\n{e2e.table(ran)}", flush=True)
+        print(f"\ngeneration {settings.generation_s:g} s, {settings.pods} pods\n{report.table(ran)}", flush=True)
     return {result.scenario.split(" (")[0]: result for result in ran}
 
 

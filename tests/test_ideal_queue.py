@@ -1,4 +1,4 @@
-"""The ideal shared queue of tools/sim/ideal.py: the yardstick of the end-to-end harness (tools/e2e.py)."""
+"""The ideal shared queue of tools/sim/ideal.py: the yardstick of the end-to-end harness (tools/e2e)."""
 
 import pytest
 

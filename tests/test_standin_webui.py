@@ -1,4 +1,4 @@
-"""The stand-in WebUI process of tools/e2e.py: WebUI v1.10.1's one FIFO generation lock, and its log."""
+"""The stand-in WebUI process of tools/e2e: WebUI v1.10.1's one FIFO generation lock, and its log."""
 
 import base64
 import json

@@ -1,4 +1,4 @@
-"""A stand-in WebUI process for tools/e2e.py: WebUI v1.10.1's API shape and its one-generation-at-a-time lock.
+"""A stand-in WebUI process for tools/e2e: WebUI v1.10.1's API shape and its one-generation-at-a-time lock.
 
     python -m tools.standin_webui --generation-seconds 0.3 --log gens.jsonl [--auth sd:secret]
 
@@ -8,7 +8,7 @@ WebUI serialises generations behind one process-wide FIFO lock
 a request that arrives while another generates waits inside the process, which is exactly what the
 request queue must never let happen. Every generation is logged as one JSON line
 `{"tag", "start", "end"}` (time.monotonic(), one clock for every process on a Linux host), from which
-tools/e2e.py reads the gaps between generations and the durations the ideal queue is fed with.
+tools/e2e/measures.py reads the gaps between generations and the durations the ideal queue is fed with.
 `/sdapi/v1/interrupt` ends the generation in progress early, as `shared.state.interrupt()` does.
 On start it prints `{"event": "listening", "port": N}` and serves until SIGTERM.
 """

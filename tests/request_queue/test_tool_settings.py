@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tools import bench_request_queue, e2e
+from tools import bench_request_queue
+from tools.e2e import processes
 
 
-@pytest.mark.parametrize("settings", [bench_request_queue.SETTINGS, e2e.queue_settings(max_depth=10)],
+@pytest.mark.parametrize("settings", [bench_request_queue.SETTINGS, processes.queue_settings(max_depth=10)],
                          ids=["bench_request_queue", "e2e"])
 def test_a_tool_starts_the_request_queue_with_every_setting_it_requires(service_module, settings):
     config = service_module("config")
