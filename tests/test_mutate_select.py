@@ -93,3 +93,9 @@ def test_a_program_run_already_made_is_handed_out_as_a_copy_and_a_new_one_runs(m
     mockrun.run("dev")
     assert again == {"stack": "dev", "overrides": {"jobs": {"enabled": False}}}
     assert made == [("dev", {"jobs": {"enabled": False}}), ("dev", None)] and len(recorded) == 2
+
+
+def test_the_runner_names_the_shared_emulator_as_the_queue_tests_read_it():
+    from tests.jobs import harness
+
+    assert mutate.SHARED_EMULATOR == harness.SHARED_EMULATOR

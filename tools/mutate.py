@@ -48,6 +48,9 @@ class Target:
     plays_no_part_in_the_program: bool = False
     """True for a module the program never imports (the policy pack): each program run its tests make is
     made once, in the unmutated run, and a mutant's tests get a copy of it."""
+    pubsub_emulator: bool = False
+    """Its tests use the Pub/Sub emulator: one is started for all of the target's runs (tests/jobs/harness.py,
+    SHARED_EMULATOR), not one per run."""
 
 
 POLICY_TESTS = ("tests/test_policy.py", "tests/test_policy_rules.py")
@@ -73,6 +76,11 @@ helpers are read by every module, so every module's rule cases are among its tes
 CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py", "tests/test_config_queue.py")
 """The config loader's (components/config/): every part of it (parse and the sources, the types, the per-key
 checks, the cross-key rules) is tested through `parse`. Its __init__'s module level is only re-exports."""
+
+AGENT_COMMIT_AND_RELEASE = ("Agent._work", "Agent._process", "Agent._settle", "Agent._persist", "Agent._complete",
+                            "Agent._notify", "Agent._dead_letter", "Agent._ack", "Agent._nack", "Agent._release")
+"""The batch agent's path from a pulled job to its one result (or dead letter), and the hand-back at SIGTERM."""
+
 
 def _rules_first(tests: tuple[str, ...]) -> tuple[str, ...]:
     """The in-process rule cases (tests/test_policy_*rules.py, under a second) before the stacks' tests: `-x`
@@ -129,6 +137,27 @@ TARGETS = (
          "tests/request_queue/test_cancel.py"),
     ),
     Target("components/timeouts.py", ("tests/test_timeout_chain.py",)),
+    Target(
+        "images/request-queue/request_queue/worker_api.py",  # the dispatch path: next, release, result, cancel
+        ("tests/request_queue/test_dispatch.py", "tests/request_queue/test_release.py",
+         "tests/request_queue/test_cancel.py", "tests/request_queue/test_admission.py",
+         "tests/request_queue/test_ui_hold.py", "tests/request_queue/test_lifecycle.py",
+         "tests/request_queue/test_browser_ui.py", "tests/request_queue/test_registry.py"),
+    ),
+    Target(
+        "images/queue-agent/queue_agent/agent.py",  # the batch job's commit, settle and release
+        ("tests/jobs/test_agent.py", "tests/jobs/test_faults.py"),
+        functions=AGENT_COMMIT_AND_RELEASE,
+        pubsub_emulator=True,
+    ),
+    Target("images/queue-agent/queue_agent/results.py", ("tests/jobs/test_agent.py", "tests/jobs/test_faults.py"),
+           pubsub_emulator=True),
+    Target(
+        "images/queue-agent/queue_agent/worker.py",  # an interactive job run, handed back or reported
+        ("tests/jobs/test_worker.py", "tests/jobs/test_worker_fronts.py", "tests/jobs/test_worker_with_request_queue.py"),
+        functions=("Worker._run_job", "Worker._hand_back", "Worker._report", "Worker._next"),
+        pubsub_emulator=True,
+    ),
     Target("components/webui.py", ("tests/test_webui.py", "tests/test_pod_security.py")),
     Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", "tests/test_pod_security.py")),
 )
@@ -363,9 +392,71 @@ def _use_tree() -> None:
 def run_target(target: Target, sample: int, log, only: tuple[int, ...] | None = None) -> list[dict]:
     """Every chosen mutant of `target` (or only those of these indexes), run in this process's children
     (call it through _in_child)."""
+    _use_tree()
+    if not target.pubsub_emulator:
+        return _run_mutants(target, sample, log, only)
+    holder = _start_shared_emulator()
+    try:
+        return _run_mutants(target, sample, log, only)
+    finally:
+        _stop(holder)
+
+
+SHARED_EMULATOR = "SDGKE_SHARED_PUBSUB_EMULATOR"
+"""tests/jobs/harness.py's SHARED_EMULATOR (not imported: see _start_shared_emulator)."""
+
+
+def _start_shared_emulator() -> int:
+    """A Pub/Sub emulator for every run of a target, named in SHARED_EMULATOR; the pid of the process holding
+    it, which stops it on SIGTERM.
+
+    Started from a fork: tests/jobs/harness.py imports the queue agent, which must not be imported here,
+    where it would stay unmutated in every mutant's run."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{sock.getsockname()[1]}"
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        try:
+            from tests.jobs import harness
+
+            with harness.pubsub_emulator(host):
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                signal.pause()
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://{host}/", timeout=1).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                _stop(pid)
+                raise SystemExit(f"the shared Pub/Sub emulator did not start on {host}") from None
+            time.sleep(0.5)
+    os.environ[SHARED_EMULATOR] = host
+    return pid
+
+
+def _stop(holder: int) -> None:
+    os.kill(holder, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if os.waitpid(holder, os.WNOHANG)[0]:
+            return
+        time.sleep(0.2)
+    _kill_group(holder)
+    os.waitpid(holder, 0)
+
+
+def _run_mutants(target: Target, sample: int, log, only: tuple[int, ...] | None) -> list[dict]:
     from tools.mutate_select import CallRecorder, first_tests
 
-    _use_tree()
     program_runs: dict[str, object] = {}
     if target.plays_no_part_in_the_program:
         _share_program_runs(program_runs)

@@ -12,7 +12,7 @@ from tests.jobs import harness
 
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[str]:
-    with harness.pubsub_emulator() as host:
+    with harness.session_emulator() as host:
         yield host
 
 

@@ -39,12 +39,46 @@ PROJECT = "sd-gke-test"
 AUTH = "sd:secret"
 PNG = b"\x89PNG\r\n\x1a\n" + b"stand-in image"
 _names = itertools.count()
+SHARED_EMULATOR = "SDGKE_SHARED_PUBSUB_EMULATOR"
+"""host:port of an emulator already running for many test sessions (tools/mutate.py starts one for the
+queue agent's mutants): a session given it starts none."""
+
+
+def queue_number() -> str:
+    """A name no other test process gives a queue, so sessions can share an emulator."""
+    return f"{os.getpid()}-{next(_names)}"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def session_emulator() -> Iterator[str]:
+    """The emulator a test session uses: the shared one when SHARED_EMULATOR names it, else one of its own."""
+    shared = os.environ.get(SHARED_EMULATOR)
+    if not shared:
+        with pubsub_emulator() as host:
+            yield host
+        return
+    with _clients_pointed_at(shared):
+        yield shared
+
+
+@contextmanager
+def _clients_pointed_at(host: str) -> Iterator[None]:
+    """PUBSUB_EMULATOR_HOST set to `host` (the Pub/Sub clients read it), then put back as it was."""
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = host
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
 
 
 @contextmanager
@@ -69,9 +103,8 @@ def pubsub_emulator(host: str | None = None) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the Pub/Sub emulator did not start; see {log.name}") from None
                 time.sleep(0.3)
-        previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-        os.environ["PUBSUB_EMULATOR_HOST"] = host
-        yield host
+        with _clients_pointed_at(host):
+            yield host
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -81,11 +114,6 @@ def pubsub_emulator(host: str | None = None) -> Iterator[str]:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log.close()
-        if "previous" in locals():
-            if previous is None:
-                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-            else:
-                os.environ["PUBSUB_EMULATOR_HOST"] = previous
 
 
 @dataclass
@@ -96,7 +124,7 @@ class Queue:
     ack_deadline_seconds: int = 10
     publisher: pubsub_v1.PublisherClient = field(default_factory=pubsub_v1.PublisherClient)
     subscriber: pubsub_v1.SubscriberClient = field(default_factory=pubsub_v1.SubscriberClient)
-    number: int = field(default_factory=lambda: next(_names))
+    number: str = field(default_factory=queue_number)
     """Names the topics and subscriptions: a Queue with another's number recreates it (on a restarted emulator)."""
 
     def __post_init__(self) -> None:

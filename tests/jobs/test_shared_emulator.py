@@ -1,0 +1,31 @@
+"""Test sessions that share one Pub/Sub emulator (tools/mutate.py runs many against one): a session given
+its address starts none, and no two test processes name a queue alike."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+from tests.jobs import harness
+
+
+def _no_emulator_may_start(*args, **kwargs):
+    raise AssertionError("a session given a shared emulator started one")
+
+
+def test_a_session_given_a_shared_emulator_starts_none_and_points_the_clients_at_it(monkeypatch):
+    monkeypatch.setenv(harness.SHARED_EMULATOR, "127.0.0.1:1")
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(harness.subprocess, "Popen", _no_emulator_may_start)
+    with harness.session_emulator() as host:
+        assert host == os.environ["PUBSUB_EMULATOR_HOST"] == "127.0.0.1:1"
+    assert "PUBSUB_EMULATOR_HOST" not in os.environ
+
+
+def test_queue_names_differ_between_test_processes():
+    mine = {harness.queue_number(), harness.queue_number()}
+    other = subprocess.run([sys.executable, "-c", "from tests.jobs import harness; print(harness.queue_number())"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert len(mine) == 2 and other and other not in mine
