@@ -413,32 +413,30 @@ def _start_shared_emulator() -> int:
     Started from a fork: tests/jobs/harness.py imports the queue agent, which must not be imported here,
     where it would stay unmutated in every mutant's run."""
     import socket
-    import urllib.request
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         host = f"127.0.0.1:{sock.getsockname()[1]}"
+    ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.setsid()
+        os.close(ready_read)
         try:
             from tests.jobs import harness
 
-            with harness.pubsub_emulator(host):
+            with harness.pubsub_emulator(host):  # entered once the emulator answers (or raises after 90 s)
                 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                os.write(ready_write, b"1")
                 signal.pause()
         finally:
             os._exit(0)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://{host}/", timeout=1).read()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                _stop(pid)
-                raise SystemExit(f"the shared Pub/Sub emulator did not start on {host}") from None
-            time.sleep(0.5)
+    os.close(ready_write)
+    with os.fdopen(ready_read, "rb") as ready:
+        started = ready.read(1) == b"1"  # "" once the holder ended without it
+    if not started:
+        os.waitpid(pid, 0)
+        raise SystemExit(f"the shared Pub/Sub emulator did not start on {host}; see its log under $TMPDIR")
     os.environ[SHARED_EMULATOR] = host
     return pid
 

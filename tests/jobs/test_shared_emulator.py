@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
+
+import pytest
 
 from tests.conftest import ROOT
 from tests.jobs import harness
@@ -29,3 +32,19 @@ def test_queue_names_differ_between_test_processes():
     other = subprocess.run([sys.executable, "-c", "from tests.jobs import harness; print(harness.queue_number())"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     assert len(mine) == 2 and other and other not in mine
+
+
+def test_the_mutation_runner_starts_a_shared_emulator_and_stops_it(monkeypatch):
+    from tools import mutate
+
+    monkeypatch.delenv(mutate.SHARED_EMULATOR, raising=False)
+    holder = mutate._start_shared_emulator()
+    host = os.environ[mutate.SHARED_EMULATOR]
+    monkeypatch.delenv(mutate.SHARED_EMULATOR)
+    try:
+        answer = urllib.request.urlopen(f"http://{host}/", timeout=5).read()
+    finally:
+        mutate._stop(holder)
+    assert answer == b"Ok\n"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{host}/", timeout=2)
