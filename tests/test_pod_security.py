@@ -262,3 +262,22 @@ def test_webui_pod_meets_restricted_but_for_the_runtime_host_path(run):
 def test_disk_collector_meets_restricted(run):
     template = run.one(CRONJOB, "runtime-disk-gc").inputs["spec"]["jobTemplate"]["spec"]["template"]
     assert pod_security.violations(template["metadata"], template["spec"], "restricted") == []
+
+
+def test_an_apparmor_annotation_on_the_pod_template_is_refused_where_the_namespace_forbids_it(runs):
+    run = runs["dev"]
+    annotated = mutate(run, DEPLOYMENT, "webui-deployment", lambda d: d["spec"]["template"].setdefault(
+        "metadata", {}).setdefault("annotations", {}).update(
+        {"container.apparmor.security.beta.kubernetes.io/webui": "unconfined"}))
+    labelled = {r.name: r for r in mutate(run, NAMESPACE, "webui-namespace", _enforce("baseline"))}
+    found = violations_of(run, POLICY, [labelled.get(r.name, r) if r.type == NAMESPACE else r for r in annotated])
+    assert any("AppArmor profile container.apparmor.security.beta.kubernetes.io/webui='unconfined'" in m
+               for m in found), found
+
+
+def test_each_refusal_is_attached_to_the_workload_whose_pods_admission_refuses(runs):
+    run = runs["dev"]
+    resources = mutate(run, NAMESPACE, "webui-namespace", _enforce("strict"))
+    deployment = run.one(DEPLOYMENT, "webui-deployment")
+    found = [v for v in policy_check.evaluate(run, None, resources) if v.policy == POLICY]
+    assert found and {v.urn for v in found} == {deployment.urn}
