@@ -165,6 +165,18 @@ def test_a_long_draining_pod_without_the_annotation_is_refused(runs):
         'cluster-autoscaler.kubernetes.io/safe-to-evict: "false".']
 
 
+
+def test_a_pod_that_drains_within_the_autoscalers_wait_needs_no_annotation(runs):
+    """The autoscaler waits max-graceful-termination-sec (600 s) for an emptied node's pods: exactly 600 fits."""
+    run = runs["dev"]
+
+    def within_the_wait(inputs: dict) -> None:
+        _drop("spec.template.metadata.annotations")(inputs)
+        inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 600
+
+    fits = mutate(run, DEPLOYMENT, "request-queue-deployment", within_the_wait)
+    assert violations_of(run, "k8s-long-drain-keeps-its-node", fits) == []
+
 # --- the worker beside every WebUI ----------------------------------------------------------
 
 @pytest.mark.parametrize("jobs", [True, False])
