@@ -418,11 +418,6 @@ def _start_shared_emulator() -> int:
 
     Started from a fork: tests/jobs/harness.py imports the queue agent, which must not be imported here,
     where it would stay unmutated in every mutant's run."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        host = f"127.0.0.1:{sock.getsockname()[1]}"
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -431,18 +426,18 @@ def _start_shared_emulator() -> int:
         try:
             from tests.jobs import harness
 
-            with harness.pubsub_emulator(host):  # entered once the emulator answers (or raises after 90 s)
+            with harness.pubsub_emulator() as host:  # entered once the emulator answers (or raises after 90 s)
                 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-                os.write(ready_write, b"1")
+                os.write(ready_write, f"{host}\n".encode())
                 signal.pause()
         finally:
             os._exit(0)
     os.close(ready_write)
     with os.fdopen(ready_read, "rb") as ready:
-        started = ready.read(1) == b"1"  # "" once the holder ended without it
-    if not started:
+        host = ready.readline().decode().strip()  # "" once the holder ended without starting it
+    if not host:
         os.waitpid(pid, 0)
-        raise SystemExit(f"the shared Pub/Sub emulator did not start on {host}; see its log under $TMPDIR")
+        raise SystemExit("the shared Pub/Sub emulator did not start; see its log under $TMPDIR")
     os.environ[SHARED_EMULATOR] = host
     return pid
 
