@@ -178,6 +178,25 @@ def test_never_more_than_c_requests_are_in_flight(webui):
     assert webui.max_open_requests == 3 and len(webui.served) == 7
 
 
+class AnswerWatchingWebui(FakeWebui):
+    """Records how many requests the stand-in counts as open at the moment it writes each answer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.open_while_answering: list[int] = []
+
+    def _json(self, request, body):
+        self.open_while_answering.append(self.open_requests)
+        super()._json(request, body)
+
+
+def test_the_stand_in_stops_counting_a_request_as_open_before_it_answers():
+    """A client that has its answer may send its next request at once: the count must not race it."""
+    with AnswerWatchingWebui(auth=AUTH, model_loaded=True) as webui:
+        loadtest.run(plan(webui.url, 3, 1))
+    assert webui.open_while_answering == [0, 0, 0]
+
+
 def test_requests_queued_in_the_pod_come_back_in_the_order_they_were_served():
     with FakeWebui(auth=AUTH, generation_seconds=0.3, model_loaded=True) as webui:
         webui.admit.clear()

@@ -107,6 +107,8 @@ class FakeWebui(LocalServer):
         _reply(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
     def _txt2img(self, request: BaseHTTPRequestHandler) -> None:
+        """The request stops counting as open before its answer is written: a client that has its answer may
+        send its next request at once, and must not find this one still counted."""
         payload = json.loads(request.rfile.read(int(request.headers["Content-Length"])))
         with self._counts:
             self.txt2img_payloads.append(payload)
@@ -115,33 +117,38 @@ class FakeWebui(LocalServer):
             self.open_requests += 1
             self.max_open_requests = max(self.max_open_requests, self.open_requests)
         try:
-            self.admit.wait()
-            if not self.model_loaded.wait(timeout=self.model_wait):
-                _reply(request, 500, b'{"error":"model not loaded"}')
-                return
-            with self._fifo_turn():
-                with self._counts:
-                    if self.failures:
-                        self.failures -= 1
-                        _reply(request, 500, b'{"error":"OutOfMemoryError"}')
-                        return
-                    self._generating += 1
-                    self.max_generating = max(self.max_generating, self._generating)
-                    self._interrupt.clear()
-                    self._running_count = payload.get("n_iter", 1)
-                cut = self._generate(request)
-                with self._counts:
-                    self._running_count = 0
-                    self._generating -= 1
-                    self.served.append(request.headers.get("X-Loadtest-Request"))
-                    if cut:
-                        self.interrupted.append(request.headers.get("X-Loadtest-Request"))
-            count = payload.get("batch_size", 1) * payload.get("n_iter", 1) if self.image else 0
-            images = [base64.b64encode(self.image).decode()] * count
-            self._json(request, {"images": images, "parameters": payload, "info": "{}"})
+            status, body = self._txt2img_answer(request, payload)
         finally:
             with self._counts:
                 self.open_requests -= 1
+        if status == 200:
+            self._json(request, body)
+        else:
+            _reply(request, status, json.dumps(body).encode())
+
+    def _txt2img_answer(self, request: BaseHTTPRequestHandler, payload: dict) -> tuple[int, dict]:
+        self.admit.wait()
+        if not self.model_loaded.wait(timeout=self.model_wait):
+            return 500, {"error": "model not loaded"}
+        with self._fifo_turn():
+            with self._counts:
+                if self.failures:
+                    self.failures -= 1
+                    return 500, {"error": "OutOfMemoryError"}
+                self._generating += 1
+                self.max_generating = max(self.max_generating, self._generating)
+                self._interrupt.clear()
+                self._running_count = payload.get("n_iter", 1)
+            cut = self._generate(request)
+            with self._counts:
+                self._running_count = 0
+                self._generating -= 1
+                self.served.append(request.headers.get("X-Loadtest-Request"))
+                if cut:
+                    self.interrupted.append(request.headers.get("X-Loadtest-Request"))
+        count = payload.get("batch_size", 1) * payload.get("n_iter", 1) if self.image else 0
+        images = [base64.b64encode(self.image).decode()] * count
+        return 200, {"images": images, "parameters": payload, "info": "{}"}
 
     def _generate(self, request: BaseHTTPRequestHandler) -> bool:
         """One generation, holding the FIFO turn: `generation_seconds`, or less when interrupted (True)."""
