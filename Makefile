@@ -26,11 +26,13 @@ lock: setup
 plan: setup
 	$(PY) -m tools.plan --stack $(STACK) $(foreach s,$(SET),--set $(s)) $(foreach p,$(OFF),--off $(p))
 
-# One xdist worker more than cores: the two queue-test groups spend most of their time waiting on Pub/Sub's
-# ack deadlines, so a third worker keeps both cores busy (on 2 cores: 199 s of pytest, against 259 s with 2).
-XDIST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# Two xdist workers more than cores: the two queue-test groups (tests/conftest.py) spend most of their time
+# waiting on Pub/Sub's ack deadlines, so two more workers keep both cores busy. --no-loadscope-reorder hands the
+# groups out longest first, as tests/conftest.py orders them (on 2 cores: 199 s of pytest with 3 workers and
+# xdist's order, 151 s with 4 and this order, before the workers shared their mock runs).
+XDIST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
 test: setup scanners
-	$(PY) -m pytest -n $(XDIST_WORKERS) --dist loadgroup -q -p no:cacheprovider
+	$(PY) -m pytest -n $(XDIST_WORKERS) --dist loadgroup --no-loadscope-reorder -q -p no:cacheprovider
 
 # Issue 17 item 5 with real processes (tools/e2e; minutes, so not part of `make test`): every criterion
 # asserted by tests/test_e2e.py from one run, its table printed.

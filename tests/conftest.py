@@ -1,8 +1,9 @@
 """Shared fixtures: the real program run under Pulumi mocks with a stack's own config file, each
-distinct run once per test process; and how `pytest -n` (pytest-xdist) shares the tests out."""
+distinct run once per test session; and how `pytest -n` (pytest-xdist) shares the tests out."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,17 @@ from typing import Any
 import pytest
 
 from tests import variants
-from tests.shared_runs import SharedRuns, edited, fingerprint
+from tests.shared_runs import SharedRuns, edited, fingerprint, share_through, store
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "prod")
 AGENT_GROUP, WORKER_GROUP = "pubsub-emulator-agent", "pubsub-emulator-worker"
-"""The queue tests (tests/jobs/) in two groups of about 100 s each, mostly spent waiting on Pub/Sub's ack
+"""The queue tests (tests/jobs/) in two groups of about 110 s and 85 s, mostly spent waiting on Pub/Sub's ack
 deadlines: the batch agent's (test_agent.py, test_faults.py) and the rest. Each xdist worker that runs one
 starts its own Pub/Sub emulator (a session fixture), so the two groups run side by side."""
 AGENT_FILES = ("test_agent.py", "test_faults.py")
+QUEUE_GROUPS_FIRST = (AGENT_GROUP, WORKER_GROUP)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -28,11 +30,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (a checkov scan, a bake) runs once, and the tests of tests/jobs/ in two groups, each on a worker with an
     emulator. tryfirst: xdist's worker reads the marks in its own hook of the same name
     (xdist 3.8.0 remote.py `WorkerInteractor.pytest_collection_modifyitems`). Without -n the
-    marks do nothing."""
+    marks do nothing.
+
+    The two queue groups go first: they are the longest, mostly waiting, and one started late ends the session
+    late. `make test` passes `--no-loadscope-reorder`, so xdist hands the groups out in this order instead of
+    by their number of tests (xdist 3.8.0 scheduler/loadscope.py `LoadScopeScheduling.schedule`)."""
     for item in items:
         if any(item.iter_markers("xdist_group")):
             continue
         item.add_marker(pytest.mark.xdist_group(worker_group(Path(item.path))))
+    items.sort(key=_queue_groups_first)
+
+
+def _queue_groups_first(item: pytest.Item) -> int:
+    group = worker_group(Path(item.path))
+    return QUEUE_GROUPS_FIRST.index(group) if group in QUEUE_GROUPS_FIRST else len(QUEUE_GROUPS_FIRST)
 
 
 def worker_group(test_file: Path) -> str:
@@ -43,12 +55,23 @@ def worker_group(test_file: Path) -> str:
     return AGENT_GROUP if path.name in AGENT_FILES else WORKER_GROUP
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _runs_shared_by_the_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under `pytest -n`, every worker's runs go through one directory: the parent of the workers' own base
+    temporary directories, which is the session's (pytest-xdist's how-to, "Making session-scoped fixtures
+    execute only once"). Without workers there is nobody to share with, and the process keeps its own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        share_through(tmp_path_factory.getbasetemp().parent / "mock-runs")
+    yield
+    share_through(None)
+
+
 @pytest.fixture(scope="session")
 def runs() -> Iterator[dict[str, mockrun.Run]]:
     """One recorded run per stack, shared read-only by tests that only inspect the stack files' result.
     A test that edits it (rather than a copy) would change what later tests see: the session fails
     at the end, naming what was edited."""
-    recorded = {stack: mockrun.run(stack) for stack in STACKS}
+    recorded = {stack: store().run(stack) for stack in STACKS}
     before = {stack: fingerprint(run) for stack, run in recorded.items()}
     yield recorded
     edits = {stack: found for stack, run in recorded.items() if (found := edited(before[stack], run))}
@@ -77,7 +100,7 @@ def shared_runs() -> SharedRuns:
 @pytest.fixture
 def run_stack(shared_runs: SharedRuns) -> Callable[..., mockrun.Run]:
     """The program's run for a stack with config overrides (keys without the project prefix): each
-    distinct one once per test process, a deep copy to every caller (tests/shared_runs.py)."""
+    distinct one once per test session, a deep copy to every caller (tests/shared_runs.py)."""
 
     def _run(stack: str = "dev", **overrides: Any) -> mockrun.Run:
         return shared_runs.get(stack, overrides)

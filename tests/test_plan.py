@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -12,25 +14,48 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tools import plan as plan_tool
 from tools import policy_check
 
 
-def plan(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.plan", "--out", str(tmp_path), *args],
+@dataclass
+class Planned:
+    """What `python -m tools.plan` answered: its exit status and what it printed."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def plan_process(tmp_path, *args: str) -> Planned:
+    """The command itself, in a process of its own, as `make plan` runs it."""
+    done = subprocess.run([sys.executable, "-m", "tools.plan", "--out", str(tmp_path), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    return Planned(done.returncode, done.stdout, done.stderr)
+
+
+def plan(tmp_path, *args: str) -> Planned:
+    """The command's main() in this process: what it prints and returns are the same, without the second or
+    two a new interpreter spends importing Pulumi (dev_plan runs the command as a process)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            returncode = plan_tool.main(["--out", str(tmp_path), *args])
+        except SystemExit as exited:
+            returncode = exited.code
+    return Planned(returncode, stdout.getvalue(), stderr.getvalue())
 
 
 @dataclass
 class DevPlan:
     out: Path
-    result: subprocess.CompletedProcess
+    result: Planned
 
 
 @pytest.fixture(scope="module")
 def dev_plan(tmp_path_factory) -> DevPlan:
     """`python -m tools.plan --stack dev`, run once for the tests that read what it printed and wrote."""
     out = tmp_path_factory.mktemp("plan")
-    return DevPlan(out, plan(out, "--stack", "dev"))
+    return DevPlan(out, plan_process(out, "--stack", "dev"))
 
 
 def test_plan_writes_every_resource_with_its_registered_inputs(dev_plan):

@@ -1,4 +1,4 @@
-"""How the suite shares its expensive parts: each distinct mock run once per test process
+"""How the suite shares its expensive parts: each distinct mock run once per test session
 (tests/shared_runs.py), each file's tests on one xdist worker and the queue tests in two groups, each
 with its own Pub/Sub emulator (tests/conftest.py), and `make test` running the suite in parallel that way."""
 
@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests import variants
-from tests.conftest import AGENT_GROUP, ROOT, WORKER_GROUP, worker_group
-from tests.shared_runs import SharedRuns, edited, fingerprint
+from tests import shared_runs, variants
+from tests.conftest import AGENT_GROUP, ROOT, WORKER_GROUP, pytest_collection_modifyitems, worker_group
+from tests.shared_runs import RunStore, SharedRuns, edited, fingerprint
 from tools import mockrun
 
 QUEUE_OFF = {"jobs": {"enabled": False}}
@@ -75,14 +77,34 @@ def test_every_collected_test_carries_its_files_group_and_no_other(request):
         == [[worker_group(Path(i.path))] for i in request.session.items]
 
 
-def test_make_test_runs_the_suite_in_parallel_by_those_groups():
+class Collected:
+    """As much of a pytest item as the collection hook reads: its path and its (already set) group mark."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def iter_markers(self, name):
+        return iter([pytest.mark.xdist_group(worker_group(self.path)).mark])
+
+
+def test_the_queue_groups_are_handed_out_first_the_batch_agents_before_the_other():
+    names = ["attacher/test_gc.py", "jobs/test_worker.py", "test_plan.py", "jobs/test_agent.py", "test_bake.py",
+             "jobs/test_faults.py"]
+    items = [Collected(ROOT / "tests" / name) for name in names]
+    pytest_collection_modifyitems(items)
+    assert [str(i.path.relative_to(ROOT / "tests")) for i in items] == [
+        "jobs/test_agent.py", "jobs/test_faults.py", "jobs/test_worker.py", "attacher/test_gc.py", "test_plan.py",
+        "test_bake.py"]
+
+
+def test_make_test_runs_the_suite_in_parallel_by_those_groups_in_collection_order():
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "-m pytest -n $(XDIST_WORKERS) --dist loadgroup" in recipe
+    assert "-m pytest -n $(XDIST_WORKERS) --dist loadgroup --no-loadscope-reorder" in recipe
 
 
-def test_make_test_runs_one_worker_more_than_the_machine_has_cores():
+def test_make_test_runs_two_workers_more_than_the_machine_has_cores():
     makefile = (ROOT / "Makefile").read_text()
-    assert "XDIST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))" in makefile
+    assert "XDIST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))" in makefile
 
 
 def test_an_edit_of_a_shared_run_is_named(asked):
@@ -109,4 +131,88 @@ def test_an_edit_of_a_shared_variant_is_named_with_the_variant(monkeypatch):
 def test_the_suite_bench_runs_as_many_workers_as_make_test():
     from tools import bench_suite
 
-    assert bench_suite.PARALLEL[:2] == ("-n", str(len(os.sched_getaffinity(0)) + 1))
+    assert bench_suite.PARALLEL == ("-n", str(len(os.sched_getaffinity(0)) + 2), "--dist", "loadgroup",
+                                    "--no-loadscope-reorder")
+
+
+# --- one run per session, shared by the workers (tests/shared_runs.py RunStore) ----------------------------------
+
+@pytest.fixture
+def program(monkeypatch):
+    """mockrun.run replaced by a quick stand-in that counts its calls and can be made slow or failing."""
+
+    class Program:
+        calls: list[tuple] = []
+        seconds = 0.0
+        fails = False
+
+        def __call__(self, stack, overrides=None, config=None):
+            self.calls.append((stack, overrides, config))
+            time.sleep(self.seconds)
+            if self.fails:
+                raise RuntimeError("the program failed")
+            return mockrun.Run(stack=stack, resources=[], outputs={"asked": [overrides, config]}, config={})
+
+    stand_in = Program()
+    stand_in.calls = []
+    monkeypatch.setattr(mockrun, "run", stand_in)
+    return stand_in
+
+
+def test_a_second_process_loads_the_run_the_first_made(program, tmp_path):
+    first, second = RunStore(tmp_path), RunStore(tmp_path)
+    made = first.run("dev", overrides={"jobs": {"enabled": False}})
+    loaded = second.run("dev", overrides={"jobs": {"enabled": False}})
+    assert (first.programs_run, second.programs_run, len(program.calls)) == (1, 0, 1)
+    assert loaded.outputs == made.outputs and loaded is not made
+
+
+def test_each_distinct_request_runs_the_program(program, tmp_path):
+    store = RunStore(tmp_path)
+    store.run("dev")
+    store.run("prod")
+    store.run("dev", overrides={"jobs": {"enabled": False}})
+    store.run("dev", config={"sd-gke:project": "p"})
+    assert len(program.calls) == 4
+
+
+def test_no_overrides_and_empty_overrides_are_the_same_request(program, tmp_path):
+    store = RunStore(tmp_path)
+    store.run("dev")
+    store.run("dev", overrides={})
+    assert len(program.calls) == 1
+
+
+def test_two_workers_asking_at_once_run_the_program_once(program, tmp_path):
+    program.seconds = 0.3
+    got = []
+    askers = [threading.Thread(target=lambda: got.append(RunStore(tmp_path).run("dev"))) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert len(program.calls) == 1 and len(got) == 2
+
+
+def test_a_failed_run_is_not_stored_and_the_next_request_runs_again(program, tmp_path):
+    store = RunStore(tmp_path)
+    program.fails = True
+    with pytest.raises(RuntimeError, match="the program failed"):
+        store.run("dev")
+    program.fails = False
+    assert store.run("dev").stack == "dev" and len(program.calls) == 2
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".lock", ".pickle"]
+
+
+def test_without_a_directory_every_request_runs_the_program(program):
+    store = RunStore()
+    store.run("dev")
+    store.run("dev")
+    assert len(program.calls) == 2
+
+
+def test_under_xdist_the_workers_share_the_sessions_directory(tmp_path_factory):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        assert shared_runs.store().directory == tmp_path_factory.getbasetemp().parent / "mock-runs"
+    else:
+        assert shared_runs.store().directory is None

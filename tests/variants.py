@@ -1,5 +1,5 @@
 """The program run for each stack in each runtime delivery and each capacity setting, and for each combination
-of optional parts turned off, once per test process.
+of optional parts turned off, once per test session (tests/shared_runs.py).
 
 A variant is the stack file with `runtime.delivery` and the GPU capacity set, the way an operator
 would set them with `pulumi config set --path`: "stack" keeps the stack's own capacity (dev Spot,
@@ -18,6 +18,7 @@ import itertools
 import json
 
 from components.config import PARTS
+from tests import shared_runs
 from tests.shared_runs import edited, fingerprint
 from tools import mockrun
 from tools.plan import without_parts
@@ -44,10 +45,10 @@ _made: dict[tuple[str, str, str], tuple[mockrun.Run, dict[str, str]]] = {}
 
 
 def variant(stack: str, delivery: str, capacity: str) -> mockrun.Run:
-    """The variant's run, made once per test process and shared: read it, copy it before editing."""
+    """The variant's run, made once per test session and shared: read it, copy it before editing."""
     key = (stack, delivery, capacity)
     if key not in _made:
-        run = mockrun.run(stack, overrides=overrides(stack, delivery, capacity))
+        run = shared_runs.store().run(stack, overrides=overrides(stack, delivery, capacity))
         _made[key] = run, fingerprint(run)
     return _made[key][0]
 
@@ -60,13 +61,13 @@ _parts_made: dict[tuple[str, str], tuple[mockrun.Run, dict[str, str]]] = {}
 
 
 def parts_variant(stack: str, off: tuple[str, ...]) -> mockrun.Run:
-    """The stack with these parts off, made once per test process and shared: read it, copy it before editing."""
+    """The stack with these parts off, made once per test session and shared: read it, copy it before editing."""
     if not off:  # the stack as it is: the delivery variant of its own delivery and capacity, already run
         return variant(stack, json.loads(mockrun.read_stack_config(stack)[f"{mockrun.PROJECT}:runtime"])["delivery"],
                        "stack")
     key = (stack, "-".join(off))
     if key not in _parts_made:
-        run = mockrun.run(stack, config=without_parts(mockrun.read_stack_config(stack), list(off)))
+        run = shared_runs.store().run(stack, config=without_parts(mockrun.read_stack_config(stack), list(off)))
         _parts_made[key] = run, fingerprint(run)
     return _parts_made[key][0]
 

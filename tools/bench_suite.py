@@ -1,7 +1,7 @@
 """The test suite's cost: wall time, the CPU time of pytest and every process it started, and how
 many times the mock program ran in the test processes.
 
-    python -m tools.bench_suite            the suite as `make test` runs it (pytest -n <cores + 1> --dist loadgroup)
+    python -m tools.bench_suite            the suite as `make test` runs it (pytest -n <cores + 2> --dist loadgroup)
     python -m tools.bench_suite --serial   the same tests in one process, as before pytest-xdist
 
 Wall seconds move with whatever else the machine runs, so the load average at the start and the end
@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench"
 COUNTS_ENV = "SDGKE_BENCH_MOCK_RUN_COUNTS"
 """A directory: each test process writes its count of mock-program runs there, one file per process."""
-PARALLEL = ("-n", str(len(os.sched_getaffinity(0)) + 1), "--dist", "loadgroup")
-"""As the Makefile's XDIST_WORKERS: one worker more than the cores `nproc` counts (this process's affinity)."""
+PARALLEL = ("-n", str(len(os.sched_getaffinity(0)) + 2), "--dist", "loadgroup", "--no-loadscope-reorder")
+"""As the Makefile's test recipe: two workers more than the cores `nproc` counts (this process's affinity), the
+groups handed out in collection order."""
 PYTEST = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tools.bench_suite")
 
 _mock_runs = 0
