@@ -9,6 +9,7 @@ a local archive apt really reads (tests/fakes/debian_archive.py) that publishes 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -278,9 +279,77 @@ def test_estimate_of_a_superseded_pin_prints_pinned_and_estimated_version(archiv
     dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
     archive.publish([FAKE_BASE, FAKE_LIB, FAKE_APP_2])
     code = estimate_base_image.main(["--dockerfile", str(dockerfile), "--record", str(record),
-                                     "--output", str(tmp_path / "estimate.json")], archive.apt, tmp_path / "debs")
+                                     "--output", str(tmp_path / "estimate.json"), "--sizes", str(tmp_path / "sizes.json")],
+                                    archive.apt, tmp_path / "debs")
     assert code == 0
     assert "  fake-app: pinned 1.0, estimated 2.0\n" in capsys.readouterr().out
+
+
+# --- recorded layer sizes (tools/slim_layer.py LayerSizes) ----------------------------------------------------
+
+def test_a_second_estimate_measures_no_package_the_first_measured(archive, tmp_path):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
+    sizes = slim_layer.LayerSizes()
+    first = estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt, sizes)
+    again = estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt, sizes)
+    assert sizes.measured == 2 and len(sizes.sizes) == 2
+    assert again.layer_gzip_bytes == first.layer_gzip_bytes > 0
+
+
+def test_a_recorded_size_is_used_for_the_file_with_that_sha256(archive, tmp_path):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
+    sizes = slim_layer.LayerSizes()
+    estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt, sizes)
+    for entry in sizes.sizes.values():
+        entry.layer_gzip_bytes = 1000
+    result = estimate_base_image.estimate(dockerfile, record, tmp_path / "debs", archive.apt, sizes)
+    assert result.layer_gzip_bytes == 2000
+
+
+def test_a_package_file_that_changed_is_measured_again(archive, tmp_path):
+    """Debian rebuilds a package under the same name: its sha256 is new, so its recorded size is not used."""
+    deb = tmp_path / "fake-app_1.0_all.deb"
+    archive.build(FAKE_APP_1).replace(deb)
+    sizes = slim_layer.LayerSizes()
+    first = slim_layer.layer_gzip_bytes([deb], sizes)
+    archive.build(FAKE_APP_2).replace(deb)
+    second = slim_layer.layer_gzip_bytes([deb], sizes)
+    assert sizes.measured == 2 and len(sizes.sizes) == 2 and second != first
+
+
+def test_estimate_records_the_sizes_of_exactly_the_packages_it_measured(archive, tmp_path, capsys):
+    dockerfile, record = _pinned_image(tmp_path, {"fake-app": "1.0"})
+    path = tmp_path / "sizes.json"
+    gone = {"0" * 64: {"deb": "gone_1_all.deb", "layer_gzip_bytes": 5}}
+    path.write_text(json.dumps({"rules": slim_layer.measurement_key(), "sizes": gone}))
+    argv = ["--dockerfile", str(dockerfile), "--record", str(record), "--output", str(tmp_path / "e.json"),
+            "--sizes", str(path)]
+    assert estimate_base_image.main(argv, archive.apt, tmp_path / "debs") == 0
+    written = json.loads(path.read_text())
+    assert sorted(e["deb"].split("_")[0] for e in written["sizes"].values()) == ["fake-app", "fake-lib"]
+    assert "2 of 2 packages measured" in capsys.readouterr().out
+    assert estimate_base_image.main(argv, archive.apt, tmp_path / "debs") == 0
+    assert "0 of 2 packages measured" in capsys.readouterr().out
+
+
+def test_sizes_recorded_under_other_rules_are_not_used(tmp_path):
+    path = tmp_path / "sizes.json"
+    path.write_text(json.dumps({"rules": "measured-otherwise", "sizes": {"a" * 64: {"deb": "x.deb", "layer_gzip_bytes": 1}}}))
+    assert slim_layer.LayerSizes.read(path).sizes == {}
+
+
+def test_the_rules_key_changes_with_the_gzip_level(monkeypatch):
+    before = slim_layer.measurement_key()
+    monkeypatch.setattr(slim_layer, "LAYER_GZIP_LEVEL", 9)
+    assert slim_layer.measurement_key() != before
+
+
+def test_the_recorded_size_of_the_smallest_base_package_is_what_measuring_it_gives(base_estimate):
+    """The record is only a memory: measuring a recorded file again gives the recorded size."""
+    recorded = slim_layer.LayerSizes.read()
+    debs = sorted((Path(deb) for deb in base_estimate.debs), key=lambda deb: deb.stat().st_size)
+    smallest = next(deb for deb in debs if slim_layer._sha256(deb) in recorded.sizes)
+    assert slim_layer.deb_layer_gzip_bytes(smallest) == recorded.sizes[slim_layer._sha256(smallest)].layer_gzip_bytes
 
 
 def test_estimate_fails_naming_make_refresh_when_a_pinned_package_is_not_in_the_archive(archive, tmp_path):

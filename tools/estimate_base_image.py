@@ -47,7 +47,7 @@ from tools.apt_archive import (
     version_older,
 )
 from tools.base_pins import DOCKERFILE, PINS_RECORD, REFRESH_HINT, REPO_ROOT, EstimateError, PinRecord, check_record
-from tools.slim_layer import LAYER_GZIP_LEVEL, layer_gzip_bytes
+from tools.slim_layer import LAYER_GZIP_LEVEL, LAYER_SIZES, LayerSizes, layer_gzip_bytes
 
 OUTPUT = REPO_ROOT / "build" / "bench" / "base_image.json"
 DEB_CACHE = REPO_ROOT / "build" / "cache" / "debs"
@@ -85,6 +85,8 @@ class Estimate:
     deb_bytes: int
     installed_bytes: int
     layer_gzip_bytes: int
+    debs: list[str]
+    """The .deb files measured (in the cache), whose sizes `main` records."""
     generated_files_allowance_bytes: int
     compressed_estimate_bytes: int
     target_bytes: int
@@ -120,7 +122,11 @@ def choose_versions(pins: dict[str, str], archive: dict[str, ArchiveVersions]) -
 def estimate(
     dockerfile: Path = DOCKERFILE, record: Path = PINS_RECORD, cache: Path = DEB_CACHE,
     apt: Apt = Apt(),  # noqa: B008 - a frozen dataclass, never mutated
+    sizes: LayerSizes | None = None,
 ) -> Estimate:
+    """`sizes`: the packages' recorded layer sizes (tools/slim_layer.py), which gain what is measured here;
+    by default images/base/layer_sizes.json's, read and left unwritten."""
+    sizes = LayerSizes.read() if sizes is None else sizes
     text = dockerfile.read_text()
     pins = PinRecord.read(record)
     check_record(text, pins)
@@ -129,7 +135,7 @@ def estimate(
         apt.update()
     while True:
         try:
-            return _measure(pins, cache, apt)
+            return _measure(pins, cache, apt, sizes)
         except StaleAptLists as error:
             if updated:
                 raise EstimateError(str(error)) from None
@@ -137,10 +143,11 @@ def estimate(
         updated = True
 
 
-def _measure(record: PinRecord, cache: Path, apt: Apt) -> Estimate:
+def _measure(record: PinRecord, cache: Path, apt: Apt, sizes: LayerSizes) -> Estimate:
     pinned = choose_versions(record.packages, archive_versions(apt, list(record.packages)))
     packages = package_sizes(apt, resolve(apt, {p.name: p.estimated for p in pinned}), record.packages)
-    layer = layer_gzip_bytes(download(apt, packages, cache))
+    debs = download(apt, packages, cache)
+    layer = layer_gzip_bytes(debs, sizes)
     base = record.base_image
     compressed = base.compressed_bytes + layer + GENERATED_FILES_ALLOWANCE_BYTES
     return Estimate(
@@ -153,6 +160,7 @@ def _measure(record: PinRecord, cache: Path, apt: Apt) -> Estimate:
         deb_bytes=sum(p.deb_bytes for p in packages),
         installed_bytes=sum(p.installed_bytes for p in packages),
         layer_gzip_bytes=layer,
+        debs=[str(deb) for deb in debs],
         generated_files_allowance_bytes=GENERATED_FILES_ALLOWANCE_BYTES,
         compressed_estimate_bytes=compressed,
         target_bytes=TARGET_COMPRESSED_BYTES,
@@ -182,14 +190,18 @@ def main(argv: list[str] | None = None, apt: Apt | None = None, cache: Path = DE
     parser.add_argument("--dockerfile", type=Path, default=DOCKERFILE)
     parser.add_argument("--record", type=Path, default=PINS_RECORD)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--sizes", type=Path, default=LAYER_SIZES,
+                        help="the packages' recorded layer sizes, read and rewritten (default %(default)s)")
     args = parser.parse_args(argv)
+    sizes = LayerSizes.read(args.sizes)
     try:
-        result = estimate(args.dockerfile, args.record, cache, apt or Apt())
+        result = estimate(args.dockerfile, args.record, cache, apt or Apt(), sizes)
     except EstimateError as error:
         print(f"estimate_base_image: {error}", file=sys.stderr)
         return 2
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    sizes.write(args.sizes, [Path(deb) for deb in result.debs])
     print(f"base {result.base_image}: {_mb(result.base_compressed_bytes)} compressed")
     print(f"{len(result.packages)} Debian packages: {_mb(result.deb_bytes)} as .deb, "
           f"{_mb(result.installed_bytes)} installed, {_mb(result.layer_gzip_bytes)} as a gzip layer")
@@ -203,7 +215,8 @@ def main(argv: list[str] | None = None, apt: Apt | None = None, cache: Path = DE
     print(f"estimate {_mb(result.compressed_estimate_bytes)} compressed; target "
           f"{_mb(result.target_bytes)}, published slim image {_mb(result.published_slim_bytes)}: "
           f"{'meets' if result.meets_target else 'MISSES'} the target")
-    print(f"wrote {args.output}")
+    print(f"{sizes.measured} of {len(result.debs)} packages measured, the rest recorded in {args.sizes}")
+    print(f"wrote {args.output} and {args.sizes}")
     return 0 if result.meets_target else 1
 
 
