@@ -3,6 +3,7 @@ distinct run once per test session; and how `pytest -n` (pytest-xdist) shares th
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,20 @@ deadlines: the batch agent's (test_agent.py, test_faults.py) and the rest. Each 
 starts its own Pub/Sub emulator (a session fixture), so the two groups run side by side."""
 AGENT_FILES = ("test_agent.py", "test_faults.py")
 QUEUE_GROUPS_FIRST = (AGENT_GROUP, WORKER_GROUP)
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Collect cyclic garbage less often. The suite keeps many long-lived objects (mock runs, the Compute
+    client's message classes, schemas), and with CPython's default thresholds (700, 10, 10) the collector
+    traversed them thousands of times: 5.9 s of a 35 s run of the plan-reading tests, 1.4 s with these."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection made (modules, classes, test items) lives for the session: leave it out of every later
+    collection (gc.freeze)."""
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)
