@@ -63,13 +63,13 @@ POLICY_MODULES = {
     "gke": ("tests/test_delivery.py",),
     "workloads": ("tests/test_pod_security.py", "tests/test_request_queue.py", "tests/test_autoscaling.py"),
     "iam": (),
-    "stack": ("tests/test_upgrade.py", "tests/test_delivery.py"),
+    "stack": ("tests/test_policy_stack_rules.py", "tests/test_upgrade.py", "tests/test_delivery.py"),
     "rollout": ("tests/test_policy_rollout_rules.py", "tests/test_await.py"),
     "scaling": ("tests/test_policy_scaling_rules.py", "tests/test_autoscaling.py"),
     "way_in": ("tests/test_one_way_in.py", "tests/test_gateway.py"),
     "storage": ("tests/test_policy_storage_rules.py",),
     "sdgke_policies": (),
-    "pod_security": ("tests/test_pod_security.py",),
+    "pod_security": ("tests/test_pod_security.py", "tests/test_pod_security_checks.py"),
 }
 """The whole policy pack (policy/): each module and the tests of the policies it holds (resources.py's names and
 helpers are read by every module, so every module's rule cases are among its tests)."""
