@@ -66,7 +66,7 @@ POLICY_MODULES = {
     "stack": ("tests/test_policy_stack_rules.py", "tests/test_upgrade.py", "tests/test_delivery.py"),
     "rollout": ("tests/test_policy_rollout_rules.py", "tests/test_await.py"),
     "scaling": ("tests/test_policy_scaling_rules.py", "tests/test_autoscaling.py"),
-    "way_in": ("tests/test_one_way_in.py", "tests/test_gateway.py"),
+    "way_in": ("tests/test_gateway_policy_rules.py", "tests/test_one_way_in.py", "tests/test_gateway.py"),
     "storage": ("tests/test_policy_storage_rules.py",),
     "sdgke_policies": (),
     "pod_security": ("tests/test_pod_security.py", "tests/test_pod_security_checks.py"),
