@@ -203,3 +203,49 @@ def test_capabilities_restricted_names_what_each_container_misses_and_adds():
 @pytest.mark.parametrize("check", ["allowPrivilegeEscalation", "seccompProfile_restricted", "capabilities_restricted"])
 def test_restricted_linux_only_checks_skip_windows_pods(check):
     assert found(check, pod(os={"name": "windows"}), RESTRICTED) is None
+
+
+def test_an_ephemeral_container_is_judged_like_the_others():
+    spec = pod(ephemeralContainers=[{"name": "debug", "image": "d", "securityContext": {"privileged": True}}])
+    assert found("privileged", spec) == "containers 'debug' must not set securityContext.privileged=true"
+
+
+def test_a_volume_with_two_sources_names_both():
+    spec = pod(volumes=[{"name": "odd", "nfs": {"server": "s"}, "hostPath": {"path": "/x"}}])
+    assert found("restrictedVolumes", spec, RESTRICTED) == "volumes 'odd' (hostPath, nfs) use restricted volume types"
+
+
+def test_seccomp_restricted_names_every_unconfined_profile():
+    unconfined = {"seccompProfile": {"type": "Unconfined"}}
+    assert found("seccompProfile_restricted", pod(init=unconfined, app=unconfined), RESTRICTED) == (
+        "seccompProfile.type init='Unconfined', app='Unconfined'")
+
+
+@pytest.mark.parametrize(("container", "check"), [
+    ({"seccompProfile": {"type": "Unconfined"}}, "seccompProfile_restricted"),
+    ({"capabilities": {"add": ["SYS_ADMIN"]}}, "capabilities_restricted"),
+])
+def test_at_restricted_a_restricted_check_replaces_its_baseline_namesake(container, check):
+    """check_seccompProfile_restricted.go and check_capabilities_restricted.go override the baseline checks."""
+    spec = pod(init={"seccompProfile": {"type": "RuntimeDefault"}, "allowPrivilegeEscalation": False,
+                     "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True},
+               app={"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"}} | container)
+    assert [v.check for v in pod_security.violations({}, spec, RESTRICTED)] == [check]
+
+
+def test_each_violation_carries_its_checks_level():
+    spec = pod(app={"privileged": True}, volumes=[{"name": "n", "nfs": {"server": "s"}}])
+    levels = {v.check: v.level for v in pod_security.violations({}, spec, RESTRICTED)}
+    assert levels["privileged"] == BASELINE and levels["restrictedVolumes"] == RESTRICTED
+
+
+def test_an_unknown_level_is_refused_naming_the_levels():
+    with pytest.raises(ValueError, match=r"^Pod Security level 'strict' is not one of privileged, baseline, restricted$"):
+        pod_security.checks_at("strict")
+
+
+def test_an_invalid_enforce_label_means_restricted_and_says_so():
+    assert pod_security.enforce_level({pod_security.ENFORCE_LABEL: "strict"}) == (
+        RESTRICTED, "label pod-security.kubernetes.io/enforce='strict' is not one of privileged, baseline, restricted; "
+                    "Pod Security admission then enforces restricted")
