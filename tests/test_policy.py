@@ -296,6 +296,34 @@ def test_public_service_without_auth_is_refused(runs):
     assert found == ["Service 'webui' is public but 'webui' runs without --api-auth."]
 
 
+ONLY_ITS_TYPES = [("dev", policy, type_, name, change, None) for policy, type_, name, change, _ in NON_COMPLIANT
+                  if not policy.startswith("stack-")] + [
+    ("prod", "gke-gpu-spot", NODE_POOL, "sd-gpu", lambda d: None, {"gke-gpu-spot": {"requireSpot": True}}),
+    ("prod", "gke-deletion-protection-in-prod", CLUSTER, None, _set("deletionProtection", False), None),
+    ("prod", "gke-prod-control-plane-private", CLUSTER, None, _set("privateClusterConfig.enablePrivateEndpoint", False),
+     None),
+    ("dev", "helm-releases-pinned", "kubernetes:helm.sh/v3:Release", "autoscaling-keda", _set("version", "2.x"), None),
+    ("dev", "gke-spot-location-policy-any", NODE_POOL, "sd-gpu", _set("autoscaling.locationPolicy", "BALANCED"), None),
+]
+"""A non-compliant change for every resource policy whose check reads fields a resource of another type may
+have too (a stack policy reads every resource; a pod policy finds no pod spec in a type it does not know)."""
+
+
+@pytest.mark.parametrize("stack, policy, type_, name, change, config", ONLY_ITS_TYPES,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(ONLY_ITS_TYPES)])
+def test_a_resource_policy_judges_only_the_types_it_names(runs, stack, policy, type_, name, change, config):
+    """The same non-compliant inputs under a type the policy does not name (a CRD with look-alike fields, say)
+    are not its business."""
+    run = runs[stack]
+    config = {**policy_check.stack_config(stack), **config} if config else None
+    target = run.one(type_, name)
+    changed = mutate(run, type_, name, change)
+    assert [v.urn for v in policy_check.evaluate(run, config, changed) if v.policy == policy] == [target.urn]
+    elsewhere = [dataclasses.replace(r, type="kubernetes:example.com/v1:LookAlike") if r.urn == target.urn else r
+                 for r in changed]
+    assert [v for v in policy_check.evaluate(run, config, elsewhere) if v.policy == policy] == []
+
+
 def test_every_policy_has_a_non_compliant_case():
     covered = {case[0] for case in NON_COMPLIANT} | {
         "gke-deletion-protection-in-prod", "gke-prod-control-plane-private", "gke-gpu-spot", "stack-exactly-one-cluster",
