@@ -154,3 +154,173 @@ def test_a_workload_of_another_app_outside_their_namespaces_may_have_a_load_bala
         "spec": {**webui.inputs["spec"], "template": {**template, "metadata": {**template["metadata"], "labels": labels}}}})
     exposed = service("scratch", {"app.kubernetes.io/name": "other-app"}, type="LoadBalancer")
     assert violations_of(run, ONLY_THE_GATEWAY, added(run, SERVICE, "side-door", exposed) + [other]) == []
+
+
+# --- every way around the Gateway: each refusal attached to its resource, every item named -------------------
+
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+TAIL = "the Gateway is the only way in from outside the VPC; delete the Ingress."
+
+
+def test_a_service_exposed_two_ways_names_both_and_is_reported_against_itself(runs):
+    run = runs["dev"]
+    resources = mutate(run, SERVICE, "request-queue-service",
+                       lambda i: (_set("spec.type", "NodePort")(i), _set("spec.externalIPs", ["203.0.113.7"])(i)))
+    service_urn = run.one(SERVICE, "request-queue-service").urn
+    assert violations(run, resources, ONLY_THE_GATEWAY) == [(
+        "Service request-queue/request-queue (type NodePort, externalIPs ['203.0.113.7']) lets traffic from outside "
+        "the VPC reach the request queue's pods around the Gateway's TLS and IAP: make it a ClusterIP Service without "
+        "externalIPs.", service_urn)]
+
+
+def test_a_selectorless_service_in_their_namespace_is_named_as_theirs(runs):
+    from tests.test_one_way_in import service as side_door
+
+    run = runs["dev"]
+    resources = added(run, SERVICE, "side-door", side_door("sd-webui", None, type="LoadBalancer"))
+    assert violations_of(run, ONLY_THE_GATEWAY, resources) == [
+        "Service sd-webui/side-door (type LoadBalancer) lets traffic from outside the VPC reach the WebUI's pods around "
+        "the Gateway's TLS and IAP: make it a ClusterIP Service without externalIPs."]
+
+
+def test_a_service_selecting_their_pods_from_another_namespace_is_not_in_front_of_them(runs):
+    """A Service selects pods in its own namespace only."""
+    from components.labels import selector_labels
+
+    run = runs["dev"]
+    resources = added(run, SERVICE, "side-door", service("scratch", selector_labels("webui"), type="LoadBalancer"))
+    assert violations_of(run, ONLY_THE_GATEWAY, resources) == []
+
+
+def front_in_scratch(run: Run) -> list[Recorded]:
+    """A copy of the request queue in namespace scratch, behind a ClusterIP Service `front` there: a Service of
+    theirs by what it selects, outside their namespaces."""
+    from tests.test_one_way_in import service as side_door
+
+    queue = next(r for r in run.of_type("kubernetes:apps/v1:Deployment") if r.name.startswith("request-queue"))
+    copied = dataclasses.replace(queue, urn="urn:front-copy", name="front-copy", inputs={
+        **queue.inputs, "metadata": {"name": "front-copy", "namespace": "scratch"}})
+    front = side_door("scratch", {"app.kubernetes.io/name": "request-queue"})
+    front["metadata"]["name"] = "front"
+    return [copied, Recorded(urn="urn:front", type=SERVICE, name="front", parent=None, provider=None, custom=True,
+                             inputs=front)]
+
+
+@pytest.mark.parametrize("spec", [
+    {"defaultBackend": {"service": {"name": "front"}}},
+    {"backend": {"serviceName": "front", "servicePort": 8080}},
+    {"rules": [{"http": {"paths": [{"backend": {"serviceName": "front"}}]}}]},
+    {"rules": [{"host": "a.example.com"},
+               {"http": {"paths": [{"path": "/docs", "backend": {"service": {"name": "docs"}}},
+                                   {"path": "/", "backend": {"service": {"name": "front"}}}]}}]},
+], ids=["defaultBackend", "extensions-backend", "extensions-rule", "second-path"])
+def test_every_form_of_ingress_backend_is_read(runs, spec):
+    """networking.k8s.io/v1 (service.name) and the old extensions/v1beta1 form (serviceName), default or per path."""
+    run = runs["dev"]
+    ingress = {"metadata": {"name": "side-door", "namespace": "scratch"}, "spec": spec}
+    urn = f"urn:pulumi:{run.stack}::sd-gke::kubernetes:extensions/v1beta1:Ingress::side-door"
+    resources = added(run, "kubernetes:extensions/v1beta1:Ingress", "side-door", ingress) + front_in_scratch(run)
+    assert violations(run, resources, ONLY_THE_GATEWAY) == [(
+        f"Ingress scratch/side-door routes to the request queue in namespace scratch: {TAIL}", urn)]
+
+
+def test_an_ingress_without_a_backend_in_their_namespace_is_refused_too(runs):
+    """Their namespaces hold no Ingress at all, whatever it routes to."""
+    run = runs["dev"]
+    ingress = {"metadata": {"name": "side-door", "namespace": "request-queue"}, "spec": {}}
+    assert violations_of(run, ONLY_THE_GATEWAY, added(run, INGRESS, "side-door", ingress)) == [
+        f"Ingress request-queue/side-door routes to the request queue in namespace request-queue: {TAIL}"]
+
+
+def test_a_route_to_a_service_of_theirs_outside_their_namespaces_is_read_by_name(runs):
+    run = runs["dev"]
+    route = {"metadata": {"name": "side-door", "namespace": "scratch"},
+             "spec": {"parentRefs": [{"name": "edge"}], "rules": [{"backendRefs": [{"name": "front"}]}]}}
+    assert violations_of(run, ONLY_THE_GATEWAY, added(run, ROUTE, "side-door", route) + front_in_scratch(run)) == [
+        "HTTPRoute scratch/side-door attaches the request queue to Gateway scratch/edge, which this stack does not "
+        "declare, so no policy checks its TLS and IAP: attach it to the stack's Gateway only."]
+
+
+def test_a_parent_of_another_kind_named_like_the_stacks_gateway_is_not_it(runs):
+    run = runs["dev"]
+    route = {"metadata": {"name": "side-door", "namespace": "request-queue"},
+             "spec": {"parentRefs": [{"kind": "Service", "name": "webui"}],
+                      "rules": [{"backendRefs": [{"name": "request-queue"}]}]}}
+    assert violations_of(run, ONLY_THE_GATEWAY, added(run, ROUTE, "side-door", route)) == [
+        "HTTPRoute request-queue/side-door attaches the request queue to Service request-queue/webui, which this "
+        "stack does not declare, so no policy checks its TLS and IAP: attach it to the stack's Gateway only."]
+
+
+def test_an_ingress_in_their_namespace_is_theirs_whatever_it_routes_to(runs):
+    run = runs["dev"]
+    ingress = {"metadata": {"name": "side-door", "namespace": "sd-webui"},
+               "spec": {"defaultBackend": {"service": {"name": "docs"}}}}
+    assert violations_of(run, ONLY_THE_GATEWAY, added(run, INGRESS, "side-door", ingress)) == [
+        f"Ingress sd-webui/side-door routes to the WebUI in namespace sd-webui: {TAIL}"]
+
+
+def test_an_ingress_routing_to_both_names_both(runs):
+    from tests.test_one_way_in import service as side_door
+
+    run = runs["dev"]
+    front = side_door("scratch", {"app.kubernetes.io/name": "request-queue"})
+    front["metadata"]["name"] = "front"
+    webui = side_door("scratch", {"app.kubernetes.io/name": "webui"})
+    webui["metadata"]["name"] = "ui"
+    deployment = run.one("kubernetes:apps/v1:Deployment", "webui-deployment")
+    queue = next(r for r in run.of_type("kubernetes:apps/v1:Deployment") if r.name.startswith("request-queue"))
+    copies = [dataclasses.replace(d, urn=f"urn:{n}", name=n, inputs={**d.inputs, "metadata": {"name": n, "namespace": "scratch"}})
+              for d, n in ((deployment, "ui-copy"), (queue, "front-copy"))]
+    ingress = {"metadata": {"name": "side-door", "namespace": "scratch"}, "spec": {"rules": [{"http": {"paths": [
+        {"backend": {"service": {"name": "front"}}}, {"backend": {"service": {"name": "ui"}}}]}}]}}
+    resources = added(run, INGRESS, "side-door", ingress) + copies + [
+        Recorded(urn=f"urn:{s['metadata']['name']}", type=SERVICE, name=s["metadata"]["name"], parent=None,
+                 provider=None, custom=True, inputs=s) for s in (front, webui)]
+    assert violations_of(run, ONLY_THE_GATEWAY, resources) == [
+        f"Ingress scratch/side-door routes to the WebUI and the request queue in namespace scratch: {TAIL}"]
+
+
+def test_a_route_naming_a_backend_in_their_namespace_from_elsewhere_is_refused_against_the_route(runs):
+    run = runs["dev"]
+    route = {"metadata": {"name": "side-door", "namespace": "scratch"},
+             "spec": {"parentRefs": [{"name": "edge", "namespace": "infra"}, {"kind": "Service", "name": "mesh"}],
+                      "rules": [{"backendRefs": [{"name": "request-queue", "namespace": "request-queue"},
+                                                 {"name": "anything", "namespace": "sd-webui"}]}]}}
+    urn = f"urn:pulumi:{run.stack}::sd-gke::{ROUTE}::side-door"
+    assert violations(run, added(run, ROUTE, "side-door", route), ONLY_THE_GATEWAY) == [(
+        "HTTPRoute scratch/side-door attaches the WebUI and the request queue to Gateway infra/edge, Service "
+        "scratch/mesh, which this stack does not declare, so no policy checks its TLS and IAP: attach it to the "
+        "stack's Gateway only.", urn)]
+
+
+def test_a_route_to_other_services_from_any_gateway_passes(runs):
+    run = runs["dev"]
+    route = {"metadata": {"name": "docs", "namespace": "scratch"},
+             "spec": {"parentRefs": [{"name": "edge", "namespace": "infra"}], "rules": [{"backendRefs": [{"name": "docs"}]}]}}
+    assert violations_of(run, ONLY_THE_GATEWAY, added(run, ROUTE, "docs", route)) == []
+
+
+def test_a_route_from_the_stacks_gateway_named_with_its_namespace_and_kind_passes(runs):
+    run = runs["dev"]
+    route = {"metadata": {"name": "side-door", "namespace": "scratch"},
+             "spec": {"parentRefs": [{"kind": "Gateway", "name": "webui", "namespace": "request-queue"}],
+                      "rules": [{"backendRefs": [{"name": "request-queue", "namespace": "request-queue"}]}]}}
+    assert violations_of(run, ONLY_THE_GATEWAY, added(run, ROUTE, "side-door", route)) == []
+
+
+def test_host_network_and_two_host_ports_are_reported_against_the_workload(runs):
+    run = runs["dev"]
+    deployment = run.one("kubernetes:apps/v1:Deployment", "webui-deployment")
+
+    def both(inputs: dict) -> None:
+        pod = inputs["spec"]["template"]["spec"]
+        pod["hostNetwork"] = True
+        pod["containers"][0]["ports"] = [{"containerPort": 7860, "hostPort": 7860}, {"containerPort": 80, "hostPort": 80}]
+
+    resources = mutate(run, "kubernetes:apps/v1:Deployment", "webui-deployment", both)
+    name = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["name"]
+    assert violations(run, resources, ONLY_THE_GATEWAY) == [
+        ("Deployment sd-webui/webui runs the WebUI's pods with hostNetwork, answering on the node's address around "
+         "the Gateway: drop hostNetwork.", deployment.urn),
+        (f"Deployment sd-webui/webui: container {name!r} of the WebUI's pods takes hostPort 80, 7860, answering on "
+         "the node's address around the Gateway: drop it.", deployment.urn)]
