@@ -174,10 +174,8 @@ def test_a_service_exposed_two_ways_names_both_and_is_reported_against_itself(ru
 
 
 def test_a_selectorless_service_in_their_namespace_is_named_as_theirs(runs):
-    from tests.test_one_way_in import service as side_door
-
     run = runs["dev"]
-    resources = added(run, SERVICE, "side-door", side_door("sd-webui", None, type="LoadBalancer"))
+    resources = added(run, SERVICE, "side-door", service("sd-webui", None, type="LoadBalancer"))
     assert violations_of(run, ONLY_THE_GATEWAY, resources) == [
         "Service sd-webui/side-door (type LoadBalancer) lets traffic from outside the VPC reach the WebUI's pods around "
         "the Gateway's TLS and IAP: make it a ClusterIP Service without externalIPs."]
@@ -192,18 +190,20 @@ def test_a_service_selecting_their_pods_from_another_namespace_is_not_in_front_o
     assert violations_of(run, ONLY_THE_GATEWAY, resources) == []
 
 
-def front_in_scratch(run: Run) -> list[Recorded]:
-    """A copy of the request queue in namespace scratch, behind a ClusterIP Service `front` there: a Service of
-    theirs by what it selects, outside their namespaces."""
-    from tests.test_one_way_in import service as side_door
+def in_scratch(run: Run, app: str, service_name: str) -> list[Recorded]:
+    """A copy of `app`'s Deployment in namespace scratch, behind a ClusterIP Service `service_name` there: a Service
+    of theirs by what it selects, outside their namespaces."""
+    deployment = run.one("kubernetes:apps/v1:Deployment", f"{app}-deployment")
+    copied = dataclasses.replace(deployment, urn=f"urn:{app}-copy", name=f"{app}-copy", inputs={
+        **deployment.inputs, "metadata": {"name": f"{app}-copy", "namespace": "scratch"}})
+    front = service("scratch", {"app.kubernetes.io/name": app})
+    front["metadata"]["name"] = service_name
+    return [copied, Recorded(urn=f"urn:{service_name}", type=SERVICE, name=service_name, parent=None, provider=None,
+                             custom=True, inputs=front)]
 
-    queue = next(r for r in run.of_type("kubernetes:apps/v1:Deployment") if r.name.startswith("request-queue"))
-    copied = dataclasses.replace(queue, urn="urn:front-copy", name="front-copy", inputs={
-        **queue.inputs, "metadata": {"name": "front-copy", "namespace": "scratch"}})
-    front = side_door("scratch", {"app.kubernetes.io/name": "request-queue"})
-    front["metadata"]["name"] = "front"
-    return [copied, Recorded(urn="urn:front", type=SERVICE, name="front", parent=None, provider=None, custom=True,
-                             inputs=front)]
+
+def front_in_scratch(run: Run) -> list[Recorded]:
+    return in_scratch(run, "request-queue", "front")
 
 
 @pytest.mark.parametrize("spec", [
@@ -260,22 +260,10 @@ def test_an_ingress_in_their_namespace_is_theirs_whatever_it_routes_to(runs):
 
 
 def test_an_ingress_routing_to_both_names_both(runs):
-    from tests.test_one_way_in import service as side_door
-
     run = runs["dev"]
-    front = side_door("scratch", {"app.kubernetes.io/name": "request-queue"})
-    front["metadata"]["name"] = "front"
-    webui = side_door("scratch", {"app.kubernetes.io/name": "webui"})
-    webui["metadata"]["name"] = "ui"
-    deployment = run.one("kubernetes:apps/v1:Deployment", "webui-deployment")
-    queue = next(r for r in run.of_type("kubernetes:apps/v1:Deployment") if r.name.startswith("request-queue"))
-    copies = [dataclasses.replace(d, urn=f"urn:{n}", name=n, inputs={**d.inputs, "metadata": {"name": n, "namespace": "scratch"}})
-              for d, n in ((deployment, "ui-copy"), (queue, "front-copy"))]
     ingress = {"metadata": {"name": "side-door", "namespace": "scratch"}, "spec": {"rules": [{"http": {"paths": [
         {"backend": {"service": {"name": "front"}}}, {"backend": {"service": {"name": "ui"}}}]}}]}}
-    resources = added(run, INGRESS, "side-door", ingress) + copies + [
-        Recorded(urn=f"urn:{s['metadata']['name']}", type=SERVICE, name=s["metadata"]["name"], parent=None,
-                 provider=None, custom=True, inputs=s) for s in (front, webui)]
+    resources = added(run, INGRESS, "side-door", ingress) + front_in_scratch(run) + in_scratch(run, "webui", "ui")
     assert violations_of(run, ONLY_THE_GATEWAY, resources) == [
         f"Ingress scratch/side-door routes to the WebUI and the request queue in namespace scratch: {TAIL}"]
 

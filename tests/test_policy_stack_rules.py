@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+from tests.test_policy import mutate
 from tools import policy_check
 from tools.mockrun import Recorded, Run
 
@@ -26,11 +27,6 @@ def changed(resource: Recorded, change, **fields) -> Recorded:
     copied = dataclasses.replace(resource, inputs=copy.deepcopy(resource.inputs), **fields)
     change(copied.inputs)
     return copied
-
-
-def replaced(run: Run, type_: str, name: str, change) -> list[Recorded]:
-    target = run.one(type_, name)
-    return [changed(r, change) if r is target else r for r in run.resources]
 
 
 def agent_pod(inputs: dict) -> dict:
@@ -61,7 +57,7 @@ def cpu_pool_like_the_gpu_pool(run: Run, change) -> Recorded:
 def test_an_alert_paging_nobody_is_left_alone_when_the_stack_has_no_channel(runs):
     """Without a channel there is nobody to page; prod's own policy says so, this one has nothing to add."""
     run = runs["dev"]
-    silent = replaced(run, ALERT_POLICY, "sd-gpu-pool-at-max", lambda i: i.__setitem__("notificationChannels", []))
+    silent = mutate(run, ALERT_POLICY, "sd-gpu-pool-at-max", lambda i: i.__setitem__("notificationChannels", []))
     without_channel = [r for r in silent if r.type != CHANNEL]
     assert messages(run, "stack-alerts-page-the-channel", without_channel) == []
 
@@ -76,7 +72,7 @@ def test_the_agents_runtime_is_judged_whichever_order_its_workloads_come_in(runs
             container["env"] = [e for e in container.get("env") or [] if e["name"] != "SDGKE_RUNTIME_HASH"]
 
     second = changed(agent, no_hash, name="runtime-disk-daemonset-2", urn=agent.urn + "-2")
-    mislabelled = replaced(run, NODE_POOL, "sd-gpu", label_gpu_pool("0" * 12)) + [second]
+    mislabelled = mutate(run, NODE_POOL, "sd-gpu", label_gpu_pool("0" * 12)) + [second]
     assert messages(run, SELECTION, mislabelled) == [
         f"No GPU node pool is labelled {RUNTIME_LABEL}={runtime_of(run)}, the runtime the disk attacher mounts "
         f"(pools: ['{'0' * 12}'])."]
@@ -86,7 +82,7 @@ def test_a_pool_without_gpus_neither_serves_nor_hides_the_runtime(runs):
     """Only GPU pools run the agent: a CPU pool labelled with the runtime does not count as serving it."""
     run = runs["dev"]
     cpu = cpu_pool_like_the_gpu_pool(run, label_gpu_pool(runtime_of(run)))
-    unserved = replaced(run, NODE_POOL, "sd-gpu", label_gpu_pool("0" * 12)) + [cpu]
+    unserved = mutate(run, NODE_POOL, "sd-gpu", label_gpu_pool("0" * 12)) + [cpu]
     assert messages(run, SELECTION, unserved) == [
         f"No GPU node pool is labelled {RUNTIME_LABEL}={runtime_of(run)}, the runtime the disk attacher mounts "
         f"(pools: ['{'0' * 12}'])."]
@@ -106,7 +102,7 @@ def test_a_pool_without_gpus_may_carry_another_image_as_its_boot_disk(runs):
 
 def test_an_empty_runtime_label_is_named_unlabelled(runs):
     run = runs["dev"]
-    assert messages(run, SELECTION, replaced(run, NODE_POOL, "sd-gpu", label_gpu_pool(""))) == [
+    assert messages(run, SELECTION, mutate(run, NODE_POOL, "sd-gpu", label_gpu_pool(""))) == [
         f"No GPU node pool is labelled {RUNTIME_LABEL}={runtime_of(run)}, the runtime the disk attacher mounts "
         "(pools: ['unlabelled'])."]
 
@@ -121,7 +117,7 @@ def test_an_agent_affinity_naming_the_runtime_with_another_operator_does_not_req
             if expression["key"] == RUNTIME_LABEL:
                 expression["operator"] = "NotIn"
 
-    assert messages(run, SELECTION, replaced(run, DAEMONSET, "runtime-disk-daemonset", not_in)) == [
+    assert messages(run, SELECTION, mutate(run, DAEMONSET, "runtime-disk-daemonset", not_in)) == [
         f"The disk attacher does not require {RUNTIME_LABEL} In [{runtime_of(run)}] in its node affinity: on a node of "
         "another runtime it would find that runtime's disk, refuse it and stay unready."]
 
@@ -132,7 +128,7 @@ def test_a_webui_selecting_no_runtime_is_named_as_selecting_nothing(runs):
     def no_runtime_selector(inputs: dict) -> None:
         agent_pod(inputs)["nodeSelector"].pop(RUNTIME_LABEL)
 
-    assert messages(run, SELECTION, replaced(run, DEPLOYMENT, "webui-deployment", no_runtime_selector)) == [
+    assert messages(run, SELECTION, mutate(run, DEPLOYMENT, "webui-deployment", no_runtime_selector)) == [
         f"The WebUI selects {RUNTIME_LABEL}=(nothing) but the disk attacher mounts runtime {runtime_of(run)}: its "
         "pods would run another runtime or never be scheduled."]
 
@@ -147,7 +143,7 @@ def test_a_public_service_without_auth_is_reported_against_the_service(runs):
         for container in agent_pod(inputs)["containers"]:
             container["args"] = [a for a in container.get("args") or [] if a != "--api-auth"]
 
-    public = replaced(run, DEPLOYMENT, "webui-deployment", no_auth) + [service]
+    public = mutate(run, DEPLOYMENT, "webui-deployment", no_auth) + [service]
     found = [v for v in policy_check.evaluate(run, None, public) if v.policy == "stack-public-service-requires-auth"]
     assert [(v.message, v.urn) for v in found] == [
         ("Service 'webui' is public but 'webui' runs without --api-auth.", service.urn)]
