@@ -3,7 +3,10 @@ mutant, and program runs shared by the tests of a module the program never impor
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
+import re
 import threading
 
 import pytest
@@ -99,3 +102,38 @@ def test_the_runner_names_the_shared_emulator_as_the_queue_tests_read_it():
     from tests.jobs import harness
 
     assert mutate.SHARED_EMULATOR == harness.SHARED_EMULATOR
+
+
+def test_the_shards_of_a_run_take_every_mutant_once():
+    parts = [mutate.in_shard(range(10), mutate.shard(f"{k}/3")) for k in range(3)]
+    assert parts == [(0, 3, 6, 9), (1, 4, 7), (2, 5, 8)]
+
+
+def test_without_a_shard_a_run_takes_every_mutant():
+    assert mutate.in_shard(range(4), None) == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize("spec", ["3/3", "1", "a/b", "-1/2", "0/0"])
+def test_a_shard_outside_its_count_is_refused_with_what_is_allowed(spec):
+    with pytest.raises(Exception, match=rf"--shard '{re.escape(spec)}': expected K/N with 0 <= K < N"):
+        mutate.shard(spec)
+
+
+def _results(path, *outcomes: tuple[int, str]):
+    mutants = [dataclasses.asdict(mutate.Mutant("t.py", i, 1, "f", "a", "b", outcome)) for i, outcome in outcomes]
+    path.write_text(json.dumps({"mutants": mutants}))
+    return path
+
+
+def test_the_shards_results_are_scored_together_each_mutant_once(tmp_path):
+    one = _results(tmp_path / "0.json", (0, "killed"), (2, "survived"))
+    two = _results(tmp_path / "1.json", (1, "timeout"), (2, "survived"))
+    assert mutate.summary(mutate.combined([one, two])).splitlines() == [
+        "t.py: 2/3 killed (66.7%)", "total: 2/3 killed (66.7%)"]
+
+
+def test_two_results_disagreeing_about_a_mutant_are_refused(tmp_path):
+    one = _results(tmp_path / "0.json", (4, "killed"))
+    two = _results(tmp_path / "1.json", (4, "survived"))
+    with pytest.raises(SystemExit, match="t.py mutant 4: killed in one file, survived in .*1.json"):
+        mutate.combined([one, two])

@@ -510,6 +510,36 @@ def _earlier(path: Path, targets: list[Target]) -> dict[str, list[Mutant]]:
     return earlier
 
 
+def shard(spec: str) -> tuple[int, int]:
+    """"K/N" (0 <= K < N) as (K, N): this run takes the mutants whose index is K modulo N."""
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        k, n = -1, 0
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--shard {spec!r}: expected K/N with 0 <= K < N, e.g. 0/3")
+    return k, n
+
+
+def in_shard(indexes: range | tuple[int, ...], part: tuple[int, int] | None) -> tuple[int, ...]:
+    """The indexes of `indexes` this shard runs (all of them without a shard)."""
+    return tuple(i for i in indexes if part is None or i % part[1] == part[0])
+
+
+def combined(paths: list[Path]) -> list[Mutant]:
+    """The mutants of several results files (the shards of one run), each target's mutants once, by index;
+    refused when two files disagree about a mutant's outcome."""
+    seen: dict[tuple[str, int], Mutant] = {}
+    for path in paths:
+        for m in json.loads(path.read_text())["mutants"]:
+            mutant = Mutant(**m)
+            earlier = seen.setdefault((mutant.target, mutant.index), mutant)
+            if earlier.outcome != mutant.outcome:
+                raise SystemExit(f"{mutant.target} mutant {mutant.index}: {earlier.outcome} in one file, "
+                                 f"{mutant.outcome} in {path}")
+    return sorted(seen.values(), key=lambda m: (m.target, m.index))
+
+
 def summary(results: list[Mutant]) -> str:
     lines = []
     for path in dict.fromkeys(m.target for m in results):
@@ -531,7 +561,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survivors-of", type=Path, metavar="RESULTS",
                         help="run again only the mutants that survived in this earlier results.json (the target's "
                              "source unchanged since, so its mutants are the same), e.g. after adding tests")
+    parser.add_argument("--shard", type=shard, metavar="K/N",
+                        help="only the mutants whose index is K modulo N: N runs side by side (each with its own "
+                             "copy of the project and emulator) share a target whose tests mostly wait")
+    parser.add_argument("--summary", type=Path, nargs="+", metavar="RESULTS",
+                        help="print the score of these results files together (the shards of one run) and exit")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary(combined(args.summary)))
+        return 0
     targets = [t for t in TARGETS if not args.target or t.path in args.target]
     os.chdir(ROOT)  # mutmut reads its settings from setup.cfg here
     if args.list:
@@ -556,12 +594,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for target in targets:
             if args.survivors_of:
-                killed = [m for m in earlier[target.path] if m.outcome != "survived"]
-                again = tuple(m.index for m in earlier[target.path] if m.outcome == "survived")
+                killed = [m for m in earlier[target.path]
+                          if m.outcome != "survived" and in_shard((m.index,), args.shard)]
+                again = in_shard(tuple(m.index for m in earlier[target.path] if m.outcome == "survived"), args.shard)
                 log(f"{target.path}: {len(killed)} killed earlier; running the {len(again)} survivor(s) again")
                 results += killed + [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, again)]
             else:
-                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log)]
+                only = in_shard(range(len(mutants_of(target))), args.shard) if args.shard else None
+                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, only)]
     finally:
         shutil.rmtree(TREE, ignore_errors=True)
     elapsed = time.monotonic() - started
