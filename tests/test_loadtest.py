@@ -358,12 +358,19 @@ def test_the_deadline_stops_sending_and_counts_the_request_it_cut_apart_from_tim
     assert summary["errors"] == {loadtest.CUT_BY_DEADLINE: 1, loadtest.NOT_SENT: 4} and summary["sent"] == 1
 
 
+def _sees_ctrl_c() -> None:
+    """In the child: SIGINT at its default, as a terminal's foreground command has it. A runner started in the
+    background (`cmd &` in a script) ignores SIGINT, a child inherits that and Python keeps it ignored
+    (https://docs.python.org/3/library/signal.html#signal.SIG_IGN), so the Ctrl-C below would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_and_writes_what_was_measured_and_exits_130(tmp_path):
     out = tmp_path / "run.json"
     with HoldingServer(answered=2) as server:
         process = subprocess.Popen([sys.executable, str(SCRIPT), url_of(server), "-n", "5", "-c", "2", "--timeout", "30",
                                     "--json", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, env={"PATH": "/usr/bin:/bin"})
+                                   text=True, env={"PATH": "/usr/bin:/bin"}, preexec_fn=_sees_ctrl_c)
         try:
             wait_until(lambda: server.held == 2, "two held requests")
             process.send_signal(signal.SIGINT)
