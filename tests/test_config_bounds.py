@@ -7,6 +7,8 @@ the key, the value and the allowed range.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from components import config
@@ -30,7 +32,7 @@ def field_of(cfg: config.StackConfig, section: str, attr: str):
 
 
 SECTIONS = {"systemPool": "system_pool", "gpuPool": "gpu_pool", "runtime": "runtime", "webui": "webui",
-            "autoscaling": "autoscaling", "queue": "queue"}
+            "autoscaling": "autoscaling", "queue": "queue", "observability": "observability", "jobs": "jobs"}
 INTEGER_BOUNDS = [
     # section, key, field, lowest allowed, highest allowed; gpuPool counts stay on g2-standard-8's fixed 1 GPU
     ("systemPool", "minNodes", "min_nodes", 1, 10),
@@ -47,6 +49,16 @@ INTEGER_BOUNDS = [
     ("autoscaling", "cooldownSeconds", "cooldown_seconds", 30, 86400),
     ("queue", "maxWaitSeconds", "max_wait_seconds", 300, 3600),
     ("queue", "maxDepth", "max_depth", 1, 100000),
+    ("observability", "coldStartBudgetSeconds", "cold_start_budget_seconds", 60, 3600),
+    # Pub/Sub's own ranges: an ack deadline of 10 to 600 s, a retry backoff of 0 to 600 s
+    # (https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.subscriptions), 5 to 100 delivery attempts
+    # before the dead-letter topic (https://cloud.google.com/pubsub/docs/handling-failures)
+    ("jobs", "ackDeadlineSeconds", "ack_deadline_seconds", 10, 600),
+    ("jobs", "maxDeliveryAttempts", "max_delivery_attempts", 5, 100),
+    ("jobs", "minRetryBackoffSeconds", "min_retry_backoff_seconds", 0, 600),
+    ("jobs", "maxRetryBackoffSeconds", "max_retry_backoff_seconds", 0, 600),
+    ("jobs", "resultRetentionDays", "result_retention_days", 1, 3650),
+    ("jobs", "jobsPerPod", "jobs_per_pod", 1, 1000),
 ]
 PROD = {"environment": "prod", "observability": {"notificationEmail": "oncall@example.com"}}
 """Prod with what it requires beside the environment: a notification email (issue 18 item 8)."""
@@ -59,6 +71,9 @@ COMPANION = {
     ("gpuPool", "maxNodes"): {"gpuPool": {"minNodes": 0}, "autoscaling": {"maxReplicas": 1}},
     ("autoscaling", "minReplicas"): {"autoscaling": {"maxReplicas": 100}, "gpuPool": {"maxNodes": 100}, **PROD},
     ("autoscaling", "maxReplicas"): {"autoscaling": {"minReplicas": 0}, "gpuPool": {"maxNodes": 100}},
+    ("observability", "coldStartBudgetSeconds"): {"queue": {"maxWaitSeconds": 3600}},
+    ("jobs", "minRetryBackoffSeconds"): {"jobs": {"maxRetryBackoffSeconds": 600}},
+    ("jobs", "maxRetryBackoffSeconds"): {"jobs": {"minRetryBackoffSeconds": 0}},
 }
 
 
@@ -89,6 +104,21 @@ def test_an_integer_setting_refuses_booleans_floats_and_strings(value):
     shown = {True: "true", 2.0: "2.0", "2": '"2"'}[value]
     assert problems(autoscaling={"maxReplicas": value}) == [
         f"autoscaling.maxReplicas: {shown} is not allowed; expected an integer from 1 to 100"]
+
+
+BOOLEANS = [("gpuPool", "spot"), ("gpuPool", "onDemandFallback"), ("webui", "apiAuth"), ("webui", "public"),
+            ("gateway", "enabled"), ("observability", "enabled"), ("jobs", "enabled")]
+
+
+@pytest.mark.parametrize(("section", "key"), BOOLEANS)
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_a_switch_that_is_not_true_or_false_is_refused_by_its_name(section, key, value):
+    assert problems(**{section: {key: value}}) == [
+        f"{section}.{key}: {json.dumps(value)} is not allowed; expected true or false"]
+
+
+def test_deletion_protection_that_is_not_true_or_false_is_refused_by_its_name():
+    assert problems(deletionProtection="no") == ['deletionProtection: "no" is not allowed; expected true or false']
 
 
 @pytest.mark.parametrize("replicas", [0, 1, 100])
