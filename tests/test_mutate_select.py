@@ -105,12 +105,12 @@ def test_the_runner_names_the_shared_emulator_as_the_queue_tests_read_it():
 
 
 def test_the_shards_of_a_run_take_every_mutant_once():
-    parts = [mutate.in_shard(range(10), mutate.shard(f"{k}/3")) for k in range(3)]
+    parts = [tuple(i for i in range(10) if mutate.in_shard(i, mutate.shard(f"{k}/3"))) for k in range(3)]
     assert parts == [(0, 3, 6, 9), (1, 4, 7), (2, 5, 8)]
 
 
 def test_without_a_shard_a_run_takes_every_mutant():
-    assert mutate.in_shard(range(4), None) == (0, 1, 2, 3)
+    assert all(mutate.in_shard(i, None) for i in range(4))
 
 
 @pytest.mark.parametrize("spec", ["3/3", "1", "a/b", "-1/2", "0/0"])

@@ -395,15 +395,16 @@ def _use_tree() -> None:
         del sys.modules[name]
 
 
-def run_target(target: Target, sample: int, log, only: tuple[int, ...] | None = None) -> list[dict]:
+def run_target(target: Target, sample: int, log, only: tuple[int, ...] | None = None,
+               part: tuple[int, int] | None = None) -> list[dict]:
     """Every chosen mutant of `target` (or only those of these indexes), run in this process's children
     (call it through _in_child)."""
     _use_tree()
     if not target.pubsub_emulator:
-        return _run_mutants(target, sample, log, only)
+        return _run_mutants(target, sample, log, only, part)
     holder = _start_shared_emulator()
     try:
-        return _run_mutants(target, sample, log, only)
+        return _run_mutants(target, sample, log, only, part)
     finally:
         _stop(holder)
 
@@ -453,7 +454,8 @@ def _stop(holder: int) -> None:
     os.waitpid(holder, 0)
 
 
-def _run_mutants(target: Target, sample: int, log, only: tuple[int, ...] | None) -> list[dict]:
+def _run_mutants(target: Target, sample: int, log, only: tuple[int, ...] | None,
+                 part: tuple[int, int] | None) -> list[dict]:
     from tools.mutate_select import CallRecorder, first_tests
 
     program_runs: dict[str, object] = {}
@@ -476,6 +478,7 @@ def _run_mutants(target: Target, sample: int, log, only: tuple[int, ...] | None)
     chosen = candidates[::sample] if len(candidates) > SAMPLE_ABOVE else candidates
     if only is not None:
         chosen = [c for c in chosen if c[0].index in only]
+    chosen = [c for c in chosen if in_shard(c[0].index, part)]
     log(f"{target.path}: {len(chosen)} mutant(s) of {len(candidates)}; tests {' '.join(tests)} "
         f"take {seconds:.1f}s unmutated")
     results = []
@@ -521,9 +524,9 @@ def shard(spec: str) -> tuple[int, int]:
     return k, n
 
 
-def in_shard(indexes: range | tuple[int, ...], part: tuple[int, int] | None) -> tuple[int, ...]:
-    """The indexes of `indexes` this shard runs (all of them without a shard)."""
-    return tuple(i for i in indexes if part is None or i % part[1] == part[0])
+def in_shard(index: int, part: tuple[int, int] | None) -> bool:
+    """Whether this shard runs the mutant of this index (every one without a shard)."""
+    return part is None or index % part[1] == part[0]
 
 
 def combined(paths: list[Path]) -> list[Mutant]:
@@ -594,14 +597,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for target in targets:
             if args.survivors_of:
-                killed = [m for m in earlier[target.path]
-                          if m.outcome != "survived" and in_shard((m.index,), args.shard)]
-                again = in_shard(tuple(m.index for m in earlier[target.path] if m.outcome == "survived"), args.shard)
+                killed = [m for m in earlier[target.path] if m.outcome != "survived" and in_shard(m.index, args.shard)]
+                again = tuple(m.index for m in earlier[target.path]
+                              if m.outcome == "survived" and in_shard(m.index, args.shard))
                 log(f"{target.path}: {len(killed)} killed earlier; running the {len(again)} survivor(s) again")
                 results += killed + [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, again)]
             else:
-                only = in_shard(range(len(mutants_of(target))), args.shard) if args.shard else None
-                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, only)]
+                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, None, args.shard)]
     finally:
         shutil.rmtree(TREE, ignore_errors=True)
     elapsed = time.monotonic() - started
