@@ -83,7 +83,8 @@ parts are tested (the 2026-12-04 run of rules.py against CONFIG_TESTS alone: 397
 survivors in `_check_demand_scaling`, `_check_delivery_and_capacity` and `_check_parts`)."""
 
 AGENT_COMMIT_AND_RELEASE = ("Agent._work", "Agent._process", "Agent._settle", "Agent._persist", "Agent._complete",
-                            "Agent._notify", "Agent._dead_letter", "Agent._ack", "Agent._nack", "Agent._release")
+                            "Agent._notify", "Agent._dead_letter", "Agent._ack", "Agent._nack", "Agent._release",
+                            "_fits_an_attribute")
 """The batch agent's path from a pulled job to its one result (or dead letter), and the hand-back at SIGTERM."""
 
 
@@ -152,7 +153,7 @@ TARGETS = (
     ),
     Target(
         "images/queue-agent/queue_agent/agent.py",  # the batch job's commit, settle and release
-        ("tests/jobs/test_agent.py", "tests/jobs/test_faults.py"),
+        ("tests/jobs/test_agent_steps.py", "tests/jobs/test_agent.py", "tests/jobs/test_faults.py"),
         functions=AGENT_COMMIT_AND_RELEASE,
         pubsub_emulator=True,
     ),

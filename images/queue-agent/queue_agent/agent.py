@@ -47,6 +47,10 @@ PUBSUB_CALL_SECONDS = 10.0
 unreachable Pub/Sub retries for 60 s ("Timeout of 60.0s exceeded") and would hold a SIGTERM past the drain;
 the agent's own loops (the lease's next tick, `_persist`) do the retrying instead."""
 
+ATTRIBUTE_VALUE_BYTES = 1024
+"""Pub/Sub's limit on one attribute's value, in bytes (https://cloud.google.com/pubsub/quotas#resource_limits):
+a dead letter's reason is cut to it, so a long or non-ASCII reason cannot make the dead letter unpublishable."""
+
 
 class RetryableError(Exception):
     """This attempt failed; another may succeed."""
@@ -318,7 +322,7 @@ class Agent:
 
     def _dead_letter(self, received: Any, reason: str) -> None:
         message = received.message
-        attributes = {**message.attributes, "reason": reason[:1024],
+        attributes = {**message.attributes, "reason": _fits_an_attribute(reason),
                       "delivery_attempt": str(received.delivery_attempt or 1)}
         self.publisher.publish(self.settings.dead_letter_topic, message.data, **attributes).result(timeout=30)
         self._notify(message, "dead_lettered", reason=attributes["reason"])
@@ -342,6 +346,11 @@ class Agent:
     def _release(self, received: Any) -> None:
         self._nack(received)
         self.outcomes["released"] += 1
+
+
+def _fits_an_attribute(text: str) -> str:
+    """`text` cut to ATTRIBUTE_VALUE_BYTES of UTF-8, never inside a character."""
+    return text.encode()[:ATTRIBUTE_VALUE_BYTES].decode(errors="ignore")
 
 
 def new_attempt() -> str:
