@@ -391,6 +391,20 @@ def test_prod_refuses_a_documentation_range_as_authorized_network_and_says_how_t
     ]
 
 
+def test_an_authorized_network_with_host_bits_in_prod_is_reported_once_as_that_item():
+    assert prod_problems(network={"masterAuthorizedCidrs": ["10.0.0.0/8", "10.0.0.1/8"]}) == [
+        'network.masterAuthorizedCidrs[1]: "10.0.0.1/8" is not allowed; expected an IPv4 CIDR block with a prefix '
+        "length from /0 to /32 (host bits zero)"]
+
+
+def test_the_keys_after_an_unknown_one_are_still_checked():
+    values = stack_values()
+    values["gpuPool"] = {"maxNode": 4, "maxNodes": 0, **{k: v for k, v in values["gpuPool"].items() if k != "maxNodes"}}
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(values, ROOT)
+    assert [problem.split(":")[0] for problem in err.value.problems] == ["gpuPool.maxNode", "gpuPool.maxNodes"]
+
+
 def prod_without_notification_email() -> dict:
     values = stack_values("prod")
     values["observability"] = {k: v for k, v in values["observability"].items() if k != "notificationEmail"}

@@ -121,6 +121,20 @@ def test_deletion_protection_that_is_not_true_or_false_is_refused_by_its_name():
     assert problems(deletionProtection="no") == ['deletionProtection: "no" is not allowed; expected true or false']
 
 
+STRINGS = [("gateway", "hostname", "a DNS name such as sd.example.com"),
+           ("gateway", "certificateMap", "the name of a Certificate Manager certificate map"),
+           ("gateway", "iapClientId", "an OAuth client id"),
+           ("gateway", "iapSecretName", "the name of the Secret holding the OAuth client secret"),
+           ("observability", "notificationEmail", "an email address such as oncall@your-domain"),
+           ("webui", "modelPath", "a relative path inside /runtime without '..'"),
+           ("systemPool", "machineType", "a machine type such as e2-standard-4")]
+
+
+@pytest.mark.parametrize(("section", "key", "allowed"), STRINGS)
+def test_a_text_setting_that_is_not_a_string_is_refused_naming_what_it_takes(section, key, allowed):
+    assert f"{section}.{key}: 5 is not allowed; expected {allowed}" in problems(**{section: {key: 5}})
+
+
 @pytest.mark.parametrize("replicas", [0, 1, 100])
 def test_webui_replicas_is_refused_in_favour_of_the_autoscaler(replicas):
     assert problems(webui={"replicas": replicas}) == [

@@ -83,6 +83,31 @@ def test_an_unknown_schedule_key_is_refused():
         "autoscaling.warmSchedules[0].days: unknown key; allowed keys are end, replicas, start, timezone"]
 
 
+NOT_A_WINDOW = {**WEEKDAYS, "end": WEEKDAYS["start"]}
+NOT_A_WINDOW_PROBLEM = ('autoscaling.warmSchedules[1].end: "0 9 * * 1-5" is not allowed; expected a time other than '
+                        "start: KEDA refuses a cron window that starts and ends at once "
+                        "(https://keda.sh/docs/2.20/scalers/cron/)")
+
+
+def test_the_schedules_after_one_that_is_not_an_object_are_still_checked():
+    assert problems(**schedules("weekdays", NOT_A_WINDOW)) == [
+        'autoscaling.warmSchedules[0]: "weekdays" is not allowed; expected an object with keys timezone, start, end, '
+        "replicas", NOT_A_WINDOW_PROBLEM]
+
+
+def test_the_schedules_after_one_missing_a_key_are_still_checked():
+    partial = {k: v for k, v in WEEKDAYS.items() if k != "replicas"}
+    assert problems(**schedules(partial, NOT_A_WINDOW)) == [
+        "autoscaling.warmSchedules[0].replicas: missing; a warm schedule needs timezone, start, end, replicas",
+        NOT_A_WINDOW_PROBLEM]
+
+
+def test_the_schedules_after_one_with_a_bad_value_are_still_checked():
+    assert problems(**schedules({**WEEKDAYS, "days": "weekdays"}, NOT_A_WINDOW)) == [
+        "autoscaling.warmSchedules[0].days: unknown key; allowed keys are end, replicas, start, timezone",
+        NOT_A_WINDOW_PROBLEM]
+
+
 def test_warm_schedules_must_be_a_list():
     assert problems(**{"autoscaling": {"warmSchedules": WEEKDAYS}}) == [
         f"autoscaling.warmSchedules: {json.dumps(WEEKDAYS)} is not allowed; expected a list of "

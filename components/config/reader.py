@@ -65,9 +65,9 @@ class Reader:
         """Whether every key (or section) a cross-key rule reads passed its own check."""
         return not any(bad == k or bad.startswith(k + ".") or k.startswith(bad + ".") for bad in self.bad_keys for k in keys)
 
-    def string(self, key: str, value: Any, pattern: re.Pattern | None = None, allowed: str = "") -> Any:
+    def string(self, key: str, value: Any, pattern: re.Pattern | None, allowed: str) -> Any:
         if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
-            self.fail(key, value, allowed or "a string")
+            self.fail(key, value, allowed)
         return value
 
     def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> Any:
@@ -85,7 +85,7 @@ class Reader:
             self.fail(key, value, "true or false")
         return value
 
-    def cidr(self, key: str, value: Any, prefix_range: tuple[int, int] = (8, 29)) -> Any:
+    def cidr(self, key: str, value: Any, prefix_range: tuple[int, int]) -> Any:
         low, high = prefix_range
         allowed = f"an IPv4 CIDR block with a prefix length from /{low} to /{high}"
         try:
@@ -303,7 +303,7 @@ _GATEWAY = {
     "hostname": ("hostname", lambda r, k, v: r.string(k, v, _HOSTNAME, "a DNS name such as sd.example.com")),
     "certificateMap": ("certificate_map", lambda r, k, v: r.string(
         k, v, _RESOURCE_NAME, "the name of a Certificate Manager certificate map")),
-    "iapClientId": ("iap_client_id", lambda r, k, v: r.string(k, v, allowed="an OAuth client id")),
+    "iapClientId": ("iap_client_id", lambda r, k, v: r.string(k, v, None, "an OAuth client id")),
     "iapSecretName": ("iap_secret_name", lambda r, k, v: r.string(
         k, v, _RESOURCE_NAME, "the name of the Secret holding the OAuth client secret")),
 }
