@@ -31,7 +31,7 @@ def gpu_autoscaling(args, report):
         report("GPU node pool without autoscaling.")
         return
     maximum = autoscaling.get("totalMaxNodeCount", autoscaling.get("maxNodeCount"))
-    minimum = autoscaling.get("totalMinNodeCount", autoscaling.get("minNodeCount", 0))
+    minimum = autoscaling.get("totalMinNodeCount", autoscaling.get("minNodeCount"))
     limit = configured(args, "maxGpuNodes")
     if maximum is None:
         report("GPU node pool autoscaling has no maximum: set totalMaxNodeCount.")

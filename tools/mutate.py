@@ -60,7 +60,7 @@ POLICY_MODULES = {
     "resources": ("tests/test_policy_rollout_rules.py", "tests/test_policy_scaling_rules.py",
                   "tests/test_policy_storage_rules.py", "tests/test_one_way_in.py", "tests/test_pod_security.py",
                   "tests/test_delivery.py"),
-    "gke": ("tests/test_delivery.py",),
+    "gke": ("tests/test_policy_gke_rules.py", "tests/test_delivery.py"),
     "workloads": ("tests/test_pod_security.py", "tests/test_request_queue.py", "tests/test_autoscaling.py"),
     "iam": (),
     "stack": ("tests/test_policy_stack_rules.py", "tests/test_upgrade.py", "tests/test_delivery.py"),
