@@ -135,6 +135,16 @@ def test_a_text_setting_that_is_not_a_string_is_refused_naming_what_it_takes(sec
     assert f"{section}.{key}: 5 is not allowed; expected {allowed}" in problems(**{section: {key: 5}})
 
 
+MALFORMED = {"hostname": "sd example com", "certificateMap": "Certs_Map", "iapSecretName": "Iap_Secret",
+             "notificationEmail": "oncall", "modelPath": "../models", "machineType": "e2 standard 4"}
+
+
+@pytest.mark.parametrize(("section", "key", "allowed"), [row for row in STRINGS if row[1] in MALFORMED])
+def test_a_text_setting_of_the_wrong_form_is_refused_naming_what_it_takes(section, key, allowed):
+    bad = MALFORMED[key]
+    assert f"{section}.{key}: {json.dumps(bad)} is not allowed; expected {allowed}" in problems(**{section: {key: bad}})
+
+
 @pytest.mark.parametrize("replicas", [0, 1, 100])
 def test_webui_replicas_is_refused_in_favour_of_the_autoscaler(replicas):
     assert problems(webui={"replicas": replicas}) == [

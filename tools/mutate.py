@@ -73,7 +73,8 @@ POLICY_MODULES = {
 }
 """The whole policy pack (policy/): each module and the tests of the policies it holds (resources.py's names and
 helpers are read by every module, so every module's rule cases are among its tests)."""
-CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py", "tests/test_config_queue.py")
+CONFIG_TESTS = ("tests/test_config.py", "tests/test_config_bounds.py", "tests/test_config_queue.py",
+                "tests/test_config_guards.py")
 """The config loader's (components/config/): every part of it (parse and the sources, the types, the per-key
 checks, the cross-key rules) is tested through `parse`. Its __init__'s module level is only re-exports."""
 CROSS_KEY_TESTS = ("tests/test_optional_parts.py", "tests/test_delivery.py", "tests/test_compute_class.py",

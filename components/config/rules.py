@@ -161,7 +161,7 @@ def _check_delivery_and_capacity(r: Reader, cluster: ClusterConfig, gpu_pool: Gp
     if r.valid("runtime.delivery") and runtime.delivery == "secondaryBootDisk":
         needs.append(("runtime.delivery", runtime.delivery, SECONDARY_BOOT_DISK_MIN_VERSION, "secondary boot disks"))
         # "The secondary boot disk type is the same as the node boot disk" (data-container-image-preloading).
-        chosen = raw_runtime.get("diskType") if isinstance(raw_runtime, dict) else None
+        chosen = raw_runtime.get("diskType")  # a valid delivery other than the default was set in this object
         if chosen is not None and r.valid("runtime.diskType", "gpuPool.diskType") and chosen != gpu_pool.disk_type:
             r.fail("runtime.diskType", chosen, f"unset or {gpu_pool.disk_type!r} (gpuPool.diskType) with delivery "
                    "secondaryBootDisk: GKE gives the runtime disk the type of the node's boot disk")
