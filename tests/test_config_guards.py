@@ -8,8 +8,7 @@ import pytest
 from components import config
 from tests.conftest import ROOT
 from tests.test_config_bounds import MINIMAL, PROD, problems
-
-WEEKDAYS = {"timezone": "Europe/Berlin", "start": "0 9 * * 1-5", "end": "0 18 * * 1-5", "replicas": 1}
+from tests.test_config_queue import WEEKDAYS
 
 REFUSED_ONCE = [
     pytest.param({"jobs": {"minRetryBackoffSeconds": "60"}},
