@@ -247,6 +247,7 @@ def test_each_publish_is_waited_for_at_most_30_s():
     assert [future.timeouts for *_, future in publisher.published] == [[30], [30]]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the job thread's end, on purpose
 def test_an_attempt_that_ends_unhandled_counts_as_retried():
     publisher = Publisher(failing=(settings().dead_letter_topic,))
     worker = new_agent(publisher=publisher)
