@@ -158,11 +158,15 @@ TARGETS = (
         functions=AGENT_COMMIT_AND_RELEASE,
         pubsub_emulator=True,
     ),
-    Target("images/queue-agent/queue_agent/results.py", ("tests/jobs/test_agent.py", "tests/jobs/test_faults.py"),
-           pubsub_emulator=True),
+    Target(
+        "images/queue-agent/queue_agent/results.py",
+        ("tests/jobs/test_results_steps.py", "tests/jobs/test_agent.py", "tests/jobs/test_faults.py"),
+        pubsub_emulator=True,
+    ),
     Target(
         "images/queue-agent/queue_agent/worker.py",  # an interactive job run, handed back or reported
-        ("tests/jobs/test_worker.py", "tests/jobs/test_worker_fronts.py", "tests/jobs/test_worker_with_request_queue.py"),
+        ("tests/jobs/test_worker_steps.py", "tests/jobs/test_worker.py", "tests/jobs/test_worker_fronts.py",
+         "tests/jobs/test_worker_with_request_queue.py"),
         functions=("Worker._run_job", "Worker._hand_back", "Worker._report", "Worker._next"),
         pubsub_emulator=True,
     ),
