@@ -113,6 +113,7 @@ class Webui:
         if finish:
             self.finish.set()
         self.forwarded: list[tuple[str, float]] = []
+        self.threads: list[threading.Thread] = []
         self.interrupts = 0
         self.ended = threading.Event()
 
@@ -120,6 +121,7 @@ class Webui:
         bound(upstream.Upstream, "forward", *args, **kwargs)
         job, timeout = args
         self.forwarded.append((job.id, timeout))
+        self.threads.append(threading.current_thread())
         try:
             self.finish.wait(5)
             if self.error:
@@ -164,6 +166,12 @@ def test_a_job_is_forwarded_with_its_timeout_plus_the_interrupt_grace():
     assert webui.forwarded == [("job-1", 5.3)]
 
 
+def test_a_job_runs_in_a_daemon_thread_named_for_it_so_a_webui_that_never_answers_cannot_hold_the_exit():
+    webui = Webui()
+    new_worker(webui=webui)._run_job(Front("a"), JOB, threading.Event())
+    assert [(thread.name, thread.daemon) for thread in webui.threads] == [("job-job-1", True)]
+
+
 def test_a_job_is_run_only_once_its_cancel_is_held_at_the_front_that_handed_it_out():
     origin = Front("a")
     new_worker()._run_job(origin, JOB, threading.Event())
@@ -199,7 +207,7 @@ def test_a_job_whose_cancel_cannot_be_held_is_not_run(caplog):
     origin = Front("a", watch_error=front.Unavailable("GET cancel: refused"))
     assert new_worker(webui=webui)._run_job(origin, JOB, threading.Event()) is True
     assert webui.forwarded == [] and origin.called("result") == []
-    assert "job job-1: could not hold its cancel, not running it: GET cancel: refused" in caplog.text
+    assert "job job-1: could not hold its cancel, not running it: GET cancel: refused" in caplog.messages
 
 
 def test_a_job_handed_over_while_the_webui_generates_is_released_unrun():
@@ -221,8 +229,8 @@ def test_a_release_the_front_does_not_answer_is_logged_and_still_counted(caplog)
     one = new_worker(webui=Webui(busy=(True,)))
     one._run_job(Front("a", release_error=front.Unavailable("POST release: reset")), JOB, threading.Event())
     assert one.outcomes["released"] == 1
-    assert "job job-1: could not release it: POST release: reset" in caplog.text
-    assert "job job-1 released: the WebUI runs another generation" in caplog.text
+    assert "job job-1: could not release it: POST release: reset" in caplog.messages
+    assert "job job-1 released: the WebUI runs another generation" in caplog.messages
 
 
 def test_a_cancelled_job_is_interrupted_and_what_the_webui_answered_is_reported(caplog):
@@ -232,7 +240,7 @@ def test_a_cancelled_job_is_interrupted_and_what_the_webui_answered_is_reported(
     assert one._run_job(origin, JOB, threading.Event()) is True
     assert webui.interrupts == 1 and one.outcomes["interrupted"] == 1 and one.outcomes["timed_out"] == 0
     assert origin.called("result") == [("result", "job-1", 200, "application/json", b'{"images": []}')]
-    assert "job job-1 interrupted: client disconnected" in caplog.text
+    assert "job job-1 interrupted: client disconnected" in caplog.messages
 
 
 def test_a_job_past_its_generation_timeout_is_interrupted_and_answered_504():
@@ -266,7 +274,7 @@ def test_a_webui_that_ignores_the_interrupt_is_reported_504_and_the_worker_leave
     assert one._run_job(origin, job(timeout=0.1), threading.Event()) is False
     assert origin.called("result")[0][2] == 504
     assert one._unstopped is not None and not one._unstopped.is_set()
-    assert "job job-1: the WebUI still generates 0.2s after the interrupt; leaving until it ends" in caplog.text
+    assert "job job-1: the WebUI still generates 0.2s after the interrupt; leaving until it ends" in caplog.messages
     webui.finish.set()
     assert one._unstopped.wait(5)
 
@@ -287,7 +295,17 @@ def test_at_shutdown_a_job_still_running_past_the_drain_is_handed_back_unreporte
     assert one._run_job(origin, JOB, stop) is True
     assert webui.interrupts == 1 and origin.watch.closed == 1 and origin.called("result") == []
     assert one.outcomes["handed_back"] == 1
-    assert "job job-1 handed back at shutdown" in caplog.text
+    assert "job job-1 handed back at shutdown" in caplog.messages
+
+
+def test_every_job_handed_back_at_shutdown_is_counted():
+    stop = threading.Event()
+    stop.set()
+    one = new_worker(drain_seconds=0.05)
+    for job_id in ("job-1", "job-2"):
+        one.upstream = Webui(finish=False)
+        one._run_job(Front("a"), job(job_id=job_id), stop)
+    assert one.outcomes["handed_back"] == 2
 
 
 def test_at_shutdown_a_job_within_the_drain_is_finished_and_reported():
@@ -352,7 +370,7 @@ def test_a_report_is_given_up_once_another_wait_would_pass_the_request_queues_ma
     one._report(origin, JOB, DONE)
     assert sum(clock.sleeps) <= worker.REPORT_SECONDS < sum(clock.sleeps) + 5.0
     assert one.outcomes["unreported"] == 1 and one.outcomes["delivered"] == 0
-    assert "job job-1: the result could not be reported: POST result: refused" in caplog.text
+    assert "job job-1: the result could not be reported: POST result: refused" in caplog.messages
 
 
 def test_a_report_answered_at_once_is_not_retried(clock):
@@ -440,9 +458,9 @@ def test_when_no_front_answers_the_request_queue_is_unavailable_naming_every_fai
 
 def test_a_front_that_does_not_answer_beside_one_that_does_is_logged_not_raised(caplog):
     caplog.set_level(logging.INFO, "queue_agent.worker")
-    first, second = Front("a", jobs=(front.Unavailable("a: refused"),)), Front("b")
-    assert new_worker(first, second)._next(1.0, threading.Event()) is None
-    assert "polled the other fronts; not answering: a: refused" in caplog.text
+    first, second = Front("a", jobs=(front.Unavailable("a: refused"),)), Front("b", jobs=(front.Unavailable("b: reset"),))
+    assert new_worker(first, second, Front("c"))._next(1.0, threading.Event()) is None
+    assert "polled the other fronts; not answering: a: refused; b: reset" in caplog.messages
 
 
 def test_an_answered_next_marks_the_worker_registered(tmp_path):
