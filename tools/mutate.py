@@ -147,8 +147,8 @@ TARGETS = (
     Target("components/timeouts.py", ("tests/test_timeout_chain.py",)),
     Target(
         "images/request-queue/request_queue/worker_api.py",  # the dispatch path: next, release, result, cancel
-        ("tests/request_queue/test_worker_api_steps.py", "tests/request_queue/test_dispatch.py", "tests/request_queue/test_release.py",
-         "tests/request_queue/test_cancel.py", "tests/request_queue/test_admission.py",
+        ("tests/request_queue/test_worker_api_steps.py", "tests/request_queue/test_dispatch.py",
+         "tests/request_queue/test_release.py", "tests/request_queue/test_cancel.py", "tests/request_queue/test_admission.py",
          "tests/request_queue/test_ui_hold.py", "tests/request_queue/test_lifecycle.py",
          "tests/request_queue/test_browser_ui.py", "tests/request_queue/test_registry.py"),
     ),
