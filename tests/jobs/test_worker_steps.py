@@ -279,6 +279,15 @@ def test_a_webui_that_ignores_the_interrupt_is_reported_504_and_the_worker_leave
     assert one._unstopped.wait(5)
 
 
+def test_a_cancelled_job_whose_webui_ignores_the_interrupt_is_reported_504_for_that():
+    webui, origin = Webui(finish=False, obeys=False, grace=0.2), Front("a")
+    threading.Timer(0.1, origin.watch.cancel, args=("client disconnected",)).start()
+    assert new_worker(webui=webui)._run_job(origin, JOB, threading.Event()) is False
+    assert origin.called("result") == [("result", "job-1", 504, "application/json",
+                                        b'{"detail": "the WebUI did not stop within the interrupt\'s grace"}')]
+    webui.finish.set()
+
+
 def test_a_job_that_stops_after_the_interrupts_grace_began_is_not_reported_as_ignoring_it():
     webui = Webui(finish=False, obeys=False, grace=1.0)
     threading.Timer(0.3, webui.finish.set).start()
@@ -328,6 +337,26 @@ def test_at_shutdown_without_a_drain_a_job_runs_to_its_own_end():
     assert webui.interrupts == 0 and one.outcomes["delivered"] == 1 and one.outcomes["handed_back"] == 0
 
 
+def cancelled_soon(origin: Front) -> Front:
+    threading.Timer(0.05, origin.watch.cancel, args=("client disconnected",)).start()
+    return origin
+
+
+@pytest.mark.parametrize(("outcome", "webui", "origin", "timeout"), [
+    ("delivered", lambda: Webui(), lambda: Front("a"), 5.0),
+    ("client_gone", lambda: Webui(), lambda: Front("a", results=(False,)), 5.0),
+    ("released", lambda: Webui(busy=(True,)), lambda: Front("a"), 5.0),
+    ("interrupted", lambda: Webui(finish=False), lambda: cancelled_soon(Front("a")), 5.0),
+    ("timed_out", lambda: Webui(finish=False), lambda: Front("a"), 0.05),
+])
+def test_each_outcome_is_counted_once_per_job(outcome, webui, origin, timeout):
+    one = new_worker()
+    for job_id in ("job-1", "job-2"):
+        one.upstream = webui()
+        one._run_job(origin(), job(timeout=timeout, job_id=job_id), threading.Event())
+    assert one.outcomes[outcome] == 2
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 
@@ -371,6 +400,19 @@ def test_a_report_is_given_up_once_another_wait_would_pass_the_request_queues_ma
     assert sum(clock.sleeps) <= worker.REPORT_SECONDS < sum(clock.sleeps) + 5.0
     assert one.outcomes["unreported"] == 1 and one.outcomes["delivered"] == 0
     assert "job job-1: the result could not be reported: POST result: refused" in caplog.messages
+
+
+def test_a_wait_that_ends_exactly_at_the_margin_is_still_taken(clock, monkeypatch):
+    monkeypatch.setattr(worker, "REPORT_SECONDS", 7.5)
+    new_worker()._report(Front("a", results=(front.Unavailable("POST result: refused"),)), JOB, DONE)
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_every_unreported_result_is_counted(clock):
+    one = new_worker()
+    for _ in range(2):
+        one._report(Front("a", results=(front.Unavailable("POST result: refused"),)), JOB, DONE)
+    assert one.outcomes["unreported"] == 2
 
 
 def test_a_report_answered_at_once_is_not_retried(clock):

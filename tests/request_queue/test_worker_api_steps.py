@@ -108,8 +108,8 @@ async def test_a_poll_with_an_https_url_is_accepted():
 @run_async
 async def test_a_poll_without_a_wait_answers_at_once():
     async def test(client, front):
-        async with asyncio.timeout(2):
-            assert (await client.post(NEXT, json={"url": URL})).status == 204
+        asyncio.get_running_loop().call_later(0.3, queued, front)
+        assert (await client.post(NEXT, json={"url": URL})).status == 204
     await workers_port(test)
 
 
@@ -189,14 +189,15 @@ async def test_a_poll_that_ended_leaves_no_open_poll_counted_and_notes_when_it_e
 
 
 @run_async
-async def test_an_open_poll_is_counted():
+async def test_every_open_poll_is_counted():
     async def test(client, front):
-        waiting = asyncio.create_task(poll(client, wait=5))
-        while front.registry.get(WORKER) is None or front.registry.get(WORKER).polls == 0:
-            await asyncio.sleep(0.01)
-        assert front.registry.get(WORKER).polls == 1
-        queued(front)
-        assert (await waiting).status == 200
+        waiting = [asyncio.create_task(poll(client, wait=5)) for _ in range(2)]
+        async with asyncio.timeout(2):
+            while front.registry.get(WORKER) is None or front.registry.get(WORKER).polls < 2:
+                await asyncio.sleep(0.01)
+        queued(front, "job-1")
+        queued(front, "job-2")
+        assert sorted([(await answer).status for answer in waiting]) == [200, 200]
     await workers_port(test)
 
 
