@@ -63,9 +63,10 @@ def _queue_groups_first(item: pytest.Item) -> int:
 
 
 def worker_group(test_file: Path) -> str:
-    """The queue tests' group, or the test file's path from the repository root."""
+    """The queue tests' group, or the test file's path from the repository root. The in-process step files of
+    tests/jobs/ (`*_steps.py`) start no emulator: they go anywhere, not into the longest groups."""
     path = test_file.relative_to(ROOT)
-    if path.parts[:2] != ("tests", "jobs"):
+    if path.parts[:2] != ("tests", "jobs") or path.stem.endswith("_steps"):
         return path.as_posix()
     return AGENT_GROUP if path.name in AGENT_FILES else WORKER_GROUP
 

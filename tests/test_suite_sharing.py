@@ -67,9 +67,24 @@ def test_the_batch_agents_queue_tests_share_one_group():
         == {AGENT_GROUP}
 
 
-def test_every_other_queue_test_file_shares_the_second_group():
-    others = sorted(p for p in (ROOT / "tests" / "jobs").glob("test_*.py") if p.name not in ("test_agent.py", "test_faults.py"))
+def test_every_other_queue_test_file_that_starts_an_emulator_shares_the_second_group():
+    others = sorted(p for p in (ROOT / "tests" / "jobs").glob("test_*.py")
+                    if p.name not in ("test_agent.py", "test_faults.py") and not p.stem.endswith("_steps"))
     assert len(others) >= 3 and {worker_group(p) for p in others} == {WORKER_GROUP} != {AGENT_GROUP}
+
+
+def test_the_in_process_step_files_of_the_queue_tests_are_groups_of_their_own():
+    steps = sorted((ROOT / "tests" / "jobs").glob("test_*_steps.py"))
+    assert len(steps) >= 3
+    assert [worker_group(p) for p in steps] == [p.relative_to(ROOT).as_posix() for p in steps]
+
+
+def test_no_step_file_of_the_queue_tests_needs_the_emulator(request):
+    steps = [item for item in request.session.items
+             if Path(item.path).parent.name == "jobs" and Path(item.path).stem.endswith("_steps")]
+    if not steps:
+        pytest.skip("the queue tests' step files are not collected in this run")
+    assert [item.nodeid for item in steps if "pubsub_emulator" in item.fixturenames] == []
 
 
 def test_every_collected_test_carries_its_files_group_and_no_other(request):

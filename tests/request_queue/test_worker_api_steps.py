@@ -360,6 +360,17 @@ async def test_a_late_cancel_for_a_job_whose_client_left_still_says_why():
 
 
 @run_async
+async def test_a_late_cancel_naming_another_job_than_the_one_whose_client_left_is_gone():
+    async def test(client, front):
+        job = await taken(client, front)
+        job.move(State.GONE)
+        job.end(CLIENT_GONE)
+        response = await client.get(f"/v1/workers/{WORKER}/jobs/job-9/cancel")
+        assert await refused(response, 410) == "no such job in flight"
+    await workers_port(test)
+
+
+@run_async
 async def test_a_cancel_dropped_before_the_result_forgets_the_worker_and_requeues_the_job():
     async def test(client, front):
         job = await taken(client, front)
