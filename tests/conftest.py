@@ -49,12 +49,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     The two queue groups go first: they are the longest, mostly waiting, and one started late ends the session
     late. `make test` passes `--no-loadscope-reorder`, so xdist hands the groups out in this order instead of
-    by their number of tests (xdist 3.8.0 scheduler/loadscope.py `LoadScopeScheduling.schedule`)."""
+    by their number of tests (xdist 3.8.0 scheduler/loadscope.py `LoadScopeScheduling.schedule`). Only there:
+    a run without workers keeps the order it was given (tools/mutate.py lists the in-process tests first, so
+    that `-x` stops a killed mutant in a second, not after a minute of emulator tests)."""
     for item in items:
         if any(item.iter_markers("xdist_group")):
             continue
         item.add_marker(pytest.mark.xdist_group(worker_group(Path(item.path))))
-    items.sort(key=_queue_groups_first)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_queue_groups_first)
 
 
 def _queue_groups_first(item: pytest.Item) -> int:

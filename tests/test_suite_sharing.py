@@ -102,14 +102,24 @@ class Collected:
         return iter([pytest.mark.xdist_group(worker_group(self.path)).mark])
 
 
-def test_the_queue_groups_are_handed_out_first_the_batch_agents_before_the_other():
-    names = ["attacher/test_gc.py", "jobs/test_worker.py", "test_plan.py", "jobs/test_agent.py", "test_bake.py",
-             "jobs/test_faults.py"]
-    items = [Collected(ROOT / "tests" / name) for name in names]
+NAMES = ["attacher/test_gc.py", "jobs/test_worker.py", "test_plan.py", "jobs/test_agent.py", "test_bake.py",
+         "jobs/test_faults.py"]
+
+
+def test_the_queue_groups_are_handed_out_first_the_batch_agents_before_the_other(monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    items = [Collected(ROOT / "tests" / name) for name in NAMES]
     pytest_collection_modifyitems(items)
     assert [str(i.path.relative_to(ROOT / "tests")) for i in items] == [
         "jobs/test_agent.py", "jobs/test_faults.py", "jobs/test_worker.py", "attacher/test_gc.py", "test_plan.py",
         "test_bake.py"]
+
+
+def test_a_run_without_workers_keeps_the_order_it_was_given(monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    items = [Collected(ROOT / "tests" / name) for name in NAMES]
+    pytest_collection_modifyitems(items)
+    assert [str(i.path.relative_to(ROOT / "tests")) for i in items] == NAMES
 
 
 def test_make_test_runs_the_suite_in_parallel_by_those_groups_in_collection_order():
