@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from components import config
+from components.config import reader
 from tests.conftest import ROOT
 from tools import mockrun
 
@@ -474,3 +476,30 @@ def test_machines_whose_series_takes_no_balanced_persistent_disk_are_refused_whe
 
 def test_the_shipped_prod_stack_leaves_the_authorized_networks_to_the_operator():
     assert config.parse(stack_values("prod"), ROOT).network.master_authorized_cidrs == ()
+
+
+
+def test_every_key_of_a_section_fills_a_field_of_its_dataclass_or_is_refused_as_gone():
+    """A misspelt field in a reader table makes `section` fail loudly, never drop the section to its defaults."""
+    for section, _, cls, fields in reader.SECTIONS:
+        names = {field.name for field in dataclasses.fields(cls)}
+        for key, (attr, check) in fields.items():
+            if attr in names:
+                continue
+            refused = reader.Reader()
+            check(refused, f"{section}.{key}", 1)
+            assert refused.problems and "the key is gone" in refused.problems[0], f"{section}.{key} -> {attr}"
+
+
+def test_a_refused_key_leaves_the_other_keys_of_its_section_in_place():
+    refused = reader.Reader()
+    webui = refused.section("webui", {"replicas": 2, "generationTimeoutSeconds": 90}, config.WebuiConfig,
+                            reader._WEBUI)
+    assert refused.problems[0].startswith("webui.replicas: 2 is not allowed")
+    assert webui.generation_timeout_seconds == 90
+
+
+def test_a_refused_value_leaves_its_field_at_the_default():
+    refused = reader.Reader()
+    webui = refused.section("webui", {"generationTimeoutSeconds": 5}, config.WebuiConfig, reader._WEBUI)
+    assert refused.problems and webui.generation_timeout_seconds == config.WebuiConfig().generation_timeout_seconds

@@ -117,6 +117,22 @@ def test_a_switch_that_is_not_true_or_false_is_refused_by_its_name(section, key,
         f"{section}.{key}: {json.dumps(value)} is not allowed; expected true or false"]
 
 
+SWITCH_FIELDS = {"spot": "spot", "onDemandFallback": "on_demand_fallback", "apiAuth": "api_auth", "public": "public",
+                 "enabled": "enabled"}
+PUBLIC_NEEDS = {"gateway": {"hostname": "sd.example.com", "certificateMap": "sd-map", "iapClientId": "client-1",
+                            "iapSecretName": "sd-iap"}}
+"""What a public WebUI needs besides its switch (TLS and IAP on the Gateway)."""
+
+
+@pytest.mark.parametrize(("section", "key"), BOOLEANS)
+def test_a_switch_set_against_its_default_lands_in_its_field(section, key):
+    attr = SWITCH_FIELDS[key]
+    default = field_of(parse(), SECTIONS.get(section, section), attr)
+    needs = PUBLIC_NEEDS if (section, key) == ("webui", "public") else {}
+    cfg = parse(**{**needs, section: {key: not default}})
+    assert field_of(cfg, SECTIONS.get(section, section), attr) is (not default)
+
+
 def test_deletion_protection_that_is_not_true_or_false_is_refused_by_its_name():
     assert problems(deletionProtection="no") == ['deletionProtection: "no" is not allowed; expected true or false']
 

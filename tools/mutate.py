@@ -99,7 +99,8 @@ TARGETS = (
     *(Target(f"policy/{module}.py", _rules_first(POLICY_TESTS + tests), plays_no_part_in_the_program=True)
       for module, tests in POLICY_MODULES.items()),
     Target("components/config/__init__.py", CONFIG_TESTS, functions=("parse", "decode", "load", "load_stack")),
-    *(Target(f"components/config/{module}.py", CONFIG_TESTS) for module in ("model", "reader")),
+    Target("components/config/model.py", CONFIG_TESTS + ("tests/test_optional_parts.py",)),  # PARTS: its names
+    Target("components/config/reader.py", CONFIG_TESTS),
     Target("components/config/rules.py", CONFIG_TESTS + CROSS_KEY_TESTS),
     Target("images/attacher/attacher/retry.py", ("tests/attacher/test_units.py", "tests/attacher/test_retry.py")),
     Target("images/attacher/attacher/gc.py", ("tests/attacher/test_gc.py", "tests/attacher/test_gc_rules.py")),

@@ -5,7 +5,7 @@ reader.py builds these from a stack's raw values, key by key; rules.py checks wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PROJECT = "sd-gke"
 
@@ -185,18 +185,18 @@ class StackConfig:
     region: str
     zones: tuple[str, ...]
     environment: str
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    system_pool: SystemPoolConfig = field(default_factory=SystemPoolConfig)
-    gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    webui: WebuiConfig = field(default_factory=WebuiConfig)
-    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
-    queue: QueueConfig = field(default_factory=QueueConfig)
-    gateway: GatewayConfig = field(default_factory=GatewayConfig)
-    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
-    jobs: JobsConfig = field(default_factory=JobsConfig)
-    deletion_protection: bool | None = None
+    network: NetworkConfig
+    cluster: ClusterConfig
+    system_pool: SystemPoolConfig
+    gpu_pool: GpuPoolConfig
+    runtime: RuntimeConfig
+    webui: WebuiConfig
+    autoscaling: AutoscalingConfig
+    queue: QueueConfig
+    gateway: GatewayConfig
+    observability: ObservabilityConfig
+    jobs: JobsConfig
+    deletion_protection: bool | None
     """The stack's `deletionProtection`; None: the environment's default (on in prod)."""
 
     @property

@@ -112,11 +112,10 @@ class Reader:
                 )
                 continue
             attr, check = fields[name]
-            values[attr] = check(self, f"{key}.{name}", value)
-        try:
-            return cls(**values)
-        except TypeError:
-            return cls()
+            checked = check(self, f"{key}.{name}", value)
+            if self.valid(f"{key}.{name}"):  # a refused value is reported; its field keeps its default
+                values[attr] = checked
+        return cls(**values)
 
 
 def _machine_type(r: Reader, key: str, v: Any) -> Any:
