@@ -35,7 +35,7 @@ def test_five_field_cron_windows_are_accepted(start, end):
 
 
 @pytest.mark.parametrize("start", ["0 9 * *", "0 9 * * 1-5 2026", "60 9 * * *", "0 24 * * *", "0 9 0 * *",
-                                   "0 9 * 13 *", "0 9 * * 8", "@daily", "0 9 ? * *", 900])
+                                   "0 9 * 13 *", "0 9 * * 8", "0 9 * JAN 8", "@daily", "0 9 ? * *", 900])
 def test_a_cron_that_is_not_five_fields_in_range_is_refused(start):
     assert problems(**schedules({**WEEKDAYS, "start": start})) == [
         f"autoscaling.warmSchedules[0].start: {json.dumps(start)} is not allowed; expected {CRON}"]
