@@ -58,6 +58,13 @@ REFUSED_ONCE = [
     pytest.param({"cluster": {"minMasterVersion": "1.30"}, "gpuPool": {"spot": True, "onDemandFallback": 1}},
                  "gpuPool.onDemandFallback: 1 is not allowed; expected true or false",
                  id="fallback-whose-version-need-is-checked"),
+    pytest.param({"webui": {"public": True}, "gateway": {"enabled": "yes"}},
+                 'gateway.enabled: "yes" is not allowed; expected true or false', id="switch-of-a-public-gateway"),
+    pytest.param({"network": {"subnetCidr": "10.24.0.0/20"}, "gateway": {"proxyOnlyCidr": "10.0.0.0/8"}},
+                 'gateway.proxyOnlyCidr: "10.0.0.0/8" is not allowed; expected an IPv4 CIDR block with a prefix length '
+                 "from /23 to /26", id="proxy-only-range-not-compared-in-its-default-place"),
+    pytest.param({"network": {"subnetCidr": "10.24.0.0/20"}, "gateway": {"enabled": "yes"}},
+                 'gateway.enabled: "yes" is not allowed; expected true or false', id="switch-of-the-proxy-only-range"),
     pytest.param({"gpuPool": {"machineType": 5}},
                  "gpuPool.machineType: 5 is not allowed; expected a machine type such as e2-standard-4",
                  id="machine-that-is-not-text"),
