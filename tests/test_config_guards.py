@@ -65,6 +65,11 @@ REFUSED_ONCE = [
                  "from /23 to /26", id="proxy-only-range-not-compared-in-its-default-place"),
     pytest.param({"network": {"subnetCidr": "10.24.0.0/20"}, "gateway": {"enabled": "yes"}},
                  'gateway.enabled: "yes" is not allowed; expected true or false', id="switch-of-the-proxy-only-range"),
+    pytest.param({"environment": "prod", "observability": {"notificationEmail": "bogus"}},
+                 'observability.notificationEmail: "bogus" is not allowed; expected an email address such as '
+                 "oncall@your-domain", id="prods-email-not-also-missing"),
+    pytest.param({"environment": "prod", "observability": {"enabled": "yes"}},
+                 'observability.enabled: "yes" is not allowed; expected true or false', id="switch-of-prods-alerts"),
     pytest.param({"gpuPool": {"machineType": 5}},
                  "gpuPool.machineType: 5 is not allowed; expected a machine type such as e2-standard-4",
                  id="machine-that-is-not-text"),
