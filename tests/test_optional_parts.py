@@ -83,6 +83,12 @@ def test_an_off_parts_tuning_keys_may_stay():
     assert config.parse(values).parts == ()
 
 
+def test_an_off_parts_key_left_empty_is_no_value():
+    values = _without_email(stack_values())
+    values["gateway"] = {"enabled": False, "iapClientId": ""}
+    assert "gateway" not in config.parse(values).parts
+
+
 def test_turning_parts_off_as_the_plan_does_drops_the_keys_that_need_them():
     values = stack_values()
     values["webui"]["public"] = True
