@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -148,9 +149,12 @@ def test_an_image_write_applied_whose_reply_was_lost_still_commits_the_result(qu
 
 
 def test_a_result_write_applied_whose_reply_was_lost_counts_as_this_attempts_commit(queue, webui, bucket, settings):
+    """The client's retry must fit in the attempt's storage budget: its first wait is drawn from 0 to 1 s and a retry
+    whose next wait would pass the budget gives up (google-api-core 2.x retry/retry_base.py
+    `exponential_sleep_generator`, `_retry_error_helper`), so the harness's 1 s budget made the retry a coin toss."""
     bucket.lose_replies(1, "/result.json")
     queue.publish("job-1", JOB)
-    with AgentThread(settings) as running:
+    with AgentThread(dataclasses.replace(settings, storage_retry_seconds=10.0)) as running:
         wait_until(lambda: running.agent.outcomes["completed"], what="the job")
     assert bucket.replies_lost == 1 and result_commits(bucket, "job-1") == 1
     assert [json.loads(m.data)["status"] for m in queue.drain(queue.completions)] == ["succeeded"]
