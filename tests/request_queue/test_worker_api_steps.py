@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.request_queue.conftest import IMAGE, SETTINGS, run_async
+from tests.request_queue.conftest import IMAGE, SETTINGS
 
 sys.path.insert(0, str(IMAGE))  # the service's own package, imported as its image runs it
 try:
@@ -32,11 +31,23 @@ NEXT = f"/v1/workers/{WORKER}/next"
 BAD_BODY = 'want a JSON body {"url": "http://POD_IP:7860", "wait": SECONDS}'
 
 
-async def workers_port(test: Callable[[TestClient, Front], Awaitable[None]], **settings) -> None:
-    """Run `test` against the real workers' application over loopback."""
-    front = Front.create(dataclasses.replace(config.load(SETTINGS), **settings))
-    async with TestClient(TestServer(app.worker_app(front))) as client:
-        await test(client, front)
+def on_the_workers_port(**settings) -> Callable[[Callable[[TestClient, Front], Awaitable[None]]], Callable[[], None]]:
+    """A test `async def (client, front)` run on its own event loop against the real workers' application over
+    loopback, with these settings changed (the suite has no asyncio plugin)."""
+
+    def decorate(test: Callable[[TestClient, Front], Awaitable[None]]) -> Callable[[], None]:
+        async def serve() -> None:
+            front = Front.create(dataclasses.replace(config.load(SETTINGS), **settings))
+            async with TestClient(TestServer(app.worker_app(front))) as client:
+                await test(client, front)
+
+        def run() -> None:
+            asyncio.run(serve())
+
+        run.__name__, run.__qualname__, run.__doc__ = test.__name__, test.__qualname__, test.__doc__
+        return run
+
+    return decorate
 
 
 def queued(front: Front, job_id: str = "job-1", wait: float = 30.0) -> Job:
@@ -67,237 +78,187 @@ async def taken(client: TestClient, front: Front, job_id: str = "job-1") -> Job:
 # --- the poll's body --------------------------------------------------------------------------------
 
 
-@run_async
-async def test_a_poll_that_is_not_json_is_refused_saying_what_is_wanted():
-    async def test(client, front):
-        assert await refused(await client.post(NEXT, data=b"url=x")) == BAD_BODY
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_that_is_not_json_is_refused_saying_what_is_wanted(client, front):
+    assert await refused(await client.post(NEXT, data=b"url=x")) == BAD_BODY
 
 
-@run_async
-async def test_a_poll_that_is_not_utf8_is_refused_saying_what_is_wanted():
-    async def test(client, front):
-        assert await refused(await client.post(NEXT, data=b'{"url": "\xff"}')) == BAD_BODY
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_that_is_not_utf8_is_refused_saying_what_is_wanted(client, front):
+    assert await refused(await client.post(NEXT, data=b'{"url": "\xff"}')) == BAD_BODY
 
 
-@run_async
-async def test_a_poll_whose_body_is_not_an_object_is_refused_naming_the_url():
-    async def test(client, front):
-        detail = await refused(await client.post(NEXT, json=[URL, 0]))
-        assert detail == "url=None: want the worker's WebUI address, http://POD_IP:7860"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_whose_body_is_not_an_object_is_refused_naming_the_url(client, front):
+    detail = await refused(await client.post(NEXT, json=[URL, 0]))
+    assert detail == "url=None: want the worker's WebUI address, http://POD_IP:7860"
 
 
-@run_async
-async def test_a_poll_without_an_http_url_is_refused_naming_the_value():
-    async def test(client, front):
-        detail = await refused(await client.post(NEXT, json={"url": "10.0.0.7:7860"}))
-        assert detail == "url='10.0.0.7:7860': want the worker's WebUI address, http://POD_IP:7860"
-        assert front.registry.get(WORKER) is None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_without_an_http_url_is_refused_naming_the_value(client, front):
+    detail = await refused(await client.post(NEXT, json={"url": "10.0.0.7:7860"}))
+    assert detail == "url='10.0.0.7:7860': want the worker's WebUI address, http://POD_IP:7860"
+    assert front.registry.get(WORKER) is None
 
 
-@run_async
-async def test_a_poll_with_an_https_url_is_accepted():
-    async def test(client, front):
-        assert (await client.post(NEXT, json={"url": "https://10.0.0.7:7860"})).status == 204
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_with_an_https_url_is_accepted(client, front):
+    assert (await client.post(NEXT, json={"url": "https://10.0.0.7:7860"})).status == 204
 
 
-@run_async
-async def test_a_poll_without_a_wait_answers_at_once():
-    async def test(client, front):
-        asyncio.get_running_loop().call_later(0.3, queued, front)
-        assert (await client.post(NEXT, json={"url": URL})).status == 204
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_without_a_wait_answers_at_once(client, front):
+    asyncio.get_running_loop().call_later(0.3, queued, front)
+    assert (await client.post(NEXT, json={"url": URL})).status == 204
 
 
-@run_async
-async def test_a_poll_whose_wait_is_a_boolean_is_refused_naming_the_value():
-    async def test(client, front):
-        assert await refused(await poll(client, wait=True)) == "wait=True: want seconds, 0 to 60"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_whose_wait_is_a_boolean_is_refused_naming_the_value(client, front):
+    assert await refused(await poll(client, wait=True)) == "wait=True: want seconds, 0 to 60"
 
 
-@run_async
-async def test_a_poll_whose_wait_is_text_is_refused_naming_the_value():
-    async def test(client, front):
-        assert await refused(await poll(client, wait="5")) == "wait='5': want seconds, 0 to 60"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_whose_wait_is_text_is_refused_naming_the_value(client, front):
+    assert await refused(await poll(client, wait="5")) == "wait='5': want seconds, 0 to 60"
 
 
-@run_async
-async def test_a_poll_whose_wait_is_negative_is_refused():
-    async def test(client, front):
-        assert await refused(await poll(client, wait=-0.5)) == "wait=-0.5: want seconds, 0 to 60"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_whose_wait_is_negative_is_refused(client, front):
+    assert await refused(await poll(client, wait=-0.5)) == "wait=-0.5: want seconds, 0 to 60"
 
 
-@run_async
-async def test_a_poll_whose_wait_is_over_the_longest_is_refused():
-    async def test(client, front):
-        assert await refused(await poll(client, wait=60.5)) == "wait=60.5: want seconds, 0 to 60"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_whose_wait_is_over_the_longest_is_refused(client, front):
+    assert await refused(await poll(client, wait=60.5)) == "wait=60.5: want seconds, 0 to 60"
 
 
-@run_async
-async def test_a_poll_may_wait_the_longest_allowed():
-    async def test(client, front):
-        queued(front)
-        assert (await poll(client, wait=60)).status == 200
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_may_wait_the_longest_allowed(client, front):
+    queued(front)
+    assert (await poll(client, wait=60)).status == 200
 
 
 # --- next ---------------------------------------------------------------------------------------------------
 
 
-@run_async
-async def test_a_job_is_handed_out_as_its_message_with_the_generation_timeout():
-    async def test(client, front):
-        job = queued(front)
-        response = await poll(client)
-        assert response.status == 200
-        assert await response.json() == job.as_message(30.0)
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_job_is_handed_out_as_its_message_with_the_generation_timeout(client, front):
+    job = queued(front)
+    response = await poll(client)
+    assert response.status == 200
+    assert await response.json() == job.as_message(30.0)
 
 
-@run_async
-async def test_a_handed_out_job_is_dispatched_to_the_worker_that_polled():
-    async def test(client, front):
-        job = await taken(client, front)
-        assert (job.state, job.worker, front.registry.get(WORKER).job) == (State.DISPATCHED, WORKER, job)
-        assert job.dispatched_at is not None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_handed_out_job_is_dispatched_to_the_worker_that_polled(client, front):
+    job = await taken(client, front)
+    assert (job.state, job.worker, front.registry.get(WORKER).job) == (State.DISPATCHED, WORKER, job)
+    assert job.dispatched_at is not None
 
 
-@run_async
-async def test_a_poll_registers_the_worker_at_its_url():
-    async def test(client, front):
-        await poll(client)
-        assert front.registry.get(WORKER).url == URL
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_registers_the_worker_at_its_url(client, front):
+    await poll(client)
+    assert front.registry.get(WORKER).url == URL
 
 
-@run_async
-async def test_a_poll_that_ended_leaves_no_open_poll_counted_and_notes_when_it_ended():
-    async def test(client, front):
-        await poll(client, wait=0.2)
-        worker = front.registry.get(WORKER)
-        assert worker.polls == 0 and front.now() - worker.last_seen < 0.2
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_that_ended_leaves_no_open_poll_counted_and_notes_when_it_ended(client, front):
+    await poll(client, wait=0.2)
+    worker = front.registry.get(WORKER)
+    assert worker.polls == 0 and front.now() - worker.last_seen < 0.2
 
 
-@run_async
-async def test_every_open_poll_is_counted():
-    async def test(client, front):
-        waiting = [asyncio.create_task(poll(client, wait=5)) for _ in range(2)]
-        async with asyncio.timeout(2):
-            while front.registry.get(WORKER) is None or front.registry.get(WORKER).polls < 2:
-                await asyncio.sleep(0.01)
-        queued(front, "job-1")
-        queued(front, "job-2")
-        assert sorted([(await answer).status for answer in waiting]) == [200, 200]
-    await workers_port(test)
+@on_the_workers_port()
+async def test_every_open_poll_is_counted(client, front):
+    waiting = [asyncio.create_task(poll(client, wait=5)) for _ in range(2)]
+    async with asyncio.timeout(2):
+        while front.registry.get(WORKER) is None or front.registry.get(WORKER).polls < 2:
+            await asyncio.sleep(0.01)
+    queued(front, "job-1")
+    queued(front, "job-2")
+    assert sorted([(await answer).status for answer in waiting]) == [200, 200]
 
 
-@run_async
-async def test_every_answer_to_next_says_whether_the_front_drains_and_whether_the_pod_runs_a_browser_event():
-    async def test(client, front):
-        response = await poll(client)
-        assert (response.headers["X-Queue-Draining"], response.headers["X-Queue-Webui-Busy"]) == ("false", "false")
-        front.draining = True
-        front.buffer.release_polls()  # as the drain does: a poll held for the browser's event answers at once
-        front.registry.get(WORKER).ui_event_started()
-        response = await poll(client)
-        assert (response.headers["X-Queue-Draining"], response.headers["X-Queue-Webui-Busy"]) == ("true", "true")
-    await workers_port(test)
+@on_the_workers_port()
+async def test_every_answer_to_next_says_whether_the_front_drains_and_whether_the_pod_runs_a_browser_event(client, front):
+    response = await poll(client)
+    assert (response.headers["X-Queue-Draining"], response.headers["X-Queue-Webui-Busy"]) == ("false", "false")
+    front.draining = True
+    front.buffer.release_polls()  # as the drain does: a poll held for the browser's event answers at once
+    front.registry.get(WORKER).ui_event_started()
+    response = await poll(client)
+    assert (response.headers["X-Queue-Draining"], response.headers["X-Queue-Webui-Busy"]) == ("true", "true")
 
 
-@run_async
-async def test_a_job_answer_carries_the_same_marks():
-    async def test(client, front):
-        queued(front)
-        response = await poll(client)
-        assert (response.headers["X-Queue-Draining"], response.headers["X-Queue-Webui-Busy"]) == ("false", "false")
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_job_answer_carries_the_same_marks(client, front):
+    queued(front)
+    response = await poll(client)
+    assert (response.headers["X-Queue-Draining"], response.headers["X-Queue-Webui-Busy"]) == ("false", "false")
 
 
-@run_async
-async def test_a_poll_ends_the_workers_batch_hold():
-    async def test(client, front):
-        await poll(client)
-        front.registry.started_batch(front.registry.get(WORKER))
-        await poll(client)
-        assert front.registry.get(WORKER).batch_since is None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_poll_ends_the_workers_batch_hold(client, front):
+    await poll(client)
+    front.registry.started_batch(front.registry.get(WORKER))
+    await poll(client)
+    assert front.registry.get(WORKER).batch_since is None
 
 
-@run_async
-async def test_a_worker_that_polls_while_holding_a_job_let_it_go_and_it_goes_back_to_the_head():
-    async def test(client, front):
-        first = await taken(client, front)
-        second = queued(front, "job-2")
-        response = await poll(client)
-        assert (await response.json())["id"] == "job-1"
-        assert first.state is State.DISPATCHED and second.state is State.WAITING
-        assert len(front.buffer) == 1
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_worker_that_polls_while_holding_a_job_let_it_go_and_it_goes_back_to_the_head(client, front):
+    first = await taken(client, front)
+    second = queued(front, "job-2")
+    response = await poll(client)
+    assert (await response.json())["id"] == "job-1"
+    assert first.state is State.DISPATCHED and second.state is State.WAITING
+    assert len(front.buffer) == 1
 
 
-@run_async
-async def test_a_job_let_go_after_its_clients_bound_is_lost_not_requeued():
-    async def test(client, front):
-        job = await taken(client, front)
-        job.deadline = front.now() - 1
-        assert (await poll(client)).status == 204
-        assert job.state is State.LOST and len(front.buffer) == 0
-        assert front.registry.get(WORKER).job is None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_job_let_go_after_its_clients_bound_is_lost_not_requeued(client, front):
+    job = await taken(client, front)
+    job.deadline = front.now() - 1
+    assert (await poll(client)).status == 204
+    assert job.state is State.LOST and len(front.buffer) == 0
+    assert front.registry.get(WORKER).job is None
 
 
-@run_async
-async def test_a_job_let_go_whose_client_left_stays_gone():
-    async def test(client, front):
-        job = await taken(client, front)
-        job.move(State.GONE)
-        assert (await poll(client)).status == 204
-        assert job.state is State.GONE and len(front.buffer) == 0
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_job_let_go_whose_client_left_stays_gone(client, front):
+    job = await taken(client, front)
+    job.move(State.GONE)
+    assert (await poll(client)).status == 204
+    assert job.state is State.GONE and len(front.buffer) == 0
 
 
-@run_async
-async def test_a_worker_that_does_not_claim_its_job_within_the_margin_is_forgotten_and_the_job_requeued():
-    async def test(client, front):
-        job = await taken(client, front)
-        await asyncio.sleep(0.3)
-        assert front.registry.get(WORKER) is None
-        assert job.state is State.WAITING and len(front.buffer) == 1
-    await workers_port(test, margin=0.1)
+@on_the_workers_port(margin=0.1)
+async def test_a_worker_that_does_not_claim_its_job_within_the_margin_is_forgotten_and_the_job_requeued(client, front):
+    job = await taken(client, front)
+    await asyncio.sleep(0.3)
+    assert front.registry.get(WORKER) is None
+    assert job.state is State.WAITING and len(front.buffer) == 1
 
 
-@run_async
-async def test_a_worker_that_claims_its_job_within_the_margin_keeps_it():
-    async def test(client, front):
-        job = await taken(client, front)
-        cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
-        await asyncio.sleep(0.3)
-        assert job.claimed and job.state is State.DISPATCHED and front.registry.get(WORKER).job is job
-        job.finish(_result())
-        assert (await cancel).status == 204
-    await workers_port(test, margin=0.1)
+@on_the_workers_port(margin=0.1)
+async def test_a_worker_that_claims_its_job_within_the_margin_keeps_it(client, front):
+    job = await taken(client, front)
+    cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
+    await asyncio.sleep(0.3)
+    assert job.claimed and job.state is State.DISPATCHED and front.registry.get(WORKER).job is job
+    job.finish(_result())
+    assert (await cancel).status == 204
 
 
-@run_async
-async def test_the_margin_check_of_an_earlier_dispatch_does_not_judge_a_later_one():
-    async def test(client, front):
-        job = await taken(client, front)
-        await client.post(f"/v1/workers/{WORKER}/jobs/job-1/release")
-        assert (await poll(client)).status == 200
-        job.claimed = True
-        await asyncio.sleep(0.2)
-        assert front.registry.get(WORKER) is not None and job.state is State.DISPATCHED
-    await workers_port(test, margin=0.15)
+@on_the_workers_port(margin=0.15)
+async def test_the_margin_check_of_an_earlier_dispatch_does_not_judge_a_later_one(client, front):
+    job = await taken(client, front)
+    await client.post(f"/v1/workers/{WORKER}/jobs/job-1/release")
+    assert (await poll(client)).status == 200
+    job.claimed = True
+    await asyncio.sleep(0.2)
+    assert front.registry.get(WORKER) is not None and job.state is State.DISPATCHED
 
 
 def _result() -> Result:
@@ -307,103 +268,85 @@ def _result() -> Result:
 # --- cancel -------------------------------------------------------------------------------------------------
 
 
-@run_async
-async def test_a_cancel_for_a_job_not_in_flight_is_gone():
-    async def test(client, front):
-        response = await client.get(f"/v1/workers/{WORKER}/jobs/job-9/cancel")
-        assert await refused(response, 410) == "no such job in flight"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_cancel_for_a_job_not_in_flight_is_gone(client, front):
+    response = await client.get(f"/v1/workers/{WORKER}/jobs/job-9/cancel")
+    assert await refused(response, 410) == "no such job in flight"
 
 
-@run_async
-async def test_a_cancel_for_a_job_of_another_worker_is_gone():
-    async def test(client, front):
-        await taken(client, front)
-        response = await client.get("/v1/workers/webui-1/jobs/job-1/cancel")
-        assert await refused(response, 410) == "no such job in flight"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_cancel_for_a_job_of_another_worker_is_gone(client, front):
+    await taken(client, front)
+    response = await client.get("/v1/workers/webui-1/jobs/job-1/cancel")
+    assert await refused(response, 410) == "no such job in flight"
 
 
-@run_async
-async def test_a_held_cancel_answers_204_once_the_result_arrives():
-    async def test(client, front):
-        job = await taken(client, front)
-        cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
-        await asyncio.sleep(0.05)
-        job.finish(_result())
-        assert (await cancel).status == 204
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_held_cancel_answers_204_once_the_result_arrives(client, front):
+    job = await taken(client, front)
+    cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
+    await asyncio.sleep(0.05)
+    job.finish(_result())
+    assert (await cancel).status == 204
 
 
-@run_async
-async def test_a_held_cancel_answers_the_reason_to_interrupt():
-    async def test(client, front):
-        job = await taken(client, front)
-        cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
-        await asyncio.sleep(0.05)
-        job.move(State.GONE)
-        job.end(CLIENT_GONE)
-        response = await cancel
-        assert (response.status, await response.json()) == (200, {"reason": "client gone"})
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_held_cancel_answers_the_reason_to_interrupt(client, front):
+    job = await taken(client, front)
+    cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
+    await asyncio.sleep(0.05)
+    job.move(State.GONE)
+    job.end(CLIENT_GONE)
+    response = await cancel
+    assert (response.status, await response.json()) == (200, {"reason": "client gone"})
 
 
-@run_async
-async def test_a_late_cancel_for_a_job_whose_client_left_still_says_why():
-    async def test(client, front):
-        job = await taken(client, front)
-        job.move(State.GONE)
-        job.end(CLIENT_GONE)
-        response = await client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel")
-        assert (response.status, await response.json()) == (200, {"reason": "client gone"})
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_late_cancel_for_a_job_whose_client_left_still_says_why(client, front):
+    job = await taken(client, front)
+    job.move(State.GONE)
+    job.end(CLIENT_GONE)
+    response = await client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel")
+    assert (response.status, await response.json()) == (200, {"reason": "client gone"})
 
 
-@run_async
-async def test_a_late_cancel_naming_another_job_than_the_one_whose_client_left_is_gone():
-    async def test(client, front):
-        job = await taken(client, front)
-        job.move(State.GONE)
-        job.end(CLIENT_GONE)
-        response = await client.get(f"/v1/workers/{WORKER}/jobs/job-9/cancel")
-        assert await refused(response, 410) == "no such job in flight"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_late_cancel_naming_another_job_than_the_one_whose_client_left_is_gone(client, front):
+    job = await taken(client, front)
+    job.move(State.GONE)
+    job.end(CLIENT_GONE)
+    response = await client.get(f"/v1/workers/{WORKER}/jobs/job-9/cancel")
+    assert await refused(response, 410) == "no such job in flight"
 
 
-@run_async
-async def test_a_cancel_dropped_before_the_result_forgets_the_worker_and_requeues_the_job():
-    async def test(client, front):
-        job = await taken(client, front)
-        cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
-        while not job.claimed:
-            await asyncio.sleep(0.01)
-        cancel.cancel()
-        while front.registry.get(WORKER) is not None:
-            await asyncio.sleep(0.01)
-        assert job.state is State.WAITING and len(front.buffer) == 1
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_cancel_dropped_before_the_result_forgets_the_worker_and_requeues_the_job(client, front):
+    job = await taken(client, front)
+    cancel = asyncio.create_task(client.get(f"/v1/workers/{WORKER}/jobs/job-1/cancel"))
+    while not job.claimed:
+        await asyncio.sleep(0.01)
+    cancel.cancel()
+    while front.registry.get(WORKER) is not None:
+        await asyncio.sleep(0.01)
+    assert job.state is State.WAITING and len(front.buffer) == 1
 
 
-@run_async
-async def test_forgetting_a_worker_that_holds_another_job_leaves_that_job_with_it():
-    async def test(client, front):
-        job = await taken(client, front)
-        other = queued(front, "job-2")
-        front.buffer.drop(other)
-        worker = front.registry.get(WORKER)
-        worker_api._let_go(front, WORKER, other)
-        assert worker.job is job
-    await workers_port(test)
+@on_the_workers_port()
+async def test_forgetting_a_worker_that_holds_another_job_leaves_that_job_with_it(client, front):
+    job = await taken(client, front)
+    other = queued(front, "job-2")
+    front.buffer.drop(other)
+    worker = front.registry.get(WORKER)
+    worker_api._let_go(front, WORKER, other)
+    assert worker.job is job
 
 
-@run_async
-async def test_forgetting_a_worker_clears_the_job_it_held():
-    async def test(client, front):
-        job = await taken(client, front)
-        worker = front.registry.get(WORKER)
-        worker_api._let_go(front, WORKER, job)
-        assert worker.job is None and front.registry.get(WORKER) is None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_forgetting_a_worker_clears_the_job_it_held(client, front):
+    job = await taken(client, front)
+    worker = front.registry.get(WORKER)
+    worker_api._let_go(front, WORKER, job)
+    assert worker.job is None and front.registry.get(WORKER) is None
 
 
 # --- result, release, batch, leave ------------------------------------------------------------------------------
@@ -414,138 +357,110 @@ async def post_result(client: TestClient, job_id: str = "job-1", **headers: str)
                              headers=headers, skip_auto_headers=["Content-Type"])
 
 
-@run_async
-async def test_a_result_finishes_the_job_with_the_webuis_status_type_and_body():
-    async def test(client, front):
-        job = await taken(client, front)
-        response = await post_result(client, **{"X-Upstream-Status": "422", "Content-Type": "application/json"})
-        assert response.status == 204
-        assert (job.state, job.result.status, job.result.content_type, job.result.body) == (
-            State.DONE, 422, "application/json", b'{"images": []}')
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_finishes_the_job_with_the_webuis_status_type_and_body(client, front):
+    job = await taken(client, front)
+    response = await post_result(client, **{"X-Upstream-Status": "422", "Content-Type": "application/json"})
+    assert response.status == 204
+    assert (job.state, job.result.status, job.result.content_type, job.result.body) == (
+        State.DONE, 422, "application/json", b'{"images": []}')
 
 
-@run_async
-async def test_a_result_without_a_content_type_is_octet_stream():
-    async def test(client, front):
-        job = await taken(client, front)
-        await post_result(client, **{"X-Upstream-Status": "200"})
-        assert job.result.content_type == "application/octet-stream"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_without_a_content_type_is_octet_stream(client, front):
+    job = await taken(client, front)
+    await post_result(client, **{"X-Upstream-Status": "200"})
+    assert job.result.content_type == "application/octet-stream"
 
 
-@run_async
-async def test_a_result_frees_the_worker_and_notes_it_was_seen():
-    async def test(client, front):
-        await taken(client, front)
-        worker = front.registry.get(WORKER)
-        before = worker.last_seen = front.now()
-        await post_result(client, **{"X-Upstream-Status": "200"})
-        assert worker.job is None and worker.last_seen > before
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_frees_the_worker_and_notes_it_was_seen(client, front):
+    await taken(client, front)
+    worker = front.registry.get(WORKER)
+    before = worker.last_seen = front.now()
+    await post_result(client, **{"X-Upstream-Status": "200"})
+    assert worker.job is None and worker.last_seen > before
 
 
-@run_async
-async def test_a_result_without_the_upstream_status_is_refused_saying_what_is_wanted():
-    async def test(client, front):
-        job = await taken(client, front)
-        detail = await refused(await post_result(client))
-        assert detail == "X-Upstream-Status: want WebUI's HTTP status, e.g. 200"
-        assert job.state is State.DISPATCHED
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_without_the_upstream_status_is_refused_saying_what_is_wanted(client, front):
+    job = await taken(client, front)
+    detail = await refused(await post_result(client))
+    assert detail == "X-Upstream-Status: want WebUI's HTTP status, e.g. 200"
+    assert job.state is State.DISPATCHED
 
 
-@run_async
-async def test_a_result_whose_upstream_status_is_not_a_number_is_refused():
-    async def test(client, front):
-        await taken(client, front)
-        detail = await refused(await post_result(client, **{"X-Upstream-Status": "OK"}))
-        assert detail == "X-Upstream-Status: want WebUI's HTTP status, e.g. 200"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_whose_upstream_status_is_not_a_number_is_refused(client, front):
+    await taken(client, front)
+    detail = await refused(await post_result(client, **{"X-Upstream-Status": "OK"}))
+    assert detail == "X-Upstream-Status: want WebUI's HTTP status, e.g. 200"
 
 
-@run_async
-async def test_a_result_for_a_job_whose_client_left_is_gone_and_still_frees_the_worker():
-    async def test(client, front):
-        job = await taken(client, front)
-        job.move(State.GONE)
-        response = await post_result(client, **{"X-Upstream-Status": "200"})
-        assert await refused(response, 410) == "the client is gone"
-        assert front.registry.get(WORKER).job is None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_for_a_job_whose_client_left_is_gone_and_still_frees_the_worker(client, front):
+    job = await taken(client, front)
+    job.move(State.GONE)
+    response = await post_result(client, **{"X-Upstream-Status": "200"})
+    assert await refused(response, 410) == "the client is gone"
+    assert front.registry.get(WORKER).job is None
 
 
-@run_async
-async def test_a_result_for_another_job_does_not_free_the_worker():
-    async def test(client, front):
-        job = await taken(client, front)
-        await post_result(client, "job-9", **{"X-Upstream-Status": "200"})
-        assert front.registry.get(WORKER).job is job
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_result_for_another_job_does_not_free_the_worker(client, front):
+    job = await taken(client, front)
+    await post_result(client, "job-9", **{"X-Upstream-Status": "200"})
+    assert front.registry.get(WORKER).job is job
 
 
-@run_async
-async def test_a_released_job_goes_back_to_the_head_and_the_worker_is_free():
-    async def test(client, front):
-        job = await taken(client, front)
-        queued(front, "job-2")
-        response = await client.post(f"/v1/workers/{WORKER}/jobs/job-1/release")
-        assert response.status == 204
-        assert job.state is State.WAITING and front.registry.get(WORKER).job is None
-        assert (await (await poll(client)).json())["id"] == "job-1"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_released_job_goes_back_to_the_head_and_the_worker_is_free(client, front):
+    job = await taken(client, front)
+    queued(front, "job-2")
+    response = await client.post(f"/v1/workers/{WORKER}/jobs/job-1/release")
+    assert response.status == 204
+    assert job.state is State.WAITING and front.registry.get(WORKER).job is None
+    assert (await (await poll(client)).json())["id"] == "job-1"
 
 
-@run_async
-async def test_a_release_for_a_job_not_in_flight_is_gone():
-    async def test(client, front):
-        response = await client.post(f"/v1/workers/{WORKER}/jobs/job-9/release")
-        assert await refused(response, 410) == "no such job in flight"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_release_for_a_job_not_in_flight_is_gone(client, front):
+    response = await client.post(f"/v1/workers/{WORKER}/jobs/job-9/release")
+    assert await refused(response, 410) == "no such job in flight"
 
 
-@run_async
-async def test_a_batch_job_holds_the_worker_busy():
-    async def test(client, front):
-        await poll(client)
-        assert (await client.put(f"/v1/workers/{WORKER}/batch")).status == 204
-        assert front.registry.get(WORKER).batch_since is not None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_batch_job_holds_the_worker_busy(client, front):
+    await poll(client)
+    assert (await client.put(f"/v1/workers/{WORKER}/batch")).status == 204
+    assert front.registry.get(WORKER).batch_since is not None
 
 
-@run_async
-async def test_a_batch_from_an_unknown_worker_is_refused():
-    async def test(client, front):
-        response = await client.put(f"/v1/workers/{WORKER}/batch")
-        assert await refused(response, 404) == "unknown worker: call next first"
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_batch_from_an_unknown_worker_is_refused(client, front):
+    response = await client.put(f"/v1/workers/{WORKER}/batch")
+    assert await refused(response, 404) == "unknown worker: call next first"
 
 
-@run_async
-async def test_a_worker_that_leaves_is_forgotten():
-    async def test(client, front):
-        await poll(client)
-        assert (await client.delete(f"/v1/workers/{WORKER}")).status == 204
-        assert front.registry.get(WORKER) is None
-    await workers_port(test)
+@on_the_workers_port()
+async def test_a_worker_that_leaves_is_forgotten(client, front):
+    await poll(client)
+    assert (await client.delete(f"/v1/workers/{WORKER}")).status == 204
+    assert front.registry.get(WORKER) is None
 
 
-@run_async
-async def test_the_demand_counts_the_waiting_requests_and_the_workers():
-    async def test(client, front):
-        queued(front)
-        await poll(client, worker="webui-1", wait=0)
-        queued(front, "job-2")
-        response = await client.get("/v1/demand")
-        assert (response.status, await response.json()) == (200, json.loads(json.dumps(
-            worker_api.demand(front.registry, len(front.buffer), front.ui))))
-    await workers_port(test)
+@on_the_workers_port()
+async def test_the_demand_counts_the_waiting_requests_and_the_workers(client, front):
+    queued(front)
+    await poll(client, worker="webui-1", wait=0)
+    queued(front, "job-2")
+    response = await client.get("/v1/demand")
+    assert (response.status, await response.json()) == (200, worker_api.demand(front.registry, len(front.buffer),
+                                                                                front.ui))
 
 
-@run_async
-async def test_liveness_says_whether_the_front_drains():
-    async def test(client, front):
-        assert await (await client.get("/healthz")).json() == {"draining": False}
-        front.draining = True
-        assert await (await client.get("/healthz")).json() == {"draining": True}
-    await workers_port(test)
+@on_the_workers_port()
+async def test_liveness_says_whether_the_front_drains(client, front):
+    assert await (await client.get("/healthz")).json() == {"draining": False}
+    front.draining = True
+    assert await (await client.get("/healthz")).json() == {"draining": True}
