@@ -65,11 +65,16 @@ def _queue_groups_first(item: pytest.Item) -> int:
     return QUEUE_GROUPS_FIRST.index(group) if group in QUEUE_GROUPS_FIRST else len(QUEUE_GROUPS_FIRST)
 
 
+def in_process_steps(test_file: Path) -> bool:
+    """A file of step tests (`*_steps.py`): in-process, with stand-ins, no emulator or server process."""
+    return test_file.stem.endswith("_steps")
+
+
 def worker_group(test_file: Path) -> str:
-    """The queue tests' group, or the test file's path from the repository root. The in-process step files of
-    tests/jobs/ (`*_steps.py`) start no emulator: they go anywhere, not into the longest groups."""
+    """The queue tests' group, or the test file's path from the repository root. The step files of tests/jobs/
+    start no emulator: they go anywhere, not into the longest groups."""
     path = test_file.relative_to(ROOT)
-    if path.parts[:2] != ("tests", "jobs") or path.stem.endswith("_steps"):
+    if path.parts[:2] != ("tests", "jobs") or in_process_steps(path):
         return path.as_posix()
     return AGENT_GROUP if path.name in AGENT_FILES else WORKER_GROUP
 

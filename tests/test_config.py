@@ -478,7 +478,6 @@ def test_the_shipped_prod_stack_leaves_the_authorized_networks_to_the_operator()
     assert config.parse(stack_values("prod"), ROOT).network.master_authorized_cidrs == ()
 
 
-
 def test_every_key_of_a_section_fills_a_field_of_its_dataclass_or_is_refused_as_gone():
     """A misspelt field in a reader table makes `section` fail loudly, never drop the section to its defaults."""
     for section, _, cls, fields in reader.SECTIONS:

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests import shared_runs, variants
-from tests.conftest import AGENT_GROUP, ROOT, WORKER_GROUP, pytest_collection_modifyitems, worker_group
+from tests.conftest import (
+    AGENT_FILES,
+    AGENT_GROUP,
+    ROOT,
+    WORKER_GROUP,
+    in_process_steps,
+    pytest_collection_modifyitems,
+    worker_group,
+)
 from tests.shared_runs import RunStore, SharedRuns, edited, fingerprint
 from tools import mockrun
 
@@ -63,13 +71,13 @@ def test_each_test_file_is_a_worker_group_of_its_own():
 
 
 def test_the_batch_agents_queue_tests_share_one_group():
-    assert {worker_group(ROOT / "tests" / "jobs" / name) for name in ("test_agent.py", "test_faults.py")} \
+    assert {worker_group(ROOT / "tests" / "jobs" / name) for name in AGENT_FILES} \
         == {AGENT_GROUP}
 
 
 def test_every_other_queue_test_file_that_starts_an_emulator_shares_the_second_group():
     others = sorted(p for p in (ROOT / "tests" / "jobs").glob("test_*.py")
-                    if p.name not in ("test_agent.py", "test_faults.py") and not p.stem.endswith("_steps"))
+                    if p.name not in AGENT_FILES and not in_process_steps(p))
     assert len(others) >= 3 and {worker_group(p) for p in others} == {WORKER_GROUP} != {AGENT_GROUP}
 
 
@@ -81,9 +89,9 @@ def test_the_in_process_step_files_of_the_queue_tests_are_groups_of_their_own():
 
 def test_no_step_file_of_the_queue_tests_needs_the_emulator(request):
     steps = [item for item in request.session.items
-             if Path(item.path).parent.name == "jobs" and Path(item.path).stem.endswith("_steps")]
+             if Path(item.path).parent.name == "jobs" and in_process_steps(Path(item.path))]
     if not steps:
-        pytest.skip("the queue tests' step files are not collected in this run")
+        pytest.skip(reason="it reads the collected step files of tests/jobs/, and this run collects none")
     assert [item.nodeid for item in steps if "pubsub_emulator" in item.fixturenames] == []
 
 
