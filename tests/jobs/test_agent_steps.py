@@ -288,6 +288,7 @@ def test_a_job_unfinished_at_shutdown_is_released_and_logged(caplog):
     with caplog.at_level(logging.WARNING, logger="queue_agent"):
         worker._work(received(), stop)
     webui.release.set()
+    webui.threads[0].join(5)  # the released job's thread ends here, not inside a later test
     assert caplog.messages == ["released job job-1 at shutdown"]
     assert [(name, kwargs["ack_deadline_seconds"]) for name, kwargs in subscriber.calls] == [("modify_ack_deadline", 0)]
     assert worker.outcomes["released"] == 1 and worker.outcomes["retried"] == 0
