@@ -287,10 +287,11 @@ def test_a_job_unfinished_at_shutdown_is_released_and_logged(caplog):
     worker = new_agent(subscriber, webui=webui, drain_seconds=0.1)
     with caplog.at_level(logging.WARNING, logger="queue_agent"):
         worker._work(received(), stop)
+    at_shutdown = list(subscriber.calls)  # the job's thread still waits in the WebUI: nothing after the release
     webui.release.set()
     webui.threads[0].join(5)  # the released job's thread ends here, not inside a later test
     assert caplog.messages == ["released job job-1 at shutdown"]
-    assert [(name, kwargs["ack_deadline_seconds"]) for name, kwargs in subscriber.calls] == [("modify_ack_deadline", 0)]
+    assert [(name, kwargs["ack_deadline_seconds"]) for name, kwargs in at_shutdown] == [("modify_ack_deadline", 0)]
     assert worker.outcomes["released"] == 1 and worker.outcomes["retried"] == 0
 
 
