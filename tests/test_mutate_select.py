@@ -137,3 +137,13 @@ def test_two_results_disagreeing_about_a_mutant_are_refused(tmp_path):
     two = _results(tmp_path / "1.json", (4, "survived"))
     with pytest.raises(SystemExit, match="t.py mutant 4: killed in one file, survived in .*1.json"):
         mutate.combined([one, two])
+
+
+def test_only_takes_the_mutant_indexes_as_list_numbers_them():
+    assert mutate.indexes("3,17,0") == (3, 17, 0)
+
+
+@pytest.mark.parametrize("spec", ["", "a", "3,,4", "-1", "2,-5"])
+def test_only_refuses_anything_but_indexes_with_what_is_allowed(spec):
+    with pytest.raises(Exception, match=rf"--only {re.escape(repr(spec))}: expected mutant indexes 0 or more"):
+        mutate.indexes(spec)

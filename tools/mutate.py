@@ -531,6 +531,18 @@ def shard(spec: str) -> tuple[int, int]:
     return k, n
 
 
+def indexes(spec: str) -> tuple[int, ...]:
+    """"3,17,40" as (3, 17, 40): the indexes `--list` numbers the mutants by."""
+    try:
+        chosen = tuple(int(i) for i in spec.split(","))
+    except ValueError:
+        chosen = ()
+    if not chosen or min(chosen) < 0:
+        raise argparse.ArgumentTypeError(f"--only {spec!r}: expected mutant indexes 0 or more, comma-separated, "
+                                         "e.g. 3,17 (as --list numbers them)")
+    return chosen
+
+
 def in_shard(index: int, part: tuple[int, int] | None) -> bool:
     """Whether this shard runs the mutant of this index (every one without a shard)."""
     return part is None or index % part[1] == part[0]
@@ -574,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=shard, metavar="K/N",
                         help="only the mutants whose index is K modulo N: N runs side by side (each with its own "
                              "copy of the project and emulator) share a target whose tests mostly wait")
+    parser.add_argument("--only", type=indexes, metavar="I,J",
+                        help="only the mutants of these indexes (as --list numbers them), e.g. to run one again")
     parser.add_argument("--summary", type=Path, nargs="+", metavar="RESULTS",
                         help="print the score of these results files together (the shards of one run) and exit")
     args = parser.parse_args(argv)
@@ -585,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for target in targets:
             for mutant, _ in mutants_of(target):
-                print(f"{target.path}:{mutant.line} ({mutant.function}): {mutant.before}  ->  {mutant.after}")
+                print(f"{mutant.index} {target.path}:{mutant.line} ({mutant.function}): "
+                      f"{mutant.before}  ->  {mutant.after}")
         return 0
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -610,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{target.path}: {len(killed)} killed earlier; running the {len(again)} survivor(s) again")
                 results += killed + [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, again)]
             else:
-                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, None, args.shard)]
+                results += [Mutant(**m) for m in _in_child(run_target, target, args.sample, log, args.only, args.shard)]
     finally:
         shutil.rmtree(TREE, ignore_errors=True)
     elapsed = time.monotonic() - started
