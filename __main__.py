@@ -81,7 +81,6 @@ else:
         "runtime-disk",
         DiskAttacherArgs(
             project=cfg.project,
-            region=cfg.region,
             zones=cfg.zones,
             environment=cfg.environment,
             registry=registry,

@@ -49,7 +49,6 @@ PERMISSIONS = load_source(CONTEXT / "attacher" / "permissions.py", "attacher_per
 @dataclass
 class DiskAttacherArgs:
     project: str
-    region: str
     zones: tuple[str, ...]
     environment: str
     registry: Registry
@@ -61,7 +60,6 @@ class DiskAttacherArgs:
     disk_size_gb: int
     tolerations: list[dict]
     """Every taint the GPU pool's nodes carry, the startup taint included: the agent must run there."""
-    gpu_node_label: str = GPU_NODE_LABEL
 
 
 class DiskAttacher(pulumi.ComponentResource):
@@ -164,7 +162,7 @@ class DiskAttacher(pulumi.ComponentResource):
                         affinity=k8s.core.v1.AffinityArgs(node_affinity=k8s.core.v1.NodeAffinityArgs(
                             required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(
                                 node_selector_terms=[k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
-                                    k8s.core.v1.NodeSelectorRequirementArgs(key=args.gpu_node_label, operator="Exists"),
+                                    k8s.core.v1.NodeSelectorRequirementArgs(key=GPU_NODE_LABEL, operator="Exists"),
                                     # Only nodes of this runtime's pool: an agent never meets a node that
                                     # holds another runtime's disk, and the DaemonSet controller removes
                                     # its pods from nodes that stop matching (components/gpu_pool.py).

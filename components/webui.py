@@ -8,7 +8,7 @@ goes to emptyDir, so the runtime stays shared and immutable.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -20,7 +20,7 @@ from components.config import WebuiConfig
 from components.labels import k8s_labels, pod_security_labels, selector_labels
 from components.recipe import BAKE_SCRIPT
 from components.registry import Registry, digest_ref, pushed_image
-from components.runtime_layout import GPU_TAINT, MANIFEST, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
+from components.runtime_layout import MANIFEST, READY_MARKER, RUNTIME_ROOT, VENV_PYTHON, WEBUI_DIR
 from components.source import load_source
 from components.timeouts import TimeoutChain
 
@@ -86,8 +86,9 @@ class WebuiArgs:
     chain: TimeoutChain
     front: worker.QueueFront
     """The request queue the worker beside WebUI pulls from (components/request_queue.py)."""
-    tolerations: list[dict] = field(default_factory=lambda: [GPU_TAINT])
-    batch: worker.BatchWork | None = None
+    tolerations: list[dict]
+    """The GPU pool's taints WebUI pods tolerate: all but the startup taint, which they wait out."""
+    batch: worker.BatchWork | None
     """The worker's batch part (components/jobs.py), with its Google identity; None without jobs."""
 
 
