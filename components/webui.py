@@ -7,7 +7,6 @@ goes to emptyDir, so the runtime stays shared and immutable.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,5 +369,4 @@ class Webui(pulumi.ComponentResource):
             opts=child,
         )
         self.namespace = ns
-        self.launch_command = shlex.join([VENV_PYTHON, *launch_args(cfg)])
         self.register_outputs({"namespace": ns, "deployment": self.deployment.metadata.name})

@@ -212,3 +212,186 @@ def test_without_batch_work_the_webui_reaches_no_google_api(run_stack):
 
 def pod_labels_selector(run) -> dict:
     return run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["selector"]["matchLabels"]
+
+
+def env_values(c: dict) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in c["env"]}
+
+
+def test_webui_runs_offline_with_its_caches_home_and_timeouts_from_the_stack(run):
+    """Each variable says why it is there: offline model hubs, caches and HOME in the writable data dir, no .pyc
+    written beside the read-only runtime, and the probe's warm-up and drain budgets from the timeout chain."""
+    from components.timeouts import TimeoutChain
+    from tests.test_cluster import stack_config
+
+    env = env_values(container(run))
+    assert {k: v for k, v in env.items() if k != "SD_API_AUTH"} == {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": f"{RUNTIME_ROOT}/cache/huggingface",
+        "SD_WEBUI_CACHE_FILE": "/data/cache.json",
+        "SD_WEBUI_CACHE_DIR": "/data/cache",
+        "HOME": "/data/home",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SD_WARM_TIMEOUT": str(webui_module.WARM_TIMEOUT_SECONDS),
+        "SD_DRAIN_SECONDS": str(TimeoutChain.of(stack_config(run)).webui_drain),
+    }
+
+
+def test_the_api_password_has_no_character_that_webui_reads_as_a_separator(run):
+    """--api-auth is `user:password[,user:password]` (modules/api/api.py splits on ',' then ':')."""
+    password = run.one("random:index/randomPassword:RandomPassword", "webui-api-password").inputs
+    assert password["special"] is False
+
+
+def test_webui_reads_its_credentials_from_the_secret_the_stack_writes(run):
+    secret = run.one("kubernetes:core/v1:Secret", "webui-api-auth").inputs
+    assert (secret["type"], sorted(secret["stringData"])) == ("Opaque", ["SD_API_AUTH"])
+    assert secret["metadata"]["namespace"] == webui_module.NAMESPACE
+    for name in ("webui", "queue-agent"):
+        ref = {e["name"]: e for e in container(run, name)["env"]}["SD_API_AUTH"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret["metadata"]["name"], "key": "SD_API_AUTH"}
+
+
+def test_the_probes_run_the_shipped_probe_script_from_its_read_only_config_map(run):
+    config_map = run.one("kubernetes:core/v1:ConfigMap", "webui-probe").inputs
+    assert config_map["data"] == {"probe.py": webui_module.PROBE_SCRIPT.read_text()}
+    assert config_map["metadata"]["namespace"] == webui_module.NAMESPACE
+    assert volumes(run)["probe"]["configMap"] == {"name": config_map["metadata"]["name"], "defaultMode": 0o444}
+    assert mounts(container(run))[webui_module.PROBE_DIR] == {"name": "probe", "mountPath": webui_module.PROBE_DIR,
+                                                              "readOnly": True}
+    c = container(run)
+    script = f"{webui_module.PROBE_DIR}/probe.py"
+    assert [c[probe]["exec"]["command"] for probe in ("startupProbe", "readinessProbe")] == [
+        ["python3", script, "warm"], ["python3", script, "ready"]]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["python3", script, "drain"]
+
+
+def test_probe_timings_give_a_warm_up_its_time_and_a_busy_pod_its_readiness(run):
+    c = container(run)
+    assert c["startupProbe"] == {**c["startupProbe"], "periodSeconds": 10,
+                                 "timeoutSeconds": webui_module.WARM_TIMEOUT_SECONDS + 5,
+                                 "failureThreshold": webui_module.STARTUP_WINDOW_SECONDS // 10}
+    assert {k: v for k, v in c["readinessProbe"].items() if k != "exec"} == {
+        "periodSeconds": 10, "timeoutSeconds": 8, "failureThreshold": 3}
+    assert c["livenessProbe"] == {"tcpSocket": {"port": webui_module.PORT}, "periodSeconds": 20, "timeoutSeconds": 5,
+                                  "failureThreshold": 6}
+
+
+def test_webui_listens_on_the_port_its_container_names_and_its_network_policy_opens(run):
+    c = container(run)
+    assert c["args"][c["args"].index("--port") + 1] == str(webui_module.PORT)
+    assert c["ports"] == [{"name": "http", "containerPort": webui_module.PORT}]
+
+
+def test_webui_works_in_its_data_dir_with_the_data_dir_flag_pointing_there(run):
+    c = container(run)
+    assert c["workingDir"] == "/data" == c["args"][c["args"].index("--data-dir") + 1]
+    assert mounts(c)["/data"] == {"name": "data", "mountPath": "/data"}
+
+
+def test_scratch_space_is_bounded_and_shared_memory_lives_in_memory(run):
+    assert volumes(run)["data"] == {"name": "data", "emptyDir": {"sizeLimit": "8Gi"}}
+    assert volumes(run)["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}
+    assert volumes(run)["shm"] == {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+    assert {m["name"] for m in container(run)["volumeMounts"]} == {"runtime", "data", "tmp", "shm", "probe"}
+
+
+def test_the_pods_ephemeral_storage_limit_holds_its_scratch_volumes(run):
+    """Disk-backed emptyDir counts against the pod's ephemeral-storage limit, the sum of its containers' limits
+    (https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#local-ephemeral-storage):
+    below the volumes' own size limits, kubelet would evict a pod before its volumes are full."""
+    gib = {"Mi": 1 / 1024, "Gi": 1}
+    size = lambda q: float(q[:-2]) * gib[q[-2:]]  # noqa: E731
+    limit = sum(size(c["resources"]["limits"]["ephemeral-storage"]) for c in pod(run)["containers"])
+    scratch = sum(size(v["emptyDir"]["sizeLimit"]) for v in pod(run)["volumes"]
+                  if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory")
+    assert limit >= scratch
+
+
+def test_webui_reserves_a_gpu_node_share_and_is_capped_in_memory_and_disk(run):
+    """No CPU limit (CHECKOV_SKIPS says why); memory and disk limits above the requests, with room for the
+    2Gi of shared memory, which counts against the memory limit."""
+    assert container(run)["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "2Gi"},
+        "limits": {"memory": "12Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "10Gi"},
+    }
+
+
+def test_the_gate_runs_in_the_base_image_with_a_small_bounded_footprint(run):
+    prepare = container(run, "prepare")
+    assert prepare["image"] == container(run)["image"] and prepare["imagePullPolicy"] == "IfNotPresent"
+    assert prepare["command"][:2] == ["sh", "-ec"]
+    assert prepare["resources"] == {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+    assert prepare["securityContext"] == container(run)["securityContext"]
+    assert [m["name"] for m in prepare["volumeMounts"]] == ["runtime", "data"]
+
+
+def test_the_gate_checks_the_ready_marker_and_the_manifest_for_this_runtime_then_lays_out_the_data_dir(run):
+    from components.runtime_layout import MANIFEST
+
+    hash12 = run.one("pulumi-python:dynamic:Resource", "runtime-image").inputs["identity_hash"][:12]
+    script = container(run, "prepare")["command"][-1]
+    steps = script.split(" && ")
+    assert steps[:3] == webui_module.runtime_checks(hash12)
+    assert f'grep -q "^{hash12}" {RUNTIME_ROOT}/{READY_MARKER}' in steps[1]
+    assert f"{MANIFEST}" in steps[2]
+    assert steps[3] == "mkdir -p /data/home /data/cache /data/outputs"
+    assert steps[4:] == [f"ln -sfn {RUNTIME_ROOT}/{target} /data/{name}"
+                         for name, target in webui_module.BAKE.DATA_LINKS.items()]
+
+
+def test_pods_take_no_kubernetes_token_and_no_service_links(run):
+    spec = pod(run)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+
+
+def test_pods_run_as_the_base_images_user_with_its_group_owning_the_volumes(run):
+    assert pod(run)["securityContext"] == {"runAsNonRoot": True, "runAsUser": webui_module.UID,
+                                           "runAsGroup": webui_module.UID, "fsGroup": webui_module.UID,
+                                           "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def test_a_restricted_container_meets_restricted_on_its_own_as_its_user():
+    """restricted_container is also the request queue's: it must not lean on a pod-level security context."""
+    from tests.test_pod_security import pod_security
+
+    sc = webui_module.restricted_container(1234)
+    wire = {"allowPrivilegeEscalation": sc.allow_privilege_escalation, "runAsNonRoot": sc.run_as_non_root,
+            "runAsUser": sc.run_as_user, "capabilities": {"drop": sc.capabilities.drop},
+            "seccompProfile": {"type": sc.seccomp_profile.type}}
+    assert pod_security.violations({}, {"containers": [{"name": "c", "securityContext": wire}]}, "restricted") == []
+    assert (sc.run_as_user, sc.run_as_group, sc.read_only_root_filesystem) == (1234, 1234, True)
+
+
+def test_a_rollout_surges_one_pod_and_keeps_every_old_pod_until_its_successor_is_ready(run):
+    strategy = run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_the_deployment_selects_exactly_its_pods(run):
+    spec = run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert spec["selector"]["matchLabels"]["app.kubernetes.io/name"] == "webui"
+
+
+def test_with_batch_work_the_pods_act_as_the_queue_agents_google_account_through_workload_identity(run):
+    from tests.test_cluster import stack_config
+
+    sa = run.one("kubernetes:core/v1:ServiceAccount", "webui-service-account").inputs
+    agent = run.one("gcp:serviceaccount/account:Account", "jobs-agent").state
+    assert sa["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": agent["email"]}
+    assert sa["automountServiceAccountToken"] is False, "Workload Identity needs no Kubernetes token"
+    assert pod(run)["serviceAccountName"] == sa["metadata"]["name"] == webui_module.SERVICE_ACCOUNT
+    binding = run.one("gcp:serviceaccount/iAMMember:IAMMember", "jobs-agent-workload-identity").inputs
+    assert binding["member"] == (f"serviceAccount:{stack_config(run).project}.svc.id.goog"
+                                 f"[{sa['metadata']['namespace']}/{sa['metadata']['name']}]")
+
+
+def test_without_batch_work_the_pods_run_as_the_namespaces_default_account(run_stack):
+    run = run_stack("dev", jobs={"enabled": False})
+    assert "serviceAccountName" not in pod(run)
+    assert not [r for r in run.of_type("kubernetes:core/v1:ServiceAccount") if r.name.startswith("webui")]
+
