@@ -206,3 +206,40 @@ def test_gpu_pool_agent_and_webui_agree_on_the_runtime(run):
     assert {"key": layout.RUNTIME_NODE_LABEL, "operator": "In", "values": [runtime]} in term["matchExpressions"]
     assert webui_pod(run)["nodeSelector"][layout.RUNTIME_NODE_LABEL] == runtime
     assert agent_names.RUNTIME_NODE_LABEL == layout.RUNTIME_NODE_LABEL
+
+
+def test_the_probe_and_the_worker_call_webui_on_the_port_it_listens_on(run):
+    """Neither container is given SD_API_URL: the probe script's and the queue agent's defaults are the address."""
+    import sys
+    from urllib.parse import urlsplit
+
+    from components.webui import PORT, PROBE_SCRIPT
+
+    pod = webui_pod(run)
+    for container in pod["containers"]:
+        assert "SD_API_URL" not in {e["name"] for e in container.get("env", [])}, container["name"]
+    webui = next(c for c in pod["containers"] if c["name"] == "webui")
+    assert webui["args"][webui["args"].index("--port") + 1] == str(PORT)
+    assert urlsplit(load_source(PROBE_SCRIPT, "sdgke_contract_probe").BASE).port == PORT
+    sys.path.insert(0, str(ROOT / "images" / "queue-agent"))
+    try:
+        from queue_agent import worker
+    finally:
+        sys.path.remove(str(ROOT / "images" / "queue-agent"))
+    settings = worker.settings_from({"QUEUE_FRONT_URL": "http://q:8081", "POD_NAME": "p", "POD_IP": "10.0.0.7"})
+    assert urlsplit(settings.webui_url).port == PORT
+    assert settings.own_url == f"http://10.0.0.7:{PORT}", "the address the request queue sends browsers to"
+
+
+def dockerfile_user(image_dir: str) -> str:
+    return next(line.split()[1] for line in (ROOT / "images" / image_dir / "Dockerfile").read_text().splitlines()
+                if line.startswith("USER "))
+
+
+def test_webui_pods_run_as_the_user_their_images_are_built_for(run):
+    """The base image and the queue agent's both run as 1000:1000; the pod's uid and gid must be that user."""
+    pod = webui_pod(run)
+    for container in pod["initContainers"] + pod["containers"]:
+        image_dir = "queue-agent" if container["name"] == "queue-agent" else "base"
+        sc = {**pod["securityContext"], **container["securityContext"]}
+        assert f"{sc['runAsUser']}:{sc['runAsGroup']}" == dockerfile_user(image_dir), container["name"]

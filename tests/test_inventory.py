@@ -159,6 +159,24 @@ def test_resource_names_are_unique(run):
     assert len(urns) == len(set(urns))
 
 
+def test_every_resource_is_a_child_of_the_component_its_name_starts_with(run):
+    """Components sit at the stack's root; everything else is registered by a component, as its child
+    (`ResourceOptions(parent=self)`), and named `f"{name}-<role>"` after it; only the Google providers, which
+    the components share, sit at the root too."""
+    by_urn = {r.urn: r for r in run.resources}
+    at_root = "::pulumi:pulumi:Stack::sd-gke-" + run.stack
+    misplaced = []
+    for r in run.resources:
+        parent = by_urn.get(r.parent)
+        if parent is not None:
+            ok = parent.type.startswith("sdgke:") and r.name.startswith(parent.name + "-")
+        else:
+            ok = r.parent.endswith(at_root) and r.type.startswith(("sdgke:", "pulumi:providers:gcp"))
+        if not ok:
+            misplaced.append(f"{r.type} {r.name} <- {r.parent}")
+    assert misplaced == []
+
+
 def test_every_kubernetes_object_goes_through_the_cluster_provider(run):
     objects = run.kubernetes_objects()
     assert objects

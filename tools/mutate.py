@@ -83,6 +83,19 @@ CROSS_KEY_TESTS = ("tests/test_optional_parts.py", "tests/test_delivery.py", "te
 parts are tested (the 2026-12-04 run of rules.py against CONFIG_TESTS alone: 397/561 killed, 127 of the 164
 survivors in `_check_demand_scaling`, `_check_delivery_and_capacity` and `_check_parts`)."""
 
+POD_SPEC_TESTS = (
+    "tests/test_pod_security.py", "tests/test_contracts.py",
+    *(f"tests/test_inventory.py::{test}" for test in (
+        "test_program_registers_exactly_the_expected_resources",
+        "test_every_resource_is_a_child_of_the_component_its_name_starts_with",
+        "test_every_kubernetes_object_goes_through_the_cluster_provider",
+        "test_every_kubernetes_object_carries_the_common_labels")),
+    "tests/test_await.py", "tests/test_manifests.py",
+)
+"""What holds a component's pods and objects to the platform's rules, after its own spec tests: Pod Security, the
+contracts with the images and the bake, the inventory's rules (parents, providers, labels), the rollout await
+annotations, and the Kubernetes schemas and checkov (a test id, `file::test`, runs that test alone)."""
+
 AGENT_COMMIT_AND_RELEASE = ("Agent._work", "Agent._process", "Agent._settle", "Agent._persist", "Agent._complete",
                             "Agent._notify", "Agent._dead_letter", "Agent._ack", "Agent._nack", "Agent._release",
                             "_fits_an_attribute")
@@ -171,8 +184,9 @@ TARGETS = (
         functions=("Worker._run_job", "Worker._hand_back", "Worker._report", "Worker._next"),
         pubsub_emulator=True,
     ),
-    Target("components/webui.py", ("tests/test_webui.py", "tests/test_pod_security.py")),
-    Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", "tests/test_pod_security.py")),
+    Target("components/webui.py", ("tests/test_webui.py", *POD_SPEC_TESTS,
+                                    "tests/test_delivery.py::test_webui_mounts_the_runtime_where_gke_mounts_the_boot_disk")),
+    Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", *POD_SPEC_TESTS)),
 )
 # Imported once in the parent so that each forked child starts warm; nothing of the project is
 # imported here, so every child reads the (mutated) project sources afresh.
@@ -470,7 +484,7 @@ def _run_mutants(target: Target, sample: int, log, only: tuple[int, ...] | None,
         _share_program_runs(program_runs)
     path = TREE / target.path
     original = path.read_text()
-    tests = tuple(t for t in target.tests if (TREE / t).exists())
+    tests = tuple(t for t in target.tests if (TREE / t.split("::")[0]).exists())
     recorder = CallRecorder(str(path))
     saved = OUT / f"baseline-{os.getpid()}.pickle"
     baseline, seconds = _run_tests(tests, timeout=600, plugins=(recorder,),
