@@ -184,8 +184,16 @@ TARGETS = (
         functions=("Worker._run_job", "Worker._hand_back", "Worker._report", "Worker._next"),
         pubsub_emulator=True,
     ),
-    Target("components/webui.py", ("tests/test_webui.py", *POD_SPEC_TESTS,
-                                    "tests/test_delivery.py::test_webui_mounts_the_runtime_where_gke_mounts_the_boot_disk")),
+    Target("components/webui.py", (
+        "tests/test_webui.py", *POD_SPEC_TESTS,
+        # the init gate run for real against finished, unfinished and foreign runtimes, and the data dir it lays out
+        # replayed on a real read-only mount; the boot-disk delivery's runtime mount
+        *(f"tests/test_delivery.py::{test}" for test in (
+            "test_the_init_check_passes_the_runtime_the_pod_is_for",
+            "test_the_init_check_refuses_a_runtime_that_is_not_finished_or_not_this_one",
+            "test_webui_mounts_the_runtime_where_gke_mounts_the_boot_disk")),
+        "tests/test_readonly_runtime.py",
+    )),
     Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", *POD_SPEC_TESTS)),
 )
 # Imported once in the parent so that each forked child starts warm; nothing of the project is

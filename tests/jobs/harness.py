@@ -19,7 +19,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +113,27 @@ def pubsub_emulator(host: str | None = None) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if not closed(host, timeout=20):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            closed(host, timeout=20)
         log.close()
+
+
+def closed(host: str, timeout: float) -> bool:
+    """Whether `host` refuses connections within `timeout` seconds. gcloud exits at SIGTERM at once, and the
+    emulator's JVM, in its process group, goes on answering while it shuts down (for longer on a loaded machine):
+    a test that stops the emulator to see Pub/Sub gone must not get answers from it."""
+    address, port = host.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((address, int(port)), timeout=1).close()
+        except OSError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """Test sessions that share one Pub/Sub emulator (tools/mutate.py runs many against one): a session given
-its address starts none, and no two test processes name a queue alike."""
+its address starts none, and no two test processes name a queue alike; a stopped emulator answers nothing."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -48,3 +51,18 @@ def test_the_mutation_runner_starts_a_shared_emulator_and_stops_it(monkeypatch):
     assert answer == b"Ok\n"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{host}/", timeout=2)
+
+
+def test_a_stopped_emulators_address_counts_as_closed_only_once_nothing_answers_there():
+    """The stand-in for a JVM still answering after gcloud exited: a listener that closes 0.5 s later."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    threading.Timer(0.5, listener.close).start()
+    started = time.monotonic()
+    assert harness.closed(host, timeout=10)
+    assert time.monotonic() - started >= 0.5
+
+
+def test_an_address_that_keeps_answering_is_not_closed():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert not harness.closed(f"127.0.0.1:{listener.getsockname()[1]}", timeout=0.3)
