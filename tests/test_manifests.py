@@ -98,5 +98,5 @@ def test_only_the_disk_attacher_the_webui_and_the_request_queue_carry_checkov_sk
 def test_checkov_skip_reasons_cannot_hide_an_equals_sign():
     from components.webui import checkov_skips
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^a checkov skip reason cannot contain '='$"):
         checkov_skips({"CKV_K8S_1": "a=b"})
