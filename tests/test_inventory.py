@@ -177,6 +177,13 @@ def test_every_resource_is_a_child_of_the_component_its_name_starts_with(run):
     assert misplaced == []
 
 
+def test_every_kubernetes_object_names_itself(run):
+    """An object without metadata.name gets a name Pulumi makes up, with a random suffix, new at each replacement
+    (https://www.pulumi.com/docs/iac/concepts/resources/names/#autonaming): the names `kubectl`, the README, the
+    policies and the other objects use must be the ones the program writes."""
+    assert [o.name for o in run.kubernetes_objects() if not o.inputs["metadata"].get("name")] == []
+
+
 def test_every_kubernetes_object_goes_through_the_cluster_provider(run):
     objects = run.kubernetes_objects()
     assert objects

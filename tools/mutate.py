@@ -88,6 +88,7 @@ POD_SPEC_TESTS = (
     *(f"tests/test_inventory.py::{test}" for test in (
         "test_program_registers_exactly_the_expected_resources",
         "test_every_resource_is_a_child_of_the_component_its_name_starts_with",
+        "test_every_kubernetes_object_names_itself",
         "test_every_kubernetes_object_goes_through_the_cluster_provider",
         "test_every_kubernetes_object_carries_the_common_labels")),
     "tests/test_await.py", "tests/test_manifests.py",
