@@ -184,6 +184,11 @@ def test_pod_runs_the_base_image_by_digest(run):
     assert image.split("@")[0].endswith("/sd-base")
 
 
+def test_a_node_that_has_the_pinned_image_starts_the_pod_without_asking_the_registry(run):
+    """The image is pinned by digest, so what the node holds is what the pod wants: no pull on a warm node."""
+    assert [c["imagePullPolicy"] for c in pod(run)["initContainers"] + pod(run)["containers"]] == ["IfNotPresent"] * 3
+
+
 @pytest.mark.parametrize("flag", ["--skip-prepare-environment", "--no-download-sd-model", "--data-dir"])
 def test_launch_args_carry_the_offline_flags_whatever_the_config(flag):
     from components.config import WebuiConfig
