@@ -400,3 +400,27 @@ def test_without_batch_work_the_pods_run_as_the_namespaces_default_account(run_s
     assert "serviceAccountName" not in pod(run)
     assert not [r for r in run.of_type("kubernetes:core/v1:ServiceAccount") if r.name.startswith("webui")]
 
+
+
+def test_webui_starts_with_exactly_the_flags_each_for_its_reason(run):
+    """Listen for the request queue on PORT; the API, behind auth, logging one line per call (modules/api/api.py
+    api_middleware; tools/coldstart.py finds the first image by it); nothing prepared, installed, checked or
+    downloaded at start (the bake did it); no checkpoint hashing on the cold path; xformers attention, baked in;
+    writes to the data dir; models from the runtime."""
+    from tests.test_cluster import stack_config
+
+    assert container(run)["args"] == [
+        f"{RUNTIME_ROOT}/webui/launch.py", "--listen", "--port", str(webui_module.PORT), "--api", "--api-log",
+        "--skip-prepare-environment", "--skip-install", "--skip-version-check", "--no-download-sd-model",
+        "--no-hashing", "--xformers", "--data-dir", "/data",
+        "--ckpt-dir", f"{RUNTIME_ROOT}/{stack_config(run).webui.model_path}", "--api-auth", "$(SD_API_AUTH)",
+    ]
+
+
+def test_the_worker_beside_webui_runs_the_queue_agent_image_the_stack_pushes(run):
+    from components import worker
+
+    image = container(run, worker.CONTAINER)["image"]
+    pushed = run.one("docker-build:index:Image", "webui-worker-image").inputs
+    assert f"/{worker.IMAGE}@sha256:" in image
+    assert pushed["push"] is True and [f"/{worker.IMAGE}:" in tag for tag in pushed["tags"]] == [True]

@@ -194,6 +194,11 @@ TARGETS = (
             "test_the_init_check_refuses_a_runtime_that_is_not_finished_or_not_this_one",
             "test_webui_mounts_the_runtime_where_gke_mounts_the_boot_disk")),
         "tests/test_readonly_runtime.py",
+        # the worker container beside WebUI: its batch part, identity and probes
+        *(f"tests/test_jobs.py::{test}" for test in (
+            "test_the_sidecar_gets_what_the_agent_reads", "test_the_sidecar_is_probed_and_restricted",
+            "test_only_the_webui_pods_service_account_may_act_as_the_agent",
+            "test_without_jobs_the_worker_has_no_batch_part_no_identity_and_no_queue")),
     )),
     Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", *POD_SPEC_TESTS)),
 )
