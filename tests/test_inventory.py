@@ -184,6 +184,23 @@ def test_every_kubernetes_object_names_itself(run):
     assert [o.name for o in run.kubernetes_objects() if not o.inputs["metadata"].get("name")] == []
 
 
+CLUSTER_SCOPED = {"kubernetes:core/v1:Namespace", "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole",
+                  "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
+                  "kubernetes:scheduling.k8s.io/v1:PriorityClass", "kubernetes:cloud.google.com/v1:ComputeClass"}
+"""The kinds the stack registers that belong to no namespace (`kubectl api-resources --namespaced=false`)."""
+
+
+def test_every_namespaced_object_lives_in_a_namespace_the_stack_declares(run):
+    """Without metadata.namespace, pulumi-kubernetes puts an object in its provider's default namespace, `default`:
+    a PodDisruptionBudget or NetworkPolicy there selects no pod of the stack and protects nothing."""
+    declared = {o.inputs["metadata"]["name"] for o in run.of_type("kubernetes:core/v1:Namespace")}
+    misplaced = [f"{o.name}: {o.inputs['metadata'].get('namespace')}" for o in run.kubernetes_objects()
+                 if o.type not in CLUSTER_SCOPED and o.inputs["metadata"].get("namespace") not in declared]
+    assert misplaced == []
+    assert [o.name for o in run.kubernetes_objects()
+            if o.type in CLUSTER_SCOPED and "namespace" in o.inputs["metadata"]] == []
+
+
 def test_every_kubernetes_object_goes_through_the_cluster_provider(run):
     objects = run.kubernetes_objects()
     assert objects

@@ -89,6 +89,7 @@ POD_SPEC_TESTS = (
         "test_program_registers_exactly_the_expected_resources",
         "test_every_resource_is_a_child_of_the_component_its_name_starts_with",
         "test_every_kubernetes_object_names_itself",
+        "test_every_namespaced_object_lives_in_a_namespace_the_stack_declares",
         "test_every_kubernetes_object_goes_through_the_cluster_provider",
         "test_every_kubernetes_object_carries_the_common_labels")),
     "tests/test_await.py", "tests/test_manifests.py",
