@@ -243,6 +243,14 @@ def test_webui_runs_offline_with_its_caches_home_and_timeouts_from_the_stack(run
     }
 
 
+def test_the_credentials_are_the_api_user_and_the_generated_password(run):
+    """What WebUI checks each API call against, and what the stack exports for the operator's client."""
+    password = run.one("random:index/randomPassword:RandomPassword", "webui-api-password").state["result"]
+    secret = run.one("kubernetes:core/v1:Secret", "webui-api-auth").inputs
+    assert secret["stringData"]["SD_API_AUTH"] == f"{webui_module.API_USER}:{password}"
+    assert (run.outputs["webui_api_user"], run.outputs["webui_api_password"]) == (webui_module.API_USER, password)
+
+
 def test_the_api_password_has_no_character_that_webui_reads_as_a_separator(run):
     """--api-auth is `user:password[,user:password]` (modules/api/api.py splits on ',' then ':')."""
     password = run.one("random:index/randomPassword:RandomPassword", "webui-api-password").inputs
