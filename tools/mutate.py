@@ -201,7 +201,11 @@ TARGETS = (
             "test_only_the_webui_pods_service_account_may_act_as_the_agent",
             "test_without_jobs_the_worker_has_no_batch_part_no_identity_and_no_queue")),
     )),
-    Target("components/disk_attacher.py", ("tests/test_disk_attacher.py", *POD_SPEC_TESTS)),
+    Target("components/disk_attacher.py", (
+        "tests/test_disk_attacher.py", *POD_SPEC_TESTS,
+        # the runtime volume it hands the WebUI pod: the host path, read-only, propagated from the host
+        "tests/test_webui.py::test_runtime_comes_read_only_from_the_attacher_mount_with_host_to_container_propagation",
+    )),
 )
 # Imported once in the parent so that each forked child starts warm; nothing of the project is
 # imported here, so every child reads the (mutated) project sources afresh.
