@@ -203,8 +203,10 @@ TARGETS = (
     )),
     Target("components/disk_attacher.py", (
         "tests/test_disk_attacher.py", *POD_SPEC_TESTS,
-        # the runtime volume it hands the WebUI pod: the host path, read-only, propagated from the host
+        # the runtime volume it hands the WebUI pod: the host path, read-only, propagated from the host, and the
+        # runtime the pod's gate checks it for
         "tests/test_webui.py::test_runtime_comes_read_only_from_the_attacher_mount_with_host_to_container_propagation",
+        "tests/test_webui.py::test_the_gate_checks_the_ready_marker_and_the_manifest_for_this_runtime_then_lays_out_the_data_dir",
     )),
 )
 # Imported once in the parent so that each forked child starts warm; nothing of the project is
