@@ -432,3 +432,9 @@ def test_the_worker_beside_webui_runs_the_queue_agent_image_the_stack_pushes(run
     pushed = run.one("docker-build:index:Image", "webui-worker-image").inputs
     assert f"/{worker.IMAGE}@sha256:" in image
     assert pushed["push"] is True and [f"/{worker.IMAGE}:" in tag for tag in pushed["tags"]] == [True]
+
+
+def test_the_stack_exports_the_namespace_the_webui_runs_in(run):
+    """`pulumi stack output webui_namespace` is where `kubectl -n` finds the pods (README: `kubectl -n sd-webui ...`)."""
+    assert run.outputs["webui_namespace"] == webui_module.NAMESPACE == \
+        run.one("kubernetes:core/v1:Namespace", "webui-namespace").inputs["metadata"]["name"]
