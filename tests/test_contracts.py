@@ -213,6 +213,7 @@ def test_the_probe_and_the_worker_call_webui_on_the_port_it_listens_on(run):
     import sys
     from urllib.parse import urlsplit
 
+    from components import worker as worker_component
     from components.webui import PORT, PROBE_SCRIPT
 
     pod = webui_pod(run)
@@ -221,19 +222,20 @@ def test_the_probe_and_the_worker_call_webui_on_the_port_it_listens_on(run):
     webui = next(c for c in pod["containers"] if c["name"] == "webui")
     assert webui["args"][webui["args"].index("--port") + 1] == str(PORT)
     assert urlsplit(load_source(PROBE_SCRIPT, "sdgke_contract_probe").BASE).port == PORT
-    sys.path.insert(0, str(ROOT / "images" / "queue-agent"))
-    try:
-        from queue_agent import worker
-    finally:
-        sys.path.remove(str(ROOT / "images" / "queue-agent"))
+    if str(worker_component.CONTEXT) not in sys.path:
+        sys.path.insert(0, str(worker_component.CONTEXT))
+    from queue_agent import worker
     settings = worker.settings_from({"QUEUE_FRONT_URL": "http://q:8081", "POD_NAME": "p", "POD_IP": "10.0.0.7"})
     assert urlsplit(settings.webui_url).port == PORT
     assert settings.own_url == f"http://10.0.0.7:{PORT}", "the address the request queue sends browsers to"
 
 
 def dockerfile_user(image_dir: str) -> str:
-    return next(line.split()[1] for line in (ROOT / "images" / image_dir / "Dockerfile").read_text().splitlines()
-                if line.startswith("USER "))
+    """The user the image runs as: its last USER instruction."""
+    from tests.test_dockerfiles import _instructions
+
+    dockerfile = ROOT / "images" / image_dir / "Dockerfile"
+    return [arguments for instruction, arguments in _instructions(dockerfile) if instruction == "USER"][-1]
 
 
 def test_webui_pods_run_as_the_user_their_images_are_built_for(run):

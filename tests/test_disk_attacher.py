@@ -13,6 +13,10 @@ def agent_pod(run) -> dict:
     return run.one(DAEMONSET, "runtime-disk-daemonset").inputs["spec"]["template"]["spec"]
 
 
+def agent_container(run) -> dict:
+    return agent_pod(run)["containers"][0]
+
+
 def gc_pod(run) -> dict:
     return run.one(CRONJOB, "runtime-disk-gc").inputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
@@ -69,7 +73,7 @@ def test_agent_runs_on_gpu_nodes_before_anything_else(run):
 
 
 def test_agent_is_privileged_for_the_mount_and_sees_host_devices(run):
-    container = agent_pod(run)["containers"][0]
+    container = agent_container(run)
     assert container["securityContext"]["privileged"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -81,7 +85,7 @@ def test_agent_is_privileged_for_the_mount_and_sees_host_devices(run):
 
 
 def test_agent_is_ready_only_once_the_runtime_is_mounted(run):
-    container = agent_pod(run)["containers"][0]
+    container = agent_container(run)
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["livenessProbe"]["tcpSocket"] == {"port": "health"}
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -89,18 +93,18 @@ def test_agent_is_ready_only_once_the_runtime_is_mounted(run):
 
 
 def test_agent_learns_its_node_from_the_downward_api(run):
-    env = {e["name"]: e for e in agent_pod(run)["containers"][0]["env"]}
+    env = {e["name"]: e for e in agent_container(run)["env"]}
     assert env["SDGKE_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
 def test_agent_requests_little(run):
-    resources = agent_pod(run)["containers"][0]["resources"]
+    resources = agent_container(run)["resources"]
     assert resources["requests"] == {"cpu": "10m", "memory": "64Mi"}
     assert resources["limits"]["memory"] == "192Mi"
 
 
 def test_agent_and_collector_run_the_agent_image_by_digest(run):
-    agent_image = agent_pod(run)["containers"][0]["image"]
+    agent_image = agent_container(run)["image"]
     assert "/sd-disk-attacher@sha256:" in agent_image
     assert gc_pod(run)["containers"][0]["image"] == agent_image
     built = run.one("docker-build:index:Image", "runtime-disk-image").inputs
@@ -132,10 +136,6 @@ def test_nothing_may_connect_to_the_agent_or_the_collector(run):
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "runtime-disk-network-policy").inputs
     assert policy["metadata"]["namespace"] == module.NAMESPACE
     assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
-
-
-def agent_container(run) -> dict:
-    return agent_pod(run)["containers"][0]
 
 
 def test_custom_roles_live_in_the_stacks_project_under_valid_distinct_ids(run):

@@ -147,3 +147,9 @@ def test_only_takes_the_mutant_indexes_as_list_numbers_them():
 def test_only_refuses_anything_but_indexes_with_what_is_allowed(spec):
     with pytest.raises(Exception, match=rf"--only {re.escape(repr(spec))}: expected mutant indexes 0 or more"):
         mutate.indexes(spec)
+
+
+def test_only_beside_survivors_of_is_refused_rather_than_ignored(capsys):
+    with pytest.raises(SystemExit):
+        mutate.main(["--only", "3", "--survivors-of", "results.json"])
+    assert "--only and --survivors-of each choose the mutants to run; give one of them" in capsys.readouterr().err

@@ -24,6 +24,10 @@ def mounts(c: dict) -> dict[str, dict]:
     return {m["mountPath"]: m for m in c["volumeMounts"]}
 
 
+def env_values(c: dict) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in c["env"]}
+
+
 def volumes(run) -> dict[str, dict]:
     return {v["name"]: v for v in pod(run)["volumes"]}
 
@@ -63,7 +67,7 @@ def test_every_path_webui_writes_is_an_empty_dir(run):
 
 
 def test_webui_caches_and_home_point_into_the_data_dir(run):
-    env = {e["name"]: e.get("value") for e in container(run)["env"]}
+    env = env_values(container(run))
     assert env["SD_WEBUI_CACHE_FILE"].startswith("/data/")
     assert env["SD_WEBUI_CACHE_DIR"].startswith("/data/")
     assert env["HOME"].startswith("/data/")
@@ -79,7 +83,7 @@ def test_launched_from_the_baked_venv_without_preparing_the_environment(run):
 
 
 def test_huggingface_is_offline(run):
-    env = {e["name"]: e.get("value") for e in container(run)["env"]}
+    env = env_values(container(run))
     assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
     assert env["HF_HOME"].startswith(RUNTIME_ROOT + "/")
 
@@ -217,10 +221,6 @@ def test_without_batch_work_the_webui_reaches_no_google_api(run_stack):
 
 def pod_labels_selector(run) -> dict:
     return run.one(DEPLOYMENT, "webui-deployment").inputs["spec"]["selector"]["matchLabels"]
-
-
-def env_values(c: dict) -> dict[str, str | None]:
-    return {e["name"]: e.get("value") for e in c["env"]}
 
 
 def test_webui_runs_offline_with_its_caches_home_and_timeouts_from_the_stack(run):

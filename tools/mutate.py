@@ -626,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, nargs="+", metavar="RESULTS",
                         help="print the score of these results files together (the shards of one run) and exit")
     args = parser.parse_args(argv)
+    if args.only and args.survivors_of:
+        parser.error("--only and --survivors-of each choose the mutants to run; give one of them")
     if args.summary:
         print(summary(combined(args.summary)))
         return 0
